@@ -1,0 +1,226 @@
+//! One task per WebSocket: frames in, frames out, and the sync-log record.
+//!
+//! The task `select!`s over the socket, its bounded outbound queue, its kill
+//! switch (pulled by the hub task when the queue overflows), the join
+//! deadline, a keepalive ping and server shutdown. Frames are decoded here,
+//! in parallel across connections, so the hub task only sees typed
+//! messages. Text frames and undecodable frames end the session with an
+//! error to that peer alone.
+
+use std::net::SocketAddr;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+use ventas_sync_protocol::hub::ConnId;
+use ventas_sync_protocol::wire::{self, Message};
+
+use super::hub_task::{HubInput, Outbound};
+use super::sessions::{SessionLog, SyncSession};
+use super::Identity;
+use crate::config::ServerConfig;
+use crate::now_ms;
+
+/// WebSocket close code for a policy violation (RFC 6455).
+const CLOSE_POLICY: u16 = 1008;
+/// WebSocket close code for going away (server shutdown).
+const CLOSE_GOING_AWAY: u16 = 1001;
+/// WebSocket close code for a normal close.
+const CLOSE_NORMAL: u16 = 1000;
+/// Longest close reason a control frame can carry (125 bytes minus the code).
+const CLOSE_REASON_BYTES_MAX: usize = 123;
+
+/// Everything a connection task needs.
+pub struct Connection {
+    pub conn: ConnId,
+    pub remote_addr: SocketAddr,
+    pub identity: Option<Identity>,
+    pub hub: mpsc::Sender<HubInput>,
+    pub sessions: SessionLog,
+    pub config: ServerConfig,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Connection {
+    /// Runs the session to its end, then records it in the sync log.
+    pub async fn run(self, socket: WebSocket) {
+        let session_id = match self.sessions.next_id() {
+            Ok(id) => id,
+            Err(error) => {
+                warn!("sync log unavailable: {error}");
+                0
+            }
+        };
+        let mut session = SyncSession {
+            id: session_id,
+            identity: self.identity.as_ref().map(|i| i.subject.clone()),
+            remote_addr: self.remote_addr.to_string(),
+            connected_at_ms: now_ms(),
+            ..SyncSession::default()
+        };
+        if let Err(error) = self.sessions.put(&session) {
+            warn!("cannot record session start: {error}");
+        }
+        let (outbound_tx, outbound_rx) = mpsc::channel(self.config.outbound_queue_messages_max);
+        let (kill_tx, kill_rx) = oneshot::channel();
+        let connected = self
+            .hub
+            .send(HubInput::Connect {
+                conn: self.conn,
+                outbound: outbound_tx,
+                kill: kill_tx,
+            })
+            .await;
+        let end = if connected.is_err() {
+            Some("server is shutting down".to_string())
+        } else {
+            self.pump(socket, outbound_rx, kill_rx, &mut session).await
+        };
+        let (stats_tx, stats_rx) = oneshot::channel();
+        let _ = self
+            .hub
+            .send(HubInput::Disconnect {
+                conn: self.conn,
+                stats: stats_tx,
+            })
+            .await;
+        if let Ok(Some(stats)) = stats_rx.await {
+            session.peer_id = stats.peer_id.map(|p| p.as_str().to_string());
+            session.documents = stats.documents.iter().map(|d| d.to_string()).collect();
+            session.messages_in = stats.messages_in;
+            session.messages_out = stats.messages_out;
+            session.changes_in = stats.changes_in;
+            session.changes_out = stats.changes_out;
+        }
+        session.disconnected_at_ms = Some(now_ms());
+        session.error = end;
+        info!(
+            conn = self.conn,
+            peer = session.peer_id.as_deref().unwrap_or("-"),
+            bytes_in = session.bytes_in,
+            bytes_out = session.bytes_out,
+            error = session.error.as_deref().unwrap_or("-"),
+            "session ended"
+        );
+        if let Err(error) = self.sessions.put(&session) {
+            warn!("cannot record session end: {error}");
+        }
+    }
+
+    /// Moves frames until the session ends; returns the error that ended
+    /// it, if any.
+    async fn pump(
+        &self,
+        socket: WebSocket,
+        mut outbound: mpsc::Receiver<Outbound>,
+        mut kill: oneshot::Receiver<String>,
+        session: &mut SyncSession,
+    ) -> Option<String> {
+        let (mut sink, mut stream) = socket.split();
+        let mut shutdown = self.shutdown.clone();
+        let join_deadline = Instant::now() + Duration::from_millis(self.config.join_timeout_ms);
+        let mut joined = false;
+        let keepalive = Duration::from_millis(self.config.keepalive_interval_ms);
+        let mut ping = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
+        let mut close: Option<(u16, String)> = None;
+        let mut error = None;
+        loop {
+            tokio::select! {
+                biased;
+                reason = &mut kill => {
+                    let reason = reason.unwrap_or_else(|_| "disconnected by server".to_string());
+                    close = Some((CLOSE_POLICY, reason.clone()));
+                    error = Some(reason);
+                    break;
+                }
+                _ = shutdown.changed() => {
+                    close = Some((CLOSE_GOING_AWAY, "server shutting down".to_string()));
+                    break;
+                }
+                item = outbound.recv() => match item {
+                    Some(Outbound::Frame(frame)) => {
+                        session.bytes_out += frame.len() as u64;
+                        if let Err(e) = sink.send(WsMessage::Binary(frame.into())).await {
+                            error = Some(format!("send failed: {e}"));
+                            break;
+                        }
+                    }
+                    Some(Outbound::Close(reason)) => {
+                        close = Some((CLOSE_POLICY, reason.clone()));
+                        error = Some(reason);
+                        break;
+                    }
+                    None => break,
+                },
+                frame = stream.next() => match frame {
+                    Some(Ok(WsMessage::Binary(bytes))) => {
+                        session.bytes_in += bytes.len() as u64;
+                        let input = match wire::decode(&bytes, self.config.message_bytes_max) {
+                            Ok(message) => {
+                                joined |= matches!(message, Message::Join { .. });
+                                HubInput::Message { conn: self.conn, message }
+                            }
+                            Err(e) => {
+                                debug!(conn = self.conn, "undecodable frame: {e}");
+                                HubInput::DecodeFailed { conn: self.conn, reason: e.to_string() }
+                            }
+                        };
+                        if self.hub.send(input).await.is_err() {
+                            close = Some((CLOSE_GOING_AWAY, "server shutting down".to_string()));
+                            break;
+                        }
+                    }
+                    Some(Ok(WsMessage::Text(_))) => {
+                        let reason = "text frames are not part of the protocol; send binary CBOR".to_string();
+                        let _ = self.hub.send(HubInput::DecodeFailed { conn: self.conn, reason }).await;
+                    }
+                    Some(Ok(WsMessage::Close(_))) | None => break,
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+                    Some(Err(e)) => {
+                        error = Some(format!("socket error: {e}"));
+                        break;
+                    }
+                },
+                _ = tokio::time::sleep_until(join_deadline), if !joined => {
+                    let reason = format!("no join within {} ms", self.config.join_timeout_ms);
+                    close = Some((CLOSE_POLICY, reason.clone()));
+                    error = Some(reason);
+                    break;
+                }
+                _ = ping.tick() => {
+                    if sink.send(WsMessage::Ping(Default::default())).await.is_err() {
+                        error = Some("keepalive ping failed".to_string());
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some((code, reason)) = close {
+            let reason = truncate(&reason, CLOSE_REASON_BYTES_MAX);
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            let _ = sink.send(WsMessage::Close(Some(frame))).await;
+        } else {
+            let frame = CloseFrame {
+                code: CLOSE_NORMAL,
+                reason: "".into(),
+            };
+            let _ = sink.send(WsMessage::Close(Some(frame))).await;
+        }
+        let _ = sink.close().await;
+        error
+    }
+}
+
+/// The longest prefix of `text` within `bytes_max` bytes, on a char boundary.
+fn truncate(text: &str, bytes_max: usize) -> String {
+    let mut end = text.len().min(bytes_max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}

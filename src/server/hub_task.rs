@@ -1,0 +1,316 @@
+//! The task that owns the [`Hub`] and carries out its effects.
+//!
+//! Connection tasks decode frames and send [`HubInput`]s over one bounded
+//! channel; this task applies them to the hub one at a time, so every
+//! document has a single writer. Effects become frames on each peer's
+//! bounded outbound queue, chunk appends and compactions in the store, and
+//! flush requests for the flusher thread. The flusher runs `DocStore::flush`
+//! off the async runtime and reports back on a separate channel, which this
+//! task polls first, so acknowledgements are never stuck behind a flood of
+//! incoming frames.
+//!
+//! A peer whose outbound queue is full is slow: its kill switch is pulled and
+//! its connection task closes the socket. Nothing else waits for it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info, warn};
+use ventas_storage::DocStore;
+use ventas_sync_protocol::hub::{ConnId, ConnStats, Effect, Hub, HubConfig, LoadedDoc};
+use ventas_sync_protocol::ids::DocumentId;
+use ventas_sync_protocol::wire::{self, Message};
+
+use crate::now_ms;
+
+/// Delay before retrying a failed flush.
+const FLUSH_RETRY_DELAY_MS: u64 = 100;
+
+/// What a connection task tells the hub task.
+#[derive(Debug)]
+pub enum HubInput {
+    Connect {
+        conn: ConnId,
+        outbound: mpsc::Sender<Outbound>,
+        kill: oneshot::Sender<String>,
+    },
+    Message {
+        conn: ConnId,
+        message: Message,
+    },
+    DecodeFailed {
+        conn: ConnId,
+        reason: String,
+    },
+    Disconnect {
+        conn: ConnId,
+        stats: oneshot::Sender<Option<ConnStats>>,
+    },
+    /// Close every connection, flush, and stop.
+    Shutdown { done: oneshot::Sender<()> },
+}
+
+/// What the hub task hands a connection task.
+#[derive(Debug)]
+pub enum Outbound {
+    /// One encoded wire message.
+    Frame(Vec<u8>),
+    /// Send a close frame with this reason after the frames before it.
+    Close(String),
+}
+
+/// Reports from the flusher thread.
+#[derive(Debug)]
+enum FlushReport {
+    Flushed { epoch: u64 },
+    Failed { epoch: u64, reason: String },
+}
+
+struct ConnHandle {
+    outbound: mpsc::Sender<Outbound>,
+    kill: Option<oneshot::Sender<String>>,
+}
+
+/// Spawns the hub task and its flusher thread; returns the inbox.
+pub fn spawn(
+    hub_config: HubConfig,
+    store: Arc<dyn DocStore>,
+    inbox_messages_max: usize,
+    tick_interval_ms: u64,
+    skip_flush: bool,
+) -> (mpsc::Sender<HubInput>, tokio::task::JoinHandle<()>) {
+    let (inbox_tx, inbox_rx) = mpsc::channel(inbox_messages_max);
+    let (flush_request_tx, flush_request_rx) = std::sync::mpsc::channel::<u64>();
+    let (flush_report_tx, flush_report_rx) = mpsc::unbounded_channel();
+    let flusher_store = Arc::clone(&store);
+    // At most one flush is in flight (the hub's invariant), so the request
+    // channel never holds more than one item and the report channel more
+    // than one report.
+    std::thread::Builder::new()
+        .name("ventas-flusher".to_string())
+        .spawn(move || flusher(flusher_store, flush_request_rx, flush_report_tx, skip_flush))
+        .map_err(|e| error!("cannot start flusher thread: {e}"))
+        .ok();
+    let task = HubTask {
+        hub: Hub::new(hub_config),
+        store,
+        conns: HashMap::new(),
+        flush_requests: flush_request_tx,
+    };
+    let join = tokio::spawn(task.run(inbox_rx, flush_report_rx, tick_interval_ms));
+    (inbox_tx, join)
+}
+
+fn flusher(
+    store: Arc<dyn DocStore>,
+    requests: std::sync::mpsc::Receiver<u64>,
+    reports: mpsc::UnboundedSender<FlushReport>,
+    skip_flush: bool,
+) {
+    while let Ok(epoch) = requests.recv() {
+        let result = if skip_flush { Ok(()) } else { store.flush() };
+        let report = match result {
+            Ok(()) => FlushReport::Flushed { epoch },
+            Err(error) => FlushReport::Failed {
+                epoch,
+                reason: error.to_string(),
+            },
+        };
+        if reports.send(report).is_err() {
+            return;
+        }
+    }
+}
+
+struct HubTask {
+    hub: Hub,
+    store: Arc<dyn DocStore>,
+    conns: HashMap<ConnId, ConnHandle>,
+    flush_requests: std::sync::mpsc::Sender<u64>,
+}
+
+impl HubTask {
+    async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<HubInput>,
+        mut flush_reports: mpsc::UnboundedReceiver<FlushReport>,
+        tick_interval_ms: u64,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_millis(tick_interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shutdown_done: Option<oneshot::Sender<()>> = None;
+        loop {
+            tokio::select! {
+                biased;
+                Some(report) = flush_reports.recv() => self.on_flush_report(report).await,
+                input = inbox.recv(), if shutdown_done.is_none() => match input {
+                    Some(HubInput::Shutdown { done }) => {
+                        let effects = self.hub.shutdown();
+                        self.execute(effects);
+                        shutdown_done = Some(done);
+                        if !self.hub.flush_pending() { break; }
+                    }
+                    Some(input) => self.on_input(input),
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    let effects = self.hub.tick(now_ms());
+                    self.execute(effects);
+                }
+            }
+            if shutdown_done.is_some() && !self.hub.flush_pending() {
+                break;
+            }
+        }
+        if let Err(error) = self.store.flush() {
+            error!("final flush failed: {error}");
+        }
+        if let Some(done) = shutdown_done {
+            let _ = done.send(());
+        }
+        info!("hub stopped");
+    }
+
+    async fn on_flush_report(&mut self, report: FlushReport) {
+        let effects = match report {
+            FlushReport::Flushed { epoch } => self.hub.flushed(epoch, now_ms()),
+            FlushReport::Failed { epoch, reason } => {
+                error!("flush of epoch {epoch} failed, retrying: {reason}");
+                tokio::time::sleep(Duration::from_millis(FLUSH_RETRY_DELAY_MS)).await;
+                self.hub.flush_failed(epoch)
+            }
+        };
+        self.execute(effects);
+    }
+
+    fn on_input(&mut self, input: HubInput) {
+        match input {
+            HubInput::Connect {
+                conn,
+                outbound,
+                kill,
+            } => {
+                self.hub.connect(conn);
+                self.conns.insert(
+                    conn,
+                    ConnHandle {
+                        outbound,
+                        kill: Some(kill),
+                    },
+                );
+            }
+            HubInput::Message { conn, message } => {
+                if let Some(document_id) = self.hub.doc_to_load(&message) {
+                    if let Err(reason) = self.load(document_id) {
+                        warn!(conn, %document_id, "cannot load document: {reason}");
+                        let effects = self.hub.load_failed(conn, document_id, &reason);
+                        self.execute(effects);
+                        return;
+                    }
+                }
+                let effects = self.hub.receive(conn, message, now_ms());
+                self.execute(effects);
+            }
+            HubInput::DecodeFailed { conn, reason } => {
+                let effects = self.hub.decode_failed(conn, &reason);
+                self.execute(effects);
+            }
+            HubInput::Disconnect { conn, stats } => {
+                self.conns.remove(&conn);
+                let _ = stats.send(self.hub.disconnect(conn));
+            }
+            HubInput::Shutdown { .. } => {}
+        }
+    }
+
+    /// Reads a document from the store into the hub, making room first.
+    fn load(&mut self, document_id: DocumentId) -> Result<(), String> {
+        let mut effects = Vec::new();
+        let has_room = self.hub.make_room(&mut effects);
+        self.execute(effects);
+        if !has_room {
+            return Err(format!(
+                "server holds its maximum of {} documents in memory, all in use",
+                self.hub.config().docs_in_memory_max
+            ));
+        }
+        let stored = self
+            .store
+            .load(document_id.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let loaded = stored.map(|stored| LoadedDoc {
+            snapshot: stored.snapshot,
+            chunks: stored.chunks,
+            last_chunk_seq: stored.last_chunk_seq,
+        });
+        self.hub
+            .doc_loaded(document_id, loaded, now_ms())
+            .map_err(|e| e.to_string())
+    }
+
+    fn execute(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Send { conn, message } => {
+                    let frame = wire::encode(&message);
+                    self.deliver(conn, Outbound::Frame(frame));
+                }
+                Effect::Close { conn, reason } => {
+                    debug!(conn, "closing: {reason}");
+                    self.deliver(conn, Outbound::Close(reason));
+                }
+                Effect::Persist { document_id, chunk } => {
+                    match self.store.append_chunk(document_id.as_bytes(), &chunk) {
+                        Ok(seq) => self.hub.chunk_persisted(&document_id, seq),
+                        Err(error) => {
+                            error!(%document_id, "cannot persist changes: {error}");
+                            let effects = self.hub.persist_failed(document_id);
+                            self.execute(effects);
+                        }
+                    }
+                }
+                Effect::Compact {
+                    document_id,
+                    snapshot,
+                    covers_through_seq,
+                } => {
+                    if let Err(error) =
+                        self.store
+                            .compact(document_id.as_bytes(), &snapshot, covers_through_seq)
+                    {
+                        // The chunks stay; compaction is an optimisation.
+                        warn!(%document_id, "compaction failed: {error}");
+                    }
+                }
+                Effect::Flush { epoch } => {
+                    if self.flush_requests.send(epoch).is_err() {
+                        error!("flusher thread is gone; epoch {epoch} cannot be made durable");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues a frame for a peer; a full queue means a slow peer, which is
+    /// disconnected rather than buffered.
+    fn deliver(&mut self, conn: ConnId, outbound: Outbound) {
+        let Some(handle) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match handle.outbound.try_send(outbound) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if let Some(kill) = handle.kill.take() {
+                    warn!(conn, "outbound queue full: disconnecting slow peer");
+                    let _ = kill.send(format!(
+                        "outbound queue full ({} messages): peer too slow",
+                        handle.outbound.max_capacity()
+                    ));
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! The sync server: axum routes, WebSocket upgrade, start and shutdown.
+//!
+//! ```text
+//!   device ──ws──▶ connection task ──HubInput──▶ hub task ──▶ DocStore (sled)
+//!          ◀─────── outbound queue ◀── Effects ──┘      └──▶ flusher thread
+//! ```
+//!
+//! `GET /` upgrades to the automerge-repo WebSocket protocol (the path
+//! `@automerge/automerge-repo-network-websocket` clients use).
+//! `GET /v1/sync-sessions` lists the sync log, newest first.
+//! `GET /health` answers `ok`.
+//!
+//! The connection cap is taken before the upgrade; past it the client gets
+//! HTTP 503. An [`Authenticator`] runs before the upgrade too, and the
+//! [`Identity`] it returns is bound to the connection for its lifetime.
+
+mod connection;
+pub mod hub_task;
+pub mod sessions;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tracing::{error, info};
+use ventas_storage::{DocStore, SledConfig, SledStore, StoreError};
+use ventas_sync_protocol::hub::HubConfig;
+use ventas_sync_protocol::ids::{PeerId, StorageId};
+
+use crate::config::{ConfigError, ServerConfig, SYNC_SESSIONS_PAGE_MAX};
+use connection::Connection;
+use hub_task::HubInput;
+use sessions::SessionLog;
+
+/// Key of the server's persistent storage id in the metadata keyspace.
+const STORAGE_ID_KEY: &[u8] = b"server/storage-id";
+/// How long shutdown waits for connections to close before flushing anyway.
+const SHUTDOWN_CONNECTIONS_WAIT_MS: u64 = 5_000;
+
+/// Who is on the other end of a connection, as established before the
+/// WebSocket opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// A stable name for the credential holder (e.g. tenant/seller/device).
+    pub subject: String,
+}
+
+/// Why an upgrade was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing or invalid credential")]
+    Unauthorized,
+}
+
+/// Decides, from the upgrade request, who the peer is. The default lets
+/// everyone in anonymously; device credentials plug in here.
+pub trait Authenticator: Send + Sync + 'static {
+    fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        query: &[(String, String)],
+    ) -> Result<Option<Identity>, AuthError>;
+}
+
+/// Everyone is let in, with no identity.
+#[derive(Debug, Default)]
+pub struct AllowAnonymous;
+
+impl Authenticator for AllowAnonymous {
+    fn authenticate(
+        &self,
+        _headers: &HeaderMap,
+        _query: &[(String, String)],
+    ) -> Result<Option<Identity>, AuthError> {
+        Ok(None)
+    }
+}
+
+/// Errors starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Clone)]
+struct AppState {
+    config: ServerConfig,
+    hub: mpsc::Sender<HubInput>,
+    sessions: SessionLog,
+    connections: Arc<Semaphore>,
+    next_conn: Arc<AtomicU64>,
+    shutdown: watch::Receiver<bool>,
+    authenticator: Arc<dyn Authenticator>,
+}
+
+/// A server running in this process.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    join: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+impl RunningServer {
+    /// Graceful shutdown: stop accepting, close peers, flush storage.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.shutdown.send(true);
+        match self.join.await {
+            Ok(result) => result,
+            Err(join_error) => Err(ServerError::Io(std::io::Error::other(join_error))),
+        }
+    }
+}
+
+/// Opens the store in `config.data_dir`, binds `config.listen`, and serves
+/// until [`RunningServer::shutdown`].
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    config.validate()?;
+    let store: Arc<dyn DocStore> = Arc::new(SledStore::open_with(
+        &config.data_dir,
+        SledConfig {
+            cache_capacity_bytes: config.store_cache_bytes,
+            ..SledConfig::default()
+        },
+    )?);
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut wait = shutdown_rx.clone();
+    let signal = async move {
+        let _ = wait.wait_for(|stop| *stop).await;
+    };
+    let join = tokio::spawn(serve(
+        config,
+        listener,
+        store,
+        Arc::new(AllowAnonymous),
+        signal,
+    ));
+    Ok(RunningServer {
+        addr,
+        shutdown: shutdown_tx,
+        join,
+    })
+}
+
+/// Serves on `listener` until `signal` resolves, then shuts down in order:
+/// stop accepting, close every peer, wait for their tasks, final flush.
+pub async fn serve(
+    config: ServerConfig,
+    listener: TcpListener,
+    store: Arc<dyn DocStore>,
+    authenticator: Arc<dyn Authenticator>,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    config.validate()?;
+    let storage_id = storage_id(store.as_ref())?;
+    let mut hub_config = HubConfig::new(PeerId::new(format!("ventas-{}", storage_id.as_str())));
+    hub_config.storage_id = Some(storage_id);
+    hub_config.docs_per_peer_max = config.docs_per_peer_max;
+    hub_config.docs_in_memory_max = config.docs_in_memory_max;
+    hub_config.doc_idle_evict_after_ms = config.doc_idle_evict_after_ms;
+    hub_config.doc_queue_messages_max = config.doc_queue_messages_max;
+    let (hub, hub_join) = hub_task::spawn(
+        hub_config,
+        Arc::clone(&store),
+        config.hub_inbox_messages_max,
+        config.tick_interval_ms,
+        config.unsafe_skip_flush,
+    );
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let connections = Arc::new(Semaphore::new(config.connections_max));
+    let state = AppState {
+        config: config.clone(),
+        hub: hub.clone(),
+        sessions: SessionLog::new(Arc::clone(&store)),
+        connections: Arc::clone(&connections),
+        next_conn: Arc::new(AtomicU64::new(1)),
+        shutdown: shutdown_rx,
+        authenticator,
+    };
+    let app = Router::new()
+        .route("/", get(upgrade))
+        .route("/health", get(|| async { "ok" }))
+        .route("/v1/sync-sessions", get(list_sessions))
+        .with_state(state);
+    info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), "serving");
+    // Connections are told to close as soon as the signal fires: axum's
+    // graceful shutdown does not track upgraded WebSockets, so we do.
+    let graceful = async move {
+        signal.await;
+        info!("shutting down: closing peers");
+        let _ = shutdown_tx.send(true);
+    };
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(graceful)
+    .await?;
+    let all = u32::try_from(config.connections_max).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(
+        Duration::from_millis(SHUTDOWN_CONNECTIONS_WAIT_MS),
+        connections.acquire_many(all),
+    )
+    .await;
+    if drained.is_err() {
+        error!("connections still open after {SHUTDOWN_CONNECTIONS_WAIT_MS} ms; flushing anyway");
+    }
+    let (done_tx, done_rx) = oneshot::channel();
+    if hub.send(HubInput::Shutdown { done: done_tx }).await.is_ok() {
+        let _ = done_rx.await;
+    }
+    let _ = hub_join.await;
+    store.flush()?;
+    info!("stopped");
+    Ok(())
+}
+
+/// The server's storage id: made once, kept in the metadata keyspace.
+fn storage_id(store: &dyn DocStore) -> Result<StorageId, StoreError> {
+    if let Some(bytes) = store.meta_get(STORAGE_ID_KEY)? {
+        if let Ok(text) = String::from_utf8(bytes) {
+            return Ok(StorageId::new(text));
+        }
+    }
+    let fresh: [u8; 16] = rand::random();
+    let text = fresh.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    store.meta_put(STORAGE_ID_KEY, text.as_bytes())?;
+    store.flush()?;
+    Ok(StorageId::new(text))
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    ConnectInfo(remote_addr): ConnectInfo<SocketAddr>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let identity = match state.authenticator.authenticate(&headers, &query) {
+        Ok(identity) => identity,
+        Err(error) => return (StatusCode::UNAUTHORIZED, error.to_string()).into_response(),
+    };
+    let Ok(permit) = Arc::clone(&state.connections).try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "connection limit reached ({} connections)",
+                state.config.connections_max
+            ),
+        )
+            .into_response();
+    };
+    let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
+    let config = state.config.clone();
+    let connection = Connection {
+        conn,
+        remote_addr,
+        identity,
+        hub: state.hub.clone(),
+        sessions: state.sessions.clone(),
+        config: config.clone(),
+        shutdown: state.shutdown.clone(),
+    };
+    upgrade
+        .max_message_size(config.message_bytes_max)
+        .max_frame_size(config.message_bytes_max)
+        .read_buffer_size(crate::config::SOCKET_READ_BUFFER_BYTES_DEFAULT)
+        .write_buffer_size(crate::config::SOCKET_WRITE_BUFFER_BYTES_DEFAULT)
+        .max_write_buffer_size(config.message_bytes_max.saturating_mul(2))
+        .on_upgrade(move |socket| async move {
+            connection.run(socket).await;
+            drop(permit);
+        })
+}
+
+#[derive(Debug, Deserialize)]
+struct SessionQuery {
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn list_sessions(
+    State(state): State<AppState>,
+    Query(query): Query<SessionQuery>,
+) -> Response {
+    let limit = query.limit.unwrap_or(50).clamp(1, SYNC_SESSIONS_PAGE_MAX);
+    let sessions = state.sessions.clone();
+    let page = tokio::task::spawn_blocking(move || sessions.page(query.before, limit)).await;
+    match page {
+        Ok(Ok(page)) => Json(page).into_response(),
+        Ok(Err(error)) => {
+            error!("sync log read failed: {error}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "sync log unavailable").into_response()
+        }
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "sync log unavailable").into_response(),
+    }
+}

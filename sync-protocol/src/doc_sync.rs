@@ -1,0 +1,121 @@
+//! The sync state of one (peer, document) pair.
+//!
+//! [`PeerDocSync`] wraps `automerge::sync::State` and adds what the repo
+//! protocol needs on top: applying a message reports which heads it moved,
+//! so the caller can persist exactly the new changes (`save_after`), and
+//! generating a message reports how many changes it carried, for the sync
+//! log. Both sides (server hub and device) use this type.
+
+use automerge::sync::{Message as AutomergeSyncMessage, State, SyncDoc};
+use automerge::{Automerge, ChangeHash, ReadDoc};
+
+/// Why an incoming automerge sync message could not be applied.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+pub enum SyncError {
+    /// The bytes are not an automerge sync message.
+    #[error("malformed automerge sync message: {0}")]
+    Malformed(String),
+    /// The message decoded, but its changes were rejected by automerge
+    /// (corrupt change, bad hash, invalid operation).
+    #[error("automerge rejected the changes: {0}")]
+    Rejected(String),
+}
+
+/// What applying one incoming sync message did to the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Heads before the message; `doc.save_after(&heads_before)` is the
+    /// chunk of changes this message added.
+    pub heads_before: Vec<ChangeHash>,
+    /// Number of changes the document gained.
+    pub changes_added: usize,
+}
+
+impl Applied {
+    /// Whether the document gained any change.
+    pub fn changed(&self) -> bool {
+        self.changes_added > 0
+    }
+}
+
+/// An outgoing automerge sync message, encoded, with the number of changes
+/// it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    pub data: Vec<u8>,
+    pub changes_sent: usize,
+}
+
+/// Sync state between this replica and one remote peer for one document.
+#[derive(Debug, Default)]
+pub struct PeerDocSync {
+    state: State,
+}
+
+impl PeerDocSync {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies an encoded automerge sync message to `doc`.
+    ///
+    /// A rejected message leaves the document with at most the changes that
+    /// automerge validated before the bad one; the caller persists whatever
+    /// the heads moved by (see [`Applied::heads_before`]) either way.
+    pub fn receive(&mut self, doc: &mut Automerge, data: &[u8]) -> Result<Applied, SyncError> {
+        let message = AutomergeSyncMessage::decode(data)
+            .map_err(|error| SyncError::Malformed(error.to_string()))?;
+        let heads_before = doc.get_heads();
+        doc.receive_sync_message(&mut self.state, message)
+            .map_err(|error| SyncError::Rejected(error.to_string()))?;
+        // Cost proportional to the new changes only: the walk stops at
+        // `heads_before`.
+        let changes_added = if doc.get_heads() == heads_before {
+            0
+        } else {
+            doc.get_changes(&heads_before).len()
+        };
+        Ok(Applied {
+            heads_before,
+            changes_added,
+        })
+    }
+
+    /// The next message to send to this peer, if there is anything to say.
+    pub fn generate(&mut self, doc: &Automerge) -> Option<Generated> {
+        let sent_before = self.state.sent_hashes.len();
+        let message = self.state_generate(doc)?;
+        let changes_sent = self.state.sent_hashes.len().saturating_sub(sent_before);
+        Some(Generated {
+            data: message.encode(),
+            changes_sent,
+        })
+    }
+
+    fn state_generate(&mut self, doc: &Automerge) -> Option<AutomergeSyncMessage> {
+        doc.generate_sync_message(&mut self.state)
+    }
+
+    /// The heads the peer last told us it has, if it has spoken yet.
+    pub fn their_heads(&self) -> Option<&[ChangeHash]> {
+        self.state.their_heads.as_deref()
+    }
+
+    /// Whether the peer holds every change of `doc`: each of our heads is
+    /// in the history the peer has acknowledged.
+    pub fn peer_has_all_of(&self, doc: &Automerge) -> bool {
+        let Some(their_heads) = self.their_heads() else {
+            return false;
+        };
+        let ours = doc.get_heads();
+        if ours.iter().all(|head| their_heads.contains(head)) {
+            return true;
+        }
+        // The peer may be ahead of us; we hold all its heads, so anything
+        // we have outside its history shows up in `get_changes`.
+        their_heads
+            .iter()
+            .all(|head| doc.get_change_by_hash(head).is_some())
+            && doc.get_changes(their_heads).is_empty()
+    }
+}

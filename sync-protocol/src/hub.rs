@@ -1,0 +1,836 @@
+//! The server's sync core: many peers, many documents, no I/O.
+//!
+//! A [`Hub`] owns the in-memory documents and one [`PeerDocSync`] per
+//! (connection, document). The I/O layer feeds it decoded messages, storage
+//! results and the current time, and carries out the [`Effect`]s it returns,
+//! in order.
+//!
+//! # Acknowledged means durable
+//!
+//! The hub never generates a sync message from a document that holds changes
+//! not yet flushed to disk. When a message adds changes, the hub emits
+//! [`Effect::Persist`] (the new changes as one chunk) and, if no flush is in
+//! flight, [`Effect::Flush`] for the current *epoch*. Until the I/O layer
+//! reports [`Hub::flushed`] for that epoch, further messages for the same
+//! document wait in a bounded per-document queue, and no sync message for it
+//! leaves. Writes to other documents during the flush join the next epoch:
+//! one fsync covers every document and peer that wrote meanwhile (group
+//! commit), and a hot document cannot starve because its queue is applied
+//! as one batch after each flush.
+//!
+//! # Documents in memory
+//!
+//! A message for a document not in memory makes [`Hub::doc_to_load`] name it;
+//! the I/O layer reads it from storage and hands it over with
+//! [`Hub::doc_loaded`] before passing the message to [`Hub::receive`].
+//! [`Hub::tick`] evicts documents nobody has open after an idle period and
+//! keeps at most [`HubConfig::docs_in_memory_max`] documents loaded.
+//!
+//! The hub only ever sends a document to a peer that asked for it (sent a
+//! `request` or `sync` for it); it never announces documents.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use automerge::{Automerge, ChangeHash};
+
+use crate::doc_sync::PeerDocSync;
+use crate::ids::{DocumentId, PeerId, StorageId};
+use crate::wire::{Message, PeerMetadata, PROTOCOL_VERSION};
+
+/// Identifies one connection; chosen by the I/O layer, unique per process.
+pub type ConnId = u64;
+
+/// Defaults for [`HubConfig`], units last.
+pub const DOCS_PER_PEER_MAX_DEFAULT: usize = 1_024;
+pub const DOCS_IN_MEMORY_MAX_DEFAULT: usize = 4_096;
+pub const DOC_IDLE_EVICT_AFTER_MS_DEFAULT: u64 = 60_000;
+pub const DOC_QUEUE_MESSAGES_MAX_DEFAULT: usize = 1_024;
+pub const COMPACT_AFTER_CHUNKS_DEFAULT: u64 = 256;
+
+/// Limits and identity of a hub.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// The peer id the server announces in `peer` messages.
+    pub server_peer_id: PeerId,
+    /// The server's storage id, announced in `peer` metadata.
+    pub storage_id: Option<StorageId>,
+    /// Documents one connection may have open; past it the peer gets an
+    /// error and is disconnected.
+    pub docs_per_peer_max: usize,
+    /// Documents held in memory at once.
+    pub docs_in_memory_max: usize,
+    /// A document nobody has open is evicted after this idle time.
+    pub doc_idle_evict_after_ms: u64,
+    /// Messages that may wait on one document while its flush is in flight.
+    pub doc_queue_messages_max: usize,
+    /// Incremental chunks after which a document is compacted to a snapshot.
+    pub compact_after_chunks: u64,
+}
+
+impl HubConfig {
+    pub fn new(server_peer_id: PeerId) -> Self {
+        Self {
+            server_peer_id,
+            storage_id: None,
+            docs_per_peer_max: DOCS_PER_PEER_MAX_DEFAULT,
+            docs_in_memory_max: DOCS_IN_MEMORY_MAX_DEFAULT,
+            doc_idle_evict_after_ms: DOC_IDLE_EVICT_AFTER_MS_DEFAULT,
+            doc_queue_messages_max: DOC_QUEUE_MESSAGES_MAX_DEFAULT,
+            compact_after_chunks: COMPACT_AFTER_CHUNKS_DEFAULT,
+        }
+    }
+}
+
+/// What the I/O layer must do, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Send a message on a connection.
+    Send { conn: ConnId, message: Message },
+    /// Close the connection once everything queued before is sent.
+    Close { conn: ConnId, reason: String },
+    /// Append a chunk of changes to the document's storage (not yet
+    /// durable), then report its sequence number with
+    /// [`Hub::chunk_persisted`].
+    Persist {
+        document_id: DocumentId,
+        chunk: Vec<u8>,
+    },
+    /// Replace the document's stored chunks up to `covers_through_seq` by
+    /// this snapshot, atomically.
+    Compact {
+        document_id: DocumentId,
+        snapshot: Vec<u8>,
+        covers_through_seq: u64,
+    },
+    /// Make every write so far durable, then call [`Hub::flushed`] with
+    /// this epoch (or [`Hub::flush_failed`]).
+    Flush { epoch: u64 },
+}
+
+/// A document as read from storage.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadedDoc {
+    pub snapshot: Option<Vec<u8>>,
+    pub chunks: Vec<Vec<u8>>,
+    pub last_chunk_seq: u64,
+}
+
+/// A stored document that automerge cannot load.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+#[error("stored document {document_id} is corrupt: {reason}")]
+pub struct LoadError {
+    pub document_id: DocumentId,
+    pub reason: String,
+}
+
+/// What one connection did, for the sync log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnStats {
+    pub peer_id: Option<PeerId>,
+    pub documents: BTreeSet<DocumentId>,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub changes_in: u64,
+    pub changes_out: u64,
+}
+
+#[derive(Debug, Default)]
+struct Conn {
+    peer_id: Option<PeerId>,
+    docs: HashMap<DocumentId, PeerDocSync>,
+    stats: ConnStats,
+    closing: bool,
+}
+
+#[derive(Debug)]
+struct DocState {
+    doc: Automerge,
+    subscribers: BTreeSet<ConnId>,
+    /// The epoch holding this document's unflushed changes, if any.
+    pending_epoch: Option<u64>,
+    /// Messages that arrived while `pending_epoch` was set.
+    queue: VecDeque<(ConnId, Message)>,
+    last_used_ms: u64,
+    last_chunk_seq: u64,
+    chunks_since_snapshot: u64,
+}
+
+impl DocState {
+    fn new(doc: Automerge, now_ms: u64) -> Self {
+        Self {
+            doc,
+            subscribers: BTreeSet::new(),
+            pending_epoch: None,
+            queue: VecDeque::new(),
+            last_used_ms: now_ms,
+            last_chunk_seq: 0,
+            chunks_since_snapshot: 0,
+        }
+    }
+
+    fn evictable(&self) -> bool {
+        self.subscribers.is_empty() && self.pending_epoch.is_none() && self.queue.is_empty()
+    }
+}
+
+/// The server's state machine. See the module documentation.
+#[derive(Debug)]
+pub struct Hub {
+    config: HubConfig,
+    conns: HashMap<ConnId, Conn>,
+    docs: HashMap<DocumentId, DocState>,
+    /// Epoch that new writes join.
+    open_epoch: u64,
+    /// Whether any write joined `open_epoch`.
+    open_epoch_dirty: bool,
+    flush_in_flight: Option<u64>,
+    /// Documents waiting for each epoch's flush.
+    waiting_by_epoch: BTreeMap<u64, Vec<DocumentId>>,
+}
+
+impl Hub {
+    pub fn new(config: HubConfig) -> Self {
+        Self {
+            config,
+            conns: HashMap::new(),
+            docs: HashMap::new(),
+            open_epoch: 1,
+            open_epoch_dirty: false,
+            flush_in_flight: None,
+            waiting_by_epoch: BTreeMap::new(),
+        }
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// Documents currently in memory.
+    pub fn docs_in_memory(&self) -> usize {
+        self.docs.len()
+    }
+
+    /// Connections currently known.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The in-memory document, if loaded (for tests and status).
+    pub fn doc(&self, document_id: &DocumentId) -> Option<&Automerge> {
+        self.docs.get(document_id).map(|state| &state.doc)
+    }
+
+    /// Statistics of a live connection.
+    pub fn conn_stats(&self, conn: ConnId) -> Option<&ConnStats> {
+        self.conns.get(&conn).map(|c| &c.stats)
+    }
+
+    /// A new connection; it must `join` before anything else.
+    pub fn connect(&mut self, conn: ConnId) {
+        self.conns.insert(conn, Conn::default());
+    }
+
+    /// The connection is gone; returns what it did.
+    pub fn disconnect(&mut self, conn: ConnId) -> Option<ConnStats> {
+        let state = self.conns.remove(&conn)?;
+        for document_id in state.docs.keys() {
+            if let Some(doc) = self.docs.get_mut(document_id) {
+                doc.subscribers.remove(&conn);
+                doc.queue.retain(|(queued_conn, _)| *queued_conn != conn);
+            }
+        }
+        Some(state.stats)
+    }
+
+    /// The document this message needs in memory before [`Hub::receive`].
+    pub fn doc_to_load(&self, message: &Message) -> Option<DocumentId> {
+        match message {
+            Message::Request { document_id, .. } | Message::Sync { document_id, .. } => {
+                (!self.docs.contains_key(document_id)).then_some(*document_id)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether another document can be loaded; evicts the least recently
+    /// used evictable document if memory is full.
+    pub fn make_room(&mut self, effects: &mut Vec<Effect>) -> bool {
+        if self.docs.len() < self.config.docs_in_memory_max {
+            return true;
+        }
+        let victim = self
+            .docs
+            .iter()
+            .filter(|(_, state)| state.evictable())
+            .min_by_key(|(_, state)| state.last_used_ms)
+            .map(|(id, _)| *id);
+        match victim {
+            Some(document_id) => {
+                self.evict(document_id, effects);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Hands over a document read from storage (`None`: not stored).
+    pub fn doc_loaded(
+        &mut self,
+        document_id: DocumentId,
+        stored: Option<LoadedDoc>,
+        now_ms: u64,
+    ) -> Result<(), LoadError> {
+        let corrupt = |reason: String| LoadError {
+            document_id,
+            reason,
+        };
+        let mut state = match stored {
+            None => DocState::new(Automerge::new(), now_ms),
+            Some(stored) => {
+                let mut doc = match &stored.snapshot {
+                    Some(snapshot) => {
+                        Automerge::load(snapshot).map_err(|e| corrupt(e.to_string()))?
+                    }
+                    None => Automerge::new(),
+                };
+                for chunk in &stored.chunks {
+                    doc.load_incremental(chunk)
+                        .map_err(|e| corrupt(e.to_string()))?;
+                }
+                let mut state = DocState::new(doc, now_ms);
+                state.last_chunk_seq = stored.last_chunk_seq;
+                state.chunks_since_snapshot = stored.chunks.len() as u64;
+                state
+            }
+        };
+        state.last_used_ms = now_ms;
+        self.docs.insert(document_id, state);
+        Ok(())
+    }
+
+    /// Storage assigned `seq` to the last chunk persisted for this document.
+    pub fn chunk_persisted(&mut self, document_id: &DocumentId, seq: u64) {
+        if let Some(state) = self.docs.get_mut(document_id) {
+            state.last_chunk_seq = seq;
+        }
+    }
+
+    /// A frame from this connection could not be decoded.
+    pub fn decode_failed(&mut self, conn: ConnId, reason: &str) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        self.fail(conn, format!("malformed message: {reason}"), &mut effects);
+        effects
+    }
+
+    /// A decoded message from a connection. Any document it names must be
+    /// in memory (see [`Hub::doc_to_load`]); otherwise the peer is told the
+    /// server could not load it.
+    pub fn receive(&mut self, conn: ConnId, message: Message, now_ms: u64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return effects;
+        };
+        if state.closing {
+            return effects;
+        }
+        state.stats.messages_in += 1;
+        match (&state.peer_id, message) {
+            (
+                None,
+                Message::Join {
+                    sender_id,
+                    supported_protocol_versions,
+                    ..
+                },
+            ) => self.join(conn, sender_id, &supported_protocol_versions, &mut effects),
+            (None, other) => self.fail(
+                conn,
+                format!("expected join, got {}", other.type_name()),
+                &mut effects,
+            ),
+            (Some(_), Message::Join { .. }) => {
+                self.fail(conn, "join sent twice".to_string(), &mut effects)
+            }
+            (Some(peer_id), message) => {
+                if let Some(sender) = message.sender_id() {
+                    if sender != peer_id {
+                        let reason = format!(
+                            "sender {sender} does not match the joined peer {peer_id}"
+                        );
+                        self.fail(conn, reason, &mut effects);
+                        return effects;
+                    }
+                }
+                self.receive_joined(conn, message, now_ms, &mut effects);
+            }
+        }
+        effects
+    }
+
+    fn join(
+        &mut self,
+        conn: ConnId,
+        sender_id: PeerId,
+        versions: &[String],
+        effects: &mut Vec<Effect>,
+    ) {
+        if !versions.iter().any(|v| v == PROTOCOL_VERSION) {
+            let reason = format!(
+                "unsupported protocol version {versions:?}; this server speaks {PROTOCOL_VERSION:?}"
+            );
+            self.fail(conn, reason, effects);
+            return;
+        }
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        state.peer_id = Some(sender_id.clone());
+        state.stats.peer_id = Some(sender_id.clone());
+        self.send(
+            conn,
+            Message::Peer {
+                sender_id: self.config.server_peer_id.clone(),
+                target_id: sender_id,
+                selected_protocol_version: PROTOCOL_VERSION.to_string(),
+                peer_metadata: Some(PeerMetadata {
+                    storage_id: self.config.storage_id.clone(),
+                    is_ephemeral: false,
+                }),
+            },
+            effects,
+        );
+    }
+
+    fn receive_joined(
+        &mut self,
+        conn: ConnId,
+        message: Message,
+        now_ms: u64,
+        effects: &mut Vec<Effect>,
+    ) {
+        match message {
+            Message::Request { document_id, .. } | Message::Sync { document_id, .. } => {
+                if !self.subscribe(conn, document_id, effects) {
+                    return;
+                }
+                let Some(doc) = self.docs.get_mut(&document_id) else {
+                    self.send_error(conn, format!("document {document_id} is not loaded"), effects);
+                    return;
+                };
+                doc.last_used_ms = now_ms;
+                if doc.pending_epoch.is_some() {
+                    if doc.queue.len() >= self.config.doc_queue_messages_max {
+                        let reason = format!(
+                            "too many messages waiting on document {document_id} (max {})",
+                            self.config.doc_queue_messages_max
+                        );
+                        self.fail(conn, reason, effects);
+                        return;
+                    }
+                    doc.queue.push_back((conn, message));
+                    return;
+                }
+                self.apply_batch(document_id, [(conn, message)], effects);
+            }
+            Message::Ephemeral {
+                sender_id,
+                count,
+                session_id,
+                document_id,
+                data,
+                ..
+            } => {
+                let Some(doc) = self.docs.get(&document_id) else {
+                    return;
+                };
+                let targets: Vec<ConnId> = doc
+                    .subscribers
+                    .iter()
+                    .copied()
+                    .filter(|other| *other != conn)
+                    .collect();
+                for target in targets {
+                    let Some(target_id) = self.conns.get(&target).and_then(|c| c.peer_id.clone())
+                    else {
+                        continue;
+                    };
+                    let message = Message::Ephemeral {
+                        sender_id: sender_id.clone(),
+                        target_id,
+                        count,
+                        session_id: session_id.clone(),
+                        document_id,
+                        data: data.clone(),
+                    };
+                    self.send(target, message, effects);
+                }
+            }
+            Message::Leave { .. } => {
+                effects.push(Effect::Close {
+                    conn,
+                    reason: "peer left".to_string(),
+                });
+                if let Some(state) = self.conns.get_mut(&conn) {
+                    state.closing = true;
+                }
+            }
+            // Advisory messages the server has no use for: accepted, ignored.
+            Message::DocUnavailable { .. }
+            | Message::Error { .. }
+            | Message::RemoteSubscriptionChange { .. }
+            | Message::RemoteHeadsChanged { .. } => {}
+            Message::Peer { .. } | Message::Join { .. } => {
+                self.fail(conn, "unexpected peer message".to_string(), effects)
+            }
+        }
+    }
+
+    /// Opens the document for the connection. False if the connection was
+    /// failed for exceeding its document limit.
+    fn subscribe(&mut self, conn: ConnId, document_id: DocumentId, effects: &mut Vec<Effect>) -> bool {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        if state.docs.contains_key(&document_id) {
+            return true;
+        }
+        if state.docs.len() >= self.config.docs_per_peer_max {
+            let reason = format!(
+                "too many documents open on one connection (max {})",
+                self.config.docs_per_peer_max
+            );
+            self.fail(conn, reason, effects);
+            return false;
+        }
+        state.docs.insert(document_id, PeerDocSync::new());
+        state.stats.documents.insert(document_id);
+        if let Some(doc) = self.docs.get_mut(&document_id) {
+            doc.subscribers.insert(conn);
+        }
+        true
+    }
+
+    /// Applies a batch of request/sync messages to one loaded document
+    /// that has no flush pending. The changes the whole batch added are
+    /// persisted as one chunk; a message that changed nothing is answered at
+    /// once as long as the document holds only durable changes.
+    fn apply_batch(
+        &mut self,
+        document_id: DocumentId,
+        batch: impl IntoIterator<Item = (ConnId, Message)>,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(heads_before) = self.docs.get(&document_id).map(|d| d.doc.get_heads()) else {
+            return;
+        };
+        for (conn, message) in batch {
+            self.apply_one(conn, document_id, message, &heads_before, effects);
+        }
+        let Some(doc) = self.docs.get_mut(&document_id) else {
+            return;
+        };
+        if doc.doc.get_heads() == heads_before {
+            return;
+        }
+        let chunk = doc.doc.save_after(&heads_before);
+        effects.push(Effect::Persist { document_id, chunk });
+        doc.chunks_since_snapshot += 1;
+        doc.pending_epoch = Some(self.open_epoch);
+        self.open_epoch_dirty = true;
+        self.waiting_by_epoch
+            .entry(self.open_epoch)
+            .or_default()
+            .push(document_id);
+        self.maybe_start_flush(effects);
+    }
+
+    fn apply_one(
+        &mut self,
+        conn: ConnId,
+        document_id: DocumentId,
+        message: Message,
+        batch_heads_before: &[ChangeHash],
+        effects: &mut Vec<Effect>,
+    ) {
+        let (data, is_request) = match message {
+            Message::Request { data, .. } => (data, true),
+            Message::Sync { data, .. } => (data, false),
+            _ => return,
+        };
+        let (Some(conn_state), Some(doc)) =
+            (self.conns.get_mut(&conn), self.docs.get_mut(&document_id))
+        else {
+            return;
+        };
+        if conn_state.closing {
+            return;
+        }
+        let Some(sync) = conn_state.docs.get_mut(&document_id) else {
+            return;
+        };
+        match sync.receive(&mut doc.doc, &data) {
+            Ok(applied) => conn_state.stats.changes_in += applied.changes_added as u64,
+            Err(error) => {
+                let reason = format!("document {document_id}: {error}");
+                self.fail(conn, reason, effects);
+                return;
+            }
+        }
+        let heads = doc.doc.get_heads();
+        if heads != batch_heads_before {
+            // Answered after the flush, with every other subscriber.
+            return;
+        }
+        if is_request && heads.is_empty() {
+            if let Some(target_id) = conn_state.peer_id.clone() {
+                let message = Message::DocUnavailable {
+                    sender_id: self.config.server_peer_id.clone(),
+                    target_id,
+                    document_id,
+                };
+                self.send(conn, message, effects);
+            }
+            return;
+        }
+        self.generate_for(conn, document_id, effects);
+    }
+
+    fn maybe_start_flush(&mut self, effects: &mut Vec<Effect>) {
+        if self.flush_in_flight.is_some() || !self.open_epoch_dirty {
+            return;
+        }
+        let epoch = self.open_epoch;
+        self.flush_in_flight = Some(epoch);
+        self.open_epoch += 1;
+        self.open_epoch_dirty = false;
+        effects.push(Effect::Flush { epoch });
+    }
+
+    /// Storage made every write up to `epoch` durable.
+    pub fn flushed(&mut self, epoch: u64, now_ms: u64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        if self.flush_in_flight == Some(epoch) {
+            self.flush_in_flight = None;
+        }
+        let later = self.waiting_by_epoch.split_off(&(epoch + 1));
+        let durable = std::mem::replace(&mut self.waiting_by_epoch, later);
+        for document_id in durable.into_values().flatten() {
+            let Some(doc) = self.docs.get_mut(&document_id) else {
+                continue;
+            };
+            if doc.pending_epoch.is_some_and(|pending| pending <= epoch) {
+                doc.pending_epoch = None;
+            } else {
+                continue;
+            }
+            doc.last_used_ms = now_ms;
+            // Everyone with the document open hears of the new changes.
+            let subscribers: Vec<ConnId> = doc.subscribers.iter().copied().collect();
+            for conn in subscribers {
+                self.generate_for(conn, document_id, &mut effects);
+            }
+            self.maybe_compact(document_id, &mut effects);
+            // Then the messages that waited apply as one batch.
+            let queued = self
+                .docs
+                .get_mut(&document_id)
+                .map(|doc| std::mem::take(&mut doc.queue))
+                .unwrap_or_default();
+            if !queued.is_empty() {
+                self.apply_batch(document_id, queued, &mut effects);
+            }
+        }
+        self.maybe_start_flush(&mut effects);
+        effects
+    }
+
+    /// The flush of `epoch` failed: the I/O layer retries; nothing waiting
+    /// on it is acknowledged meanwhile.
+    pub fn flush_failed(&mut self, epoch: u64) -> Vec<Effect> {
+        if self.flush_in_flight == Some(epoch) {
+            self.flush_in_flight = None;
+        }
+        // Writes of the failed epoch stay waiting; the next flush covers
+        // them as well, since a flush makes *every* earlier write durable.
+        self.open_epoch_dirty = true;
+        let mut effects = Vec::new();
+        if let Some(waiting) = self.waiting_by_epoch.remove(&epoch) {
+            for document_id in &waiting {
+                if let Some(doc) = self.docs.get_mut(document_id) {
+                    doc.pending_epoch = Some(self.open_epoch);
+                }
+            }
+            self.waiting_by_epoch
+                .entry(self.open_epoch)
+                .or_default()
+                .extend(waiting);
+        }
+        self.maybe_start_flush(&mut effects);
+        effects
+    }
+
+    fn maybe_compact(&mut self, document_id: DocumentId, effects: &mut Vec<Effect>) {
+        let Some(doc) = self.docs.get_mut(&document_id) else {
+            return;
+        };
+        if doc.chunks_since_snapshot < self.config.compact_after_chunks {
+            return;
+        }
+        compact(document_id, doc, effects);
+    }
+
+    /// Whether a flush is in flight or writes wait for one.
+    pub fn flush_pending(&self) -> bool {
+        self.flush_in_flight.is_some() || self.open_epoch_dirty
+    }
+
+    /// The I/O layer could not load a document for this connection's
+    /// message: the peer is told, and nothing else changes.
+    pub fn load_failed(&mut self, conn: ConnId, document_id: DocumentId, reason: &str) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        self.send_error(
+            conn,
+            format!("document {document_id} cannot be loaded: {reason}"),
+            &mut effects,
+        );
+        effects
+    }
+
+    /// Storage refused the changes of a document. They are not durable, so
+    /// they must never be acknowledged: the in-memory copy is dropped and
+    /// every peer that has it open is disconnected; on reconnect they resend
+    /// what the server lacks.
+    pub fn persist_failed(&mut self, document_id: DocumentId) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let Some(doc) = self.docs.remove(&document_id) else {
+            return effects;
+        };
+        for conn in doc.subscribers {
+            self.fail(
+                conn,
+                format!("storage failure on document {document_id}; reconnect to retry"),
+                &mut effects,
+            );
+            if let Some(state) = self.conns.get_mut(&conn) {
+                state.docs.remove(&document_id);
+            }
+        }
+        for waiting in self.waiting_by_epoch.values_mut() {
+            waiting.retain(|id| *id != document_id);
+        }
+        effects
+    }
+
+    /// Evicts idle documents; call periodically.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let idle: Vec<DocumentId> = self
+            .docs
+            .iter()
+            .filter(|(_, state)| {
+                state.evictable()
+                    && now_ms.saturating_sub(state.last_used_ms) >= self.config.doc_idle_evict_after_ms
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for document_id in idle {
+            self.evict(document_id, &mut effects);
+        }
+        effects
+    }
+
+    fn evict(&mut self, document_id: DocumentId, effects: &mut Vec<Effect>) {
+        if let Some(mut doc) = self.docs.remove(&document_id) {
+            if doc.chunks_since_snapshot > 1 {
+                compact(document_id, &mut doc, effects);
+            }
+        }
+    }
+
+    /// Every connection is told to close; call before shutting down.
+    pub fn shutdown(&mut self) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            effects.push(Effect::Close {
+                conn,
+                reason: "server shutting down".to_string(),
+            });
+        }
+        effects
+    }
+
+    fn generate_for(&mut self, conn: ConnId, document_id: DocumentId, effects: &mut Vec<Effect>) {
+        let (Some(conn_state), Some(doc)) = (self.conns.get_mut(&conn), self.docs.get(&document_id))
+        else {
+            return;
+        };
+        debug_assert!(doc.pending_epoch.is_none(), "sync generated from unflushed document");
+        let Some(target_id) = conn_state.peer_id.clone() else {
+            return;
+        };
+        let Some(sync) = conn_state.docs.get_mut(&document_id) else {
+            return;
+        };
+        let Some(generated) = sync.generate(&doc.doc) else {
+            return;
+        };
+        conn_state.stats.changes_out += generated.changes_sent as u64;
+        let message = Message::Sync {
+            sender_id: self.config.server_peer_id.clone(),
+            target_id,
+            document_id,
+            data: generated.data,
+        };
+        self.send(conn, message, effects);
+    }
+
+    fn send(&mut self, conn: ConnId, message: Message, effects: &mut Vec<Effect>) {
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.stats.messages_out += 1;
+        }
+        effects.push(Effect::Send { conn, message });
+    }
+
+    fn send_error(&mut self, conn: ConnId, reason: String, effects: &mut Vec<Effect>) {
+        let target_id = self.conns.get(&conn).and_then(|c| c.peer_id.clone());
+        let message = Message::Error {
+            sender_id: Some(self.config.server_peer_id.clone()),
+            target_id,
+            message: reason,
+        };
+        self.send(conn, message, effects);
+    }
+
+    /// Tells the peer what went wrong and closes its connection; nothing
+    /// else is disturbed.
+    fn fail(&mut self, conn: ConnId, reason: String, effects: &mut Vec<Effect>) {
+        let already_closing = self
+            .conns
+            .get(&conn)
+            .map(|state| state.closing)
+            .unwrap_or(true);
+        if already_closing {
+            return;
+        }
+        self.send_error(conn, reason.clone(), effects);
+        effects.push(Effect::Close { conn, reason });
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.closing = true;
+        }
+    }
+}
+
+fn compact(document_id: DocumentId, doc: &mut DocState, effects: &mut Vec<Effect>) {
+    effects.push(Effect::Compact {
+        document_id,
+        snapshot: doc.doc.save(),
+        covers_through_seq: doc.last_chunk_seq,
+    });
+    doc.chunks_since_snapshot = 0;
+}
+
+/// Heads as hex strings, the way automerge-repo prints them.
+pub fn heads_hex(heads: &[ChangeHash]) -> Vec<String> {
+    heads.iter().map(|h| h.to_string()).collect()
+}
