@@ -116,10 +116,18 @@ impl ServerConfig {
             4,
             self.outbound_queue_messages_max as u64,
         )?;
-        at_least("hub_inbox_messages_max", 1, self.hub_inbox_messages_max as u64)?;
+        at_least(
+            "hub_inbox_messages_max",
+            1,
+            self.hub_inbox_messages_max as u64,
+        )?;
         at_least("docs_per_peer_max", 1, self.docs_per_peer_max as u64)?;
         at_least("docs_in_memory_max", 1, self.docs_in_memory_max as u64)?;
-        at_least("doc_queue_messages_max", 1, self.doc_queue_messages_max as u64)?;
+        at_least(
+            "doc_queue_messages_max",
+            1,
+            self.doc_queue_messages_max as u64,
+        )?;
         at_least("tick_interval_ms", 1, self.tick_interval_ms)?;
         at_least("keepalive_interval_ms", 100, self.keepalive_interval_ms)?;
         Ok(())

@@ -9,7 +9,11 @@ use ventas::config::{self, ServerConfig};
 use ventas::server;
 
 #[derive(Debug, Parser)]
-#[command(name = "ventas", version, about = "Offline-first sync server for field-sales teams")]
+#[command(
+    name = "ventas",
+    version,
+    about = "Offline-first sync server for field-sales teams"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -66,7 +70,10 @@ impl ServeArgs {
         };
         set(&mut config.message_bytes_max, self.message_bytes_max);
         set(&mut config.connections_max, self.connections_max);
-        set(&mut config.outbound_queue_messages_max, self.outbound_queue_messages_max);
+        set(
+            &mut config.outbound_queue_messages_max,
+            self.outbound_queue_messages_max,
+        );
         set(&mut config.docs_per_peer_max, self.docs_per_peer_max);
         set(&mut config.docs_in_memory_max, self.docs_in_memory_max);
         if let Some(ms) = self.doc_idle_evict_after_ms {

@@ -88,6 +88,8 @@ pub enum ClientError {
 /// tracks (so a document created offline is remembered before it has any
 /// change).
 const TRACKED_PREFIX: &[u8] = b"tracked/";
+/// Rows per metadata page when listing tracked documents.
+const TRACKED_PAGE_ROWS: usize = 500;
 
 struct Shared {
     core: Mutex<DeviceCore>,
@@ -169,14 +171,7 @@ impl Client {
             None => format!("device-{:016x}", rand::random::<u64>()),
         };
         let mut core = DeviceCore::new(PeerId::new(peer_id), None);
-        for (key, _) in store.meta_scan_prefix_rev(TRACKED_PREFIX, None, usize::MAX)? {
-            let Some(bytes) = key.get(TRACKED_PREFIX.len()..) else {
-                continue;
-            };
-            let Ok(bytes) = <[u8; 16]>::try_from(bytes) else {
-                continue;
-            };
-            let document_id = DocumentId::from_bytes(bytes);
+        for document_id in tracked_documents(store.as_ref())? {
             let doc = load_doc(store.as_ref(), &document_id)?;
             let _ = core.add_doc(document_id, doc);
         }
@@ -330,7 +325,8 @@ impl DocHandle {
         &self,
         condition: impl Fn(&Automerge) -> bool,
     ) -> Result<(), ClientError> {
-        self.wait(|core, id| core.doc(id).is_some_and(&condition)).await
+        self.wait(|core, id| core.doc(id).is_some_and(&condition))
+            .await
     }
 
     async fn wait(
@@ -366,6 +362,34 @@ impl Changes {
                 Err(broadcast::error::RecvError::Lagged(_)) => return Ok(()),
                 Err(broadcast::error::RecvError::Closed) => return Err(ClientError::Closed),
             }
+        }
+    }
+}
+
+/// Every document this device tracks, read in pages.
+fn tracked_documents(store: &dyn DocStore) -> Result<Vec<DocumentId>, ClientError> {
+    let mut documents = Vec::new();
+    let mut before: Option<Vec<u8>> = None;
+    loop {
+        let page =
+            store.meta_scan_prefix_rev(TRACKED_PREFIX, before.as_deref(), TRACKED_PAGE_ROWS)?;
+        let full = page.len() == TRACKED_PAGE_ROWS;
+        before = page.last().map(|(key, _)| key.clone());
+        for (key, _) in page {
+            let bytes = key
+                .get(TRACKED_PREFIX.len()..)
+                .and_then(|b| <[u8; 16]>::try_from(b).ok());
+            match bytes {
+                Some(bytes) => documents.push(DocumentId::from_bytes(bytes)),
+                None => {
+                    return Err(ClientError::Corrupt(format!(
+                        "tracked-document key {key:?}"
+                    )))
+                }
+            }
+        }
+        if !full {
+            return Ok(documents);
         }
     }
 }
@@ -427,7 +451,8 @@ async fn link_task(shared: Arc<Shared>, config: ClientConfig, mut shutdown: watc
     }
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn run_link(
     shared: &Arc<Shared>,

@@ -49,7 +49,9 @@ pub enum HubInput {
         stats: oneshot::Sender<Option<ConnStats>>,
     },
     /// Close every connection, flush, and stop.
-    Shutdown { done: oneshot::Sender<()> },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// What the hub task hands a connection task.

@@ -111,7 +111,10 @@ impl RecordKey {
     /// `Corrupt`.
     pub(crate) fn decode(key: &[u8]) -> Result<Self, StoreError> {
         let Ok(bytes) = <&[u8; RECORD_KEY_BYTES]>::try_from(key) else {
-            return Err(StoreError::corrupt(key, "document record key has the wrong length"));
+            return Err(StoreError::corrupt(
+                key,
+                "document record key has the wrong length",
+            ));
         };
         let mut doc = [0u8; DOC_KEY_BYTES];
         doc.copy_from_slice(&bytes[..DOC_KEY_BYTES]);
@@ -122,9 +125,10 @@ impl RecordKey {
         seq_bytes.copy_from_slice(&bytes[DOC_KEY_BYTES + 1..]);
         let seq = u64::from_be_bytes(seq_bytes);
         match kind {
-            RecordKind::Head if seq != 0 => {
-                Err(StoreError::corrupt(key, "head record key has a nonzero seq"))
-            }
+            RecordKind::Head if seq != 0 => Err(StoreError::corrupt(
+                key,
+                "head record key has a nonzero seq",
+            )),
             RecordKind::Chunk if seq == 0 => {
                 Err(StoreError::corrupt(key, "chunk record key has seq 0"))
             }
@@ -180,7 +184,10 @@ pub(crate) fn encode_doc_count(count: u64) -> [u8; 8] {
 pub(crate) fn decode_doc_count(value: &[u8]) -> Result<u64, StoreError> {
     match <[u8; 8]>::try_from(value) {
         Ok(bytes) => Ok(u64::from_be_bytes(bytes)),
-        Err(_) => Err(StoreError::corrupt(&DOC_COUNT_KEY, "document count has the wrong length")),
+        Err(_) => Err(StoreError::corrupt(
+            &DOC_COUNT_KEY,
+            "document count has the wrong length",
+        )),
     }
 }
 
@@ -281,7 +288,10 @@ mod tests {
 
     #[test]
     fn successors_are_the_next_key_up() {
-        assert_eq!(doc_successor(&[0; 16]), Some([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]));
+        assert_eq!(
+            doc_successor(&[0; 16]),
+            Some([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+        );
         let mut carry = [0xff; 16];
         carry[0] = 0x01;
         let mut carried = [0; 16];

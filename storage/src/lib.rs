@@ -54,7 +54,7 @@ mod tests;
 use std::sync::Arc;
 
 pub use error::StoreError;
-pub use sled_store::{SledConfig, SledStore, CACHE_CAPACITY_BYTES_DEFAULT};
+pub use sled_store::{SledConfig, SledStore, CACHE_CAPACITY_BYTES_DEFAULT, OPEN_LOCK_WAIT_MS_MAX};
 
 /// Opaque document key: the 16 raw bytes of an automerge-repo DocumentId.
 pub type DocKey = [u8; 16];
@@ -86,6 +86,10 @@ pub const META_VALUE_BYTES_MAX: u64 = 64 * 1024;
 /// Largest `limit` that [`DocStore::list_docs`] and
 /// [`DocStore::meta_scan_prefix_rev`] accept, in entries.
 pub const LIST_LIMIT_MAX: usize = 1000;
+
+/// One metadata record as [`DocStore::meta_scan_prefix_rev`] returns it:
+/// `(key, value)`.
+pub type MetaEntry = (Vec<u8>, Vec<u8>);
 
 /// What [`DocStore::load`] returns: the latest compacted snapshot (if any)
 /// and every incremental chunk appended after it, in append order.
@@ -177,7 +181,7 @@ pub trait DocStore: Send + Sync + 'static {
         prefix: &[u8],
         before: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    ) -> Result<Vec<MetaEntry>, StoreError>;
 
     /// A process-wide id that only grows, also across restarts and crashes
     /// (not contiguous: a restart skips ahead), for session ids and the like.
@@ -237,7 +241,7 @@ impl<T: DocStore + ?Sized> DocStore for Arc<T> {
         prefix: &[u8],
         before: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<MetaEntry>, StoreError> {
         (**self).meta_scan_prefix_rev(prefix, before, limit)
     }
 

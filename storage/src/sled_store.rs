@@ -4,10 +4,15 @@
 //! [`crate::layout`]; `meta` holds metadata records under the caller's keys.
 //! Each document write is one sled [`Batch`](sled::Batch), which sled applies
 //! atomically and recovers atomically after a crash, so a compaction is
-//! either wholly there or wholly absent. Writes to one document are
-//! serialized by a striped lock (a head record is read, then rewritten);
-//! creating a document also takes the counter lock, so the document count is
-//! updated in the same batch that creates the document.
+//! either wholly there or wholly absent.
+//!
+//! sled applies a batch atomically but its iterators are not snapshots: a
+//! scan can see half of a concurrent batch. So each document has a striped
+//! read-write lock: `append_chunk` and `compact` hold it for writing (they
+//! read the head record, then rewrite it), `load` holds it for reading (its
+//! scan must see one state of the document). Creating a document also takes
+//! the counter lock, so the document count is updated in the same batch that
+//! creates the document.
 //!
 //! Durability is the caller's: by default sled's periodic flush is off and
 //! nothing is promised to survive a crash until [`DocStore::flush`] returns.
@@ -31,7 +36,8 @@
 use std::fmt;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use crate::error::from_sled;
 use crate::layout::{
@@ -39,8 +45,9 @@ use crate::layout::{
     RecordKey, RecordKind, DOC_COUNT_KEY, DOC_KEY_BYTES,
 };
 use crate::{
-    DocKey, DocStore, StoreError, StoredDoc, CHUNK_BYTES_MAX, LIST_LIMIT_MAX, META_KEY_BYTES_MAX,
-    META_VALUE_BYTES_MAX, PENDING_CHUNKS_MAX, PENDING_CHUNK_BYTES_MAX, SNAPSHOT_BYTES_MAX,
+    DocKey, DocStore, MetaEntry, StoreError, StoredDoc, CHUNK_BYTES_MAX, LIST_LIMIT_MAX,
+    META_KEY_BYTES_MAX, META_VALUE_BYTES_MAX, PENDING_CHUNKS_MAX, PENDING_CHUNK_BYTES_MAX,
+    SNAPSHOT_BYTES_MAX,
 };
 
 /// Default sled page cache size, in bytes.
@@ -50,9 +57,14 @@ pub const CACHE_CAPACITY_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 const DOCUMENTS_TREE: &[u8] = b"documents";
 /// Name of the tree holding metadata records.
 const META_TREE: &[u8] = b"meta";
-/// Number of locks that serialize writes to documents; a document uses the
-/// lock its last key byte picks, so writes to different documents rarely
-/// wait for each other.
+/// Longest [`SledStore::open_with`] waits for another store in the same
+/// directory to release its lock, in milliseconds.
+pub const OPEN_LOCK_WAIT_MS_MAX: u64 = 1_000;
+/// Pause between attempts to take the directory lock, in milliseconds.
+const OPEN_LOCK_RETRY_INTERVAL_MS: u64 = 10;
+/// Number of locks that serialize writes to (and loads of) documents; a
+/// document uses the lock its last key byte picks, so calls on different
+/// documents rarely wait for each other.
 const DOCUMENT_LOCK_STRIPES: usize = 64;
 
 /// How a [`SledStore`] is opened.
@@ -87,10 +99,14 @@ impl SledConfig {
 
     fn validate(&self) -> Result<(), StoreError> {
         if self.cache_capacity_bytes == 0 {
-            return Err(StoreError::InvalidConfig("cache_capacity_bytes must be > 0"));
+            return Err(StoreError::InvalidConfig(
+                "cache_capacity_bytes must be > 0",
+            ));
         }
         if self.flush_every_ms == Some(0) {
-            return Err(StoreError::InvalidConfig("flush_every_ms must be > 0 if set"));
+            return Err(StoreError::InvalidConfig(
+                "flush_every_ms must be > 0 if set",
+            ));
         }
         Ok(())
     }
@@ -107,7 +123,7 @@ pub struct SledStore {
     db: sled::Db,
     documents: sled::Tree,
     meta: sled::Tree,
-    document_locks: Box<[Mutex<()>]>,
+    document_locks: Box<[RwLock<()>]>,
     doc_count_lock: Mutex<()>,
 }
 
@@ -126,15 +142,37 @@ impl SledStore {
     }
 
     /// Opens (creating) a store in `dir` with `config`.
+    ///
+    /// If the directory is locked, waits up to [`OPEN_LOCK_WAIT_MS_MAX`] for
+    /// the lock: sled 0.34 releases the lock of a dropped store from a
+    /// background thread a moment after the drop (spacejam/sled#1234), so a
+    /// restart in the same process could otherwise fail spuriously. A
+    /// directory held by another live store still fails, after the wait.
     pub fn open_with(dir: &Path, config: SledConfig) -> Result<Self, StoreError> {
         config.validate()?;
-        Self::from_db(config.to_sled().path(dir).open().map_err(from_sled)?)
+        let wait = Duration::from_millis(OPEN_LOCK_WAIT_MS_MAX);
+        let started = Instant::now();
+        loop {
+            match config.to_sled().path(dir).open() {
+                Ok(db) => return Self::from_db(db),
+                Err(error) if is_lock_contention(&error) && started.elapsed() < wait => {
+                    std::thread::sleep(Duration::from_millis(OPEN_LOCK_RETRY_INTERVAL_MS));
+                }
+                Err(error) => return Err(from_sled(error)),
+            }
+        }
     }
 
     /// An in-memory store whose files are deleted when it is dropped, for
     /// tests.
     pub fn temporary() -> Result<Self, StoreError> {
-        Self::from_db(SledConfig::for_test().to_sled().temporary(true).open().map_err(from_sled)?)
+        Self::from_db(
+            SledConfig::for_test()
+                .to_sled()
+                .temporary(true)
+                .open()
+                .map_err(from_sled)?,
+        )
     }
 
     fn from_db(db: sled::Db) -> Result<Self, StoreError> {
@@ -144,17 +182,30 @@ impl SledStore {
             db,
             documents,
             meta,
-            document_locks: (0..DOCUMENT_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            document_locks: (0..DOCUMENT_LOCK_STRIPES)
+                .map(|_| RwLock::new(()))
+                .collect(),
             doc_count_lock: Mutex::new(()),
         })
     }
 
-    /// The lock serializing writes to `doc`. The mutexes guard no data, so a
-    /// panic while one was held leaves nothing half-updated: ignore poison.
-    fn lock_document(&self, doc: &DocKey) -> MutexGuard<'_, ()> {
+    fn document_lock(&self, doc: &DocKey) -> &RwLock<()> {
         let stripe = usize::from(doc[DOC_KEY_BYTES - 1]) % self.document_locks.len();
-        self.document_locks[stripe]
-            .lock()
+        &self.document_locks[stripe]
+    }
+
+    /// Held while writing `doc`. The locks guard no data, so a panic while
+    /// one was held leaves nothing half-updated: ignore poison.
+    fn lock_document_for_write(&self, doc: &DocKey) -> RwLockWriteGuard<'_, ()> {
+        self.document_lock(doc)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Held while scanning `doc`, so the scan sees no half-applied batch.
+    fn lock_document_for_read(&self, doc: &DocKey) -> RwLockReadGuard<'_, ()> {
+        self.document_lock(doc)
+            .read()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -178,7 +229,10 @@ impl SledStore {
         let first = first.map_err(from_sled)?;
         if let Some(second) = snapshots.next() {
             let second = second.map_err(from_sled)?;
-            return Err(StoreError::corrupt(&second, "document has two snapshot records"));
+            return Err(StoreError::corrupt(
+                &second,
+                "document has two snapshot records",
+            ));
         }
         RecordKey::decode(&first).map(Some)
     }
@@ -202,7 +256,10 @@ impl SledStore {
             Some(value) => decode_doc_count(&value)?,
         };
         let Some(count) = count.checked_add(1) else {
-            return Err(StoreError::corrupt(&DOC_COUNT_KEY, "document count at u64::MAX"));
+            return Err(StoreError::corrupt(
+                &DOC_COUNT_KEY,
+                "document count at u64::MAX",
+            ));
         };
         batch.insert(&DOC_COUNT_KEY[..], &encode_doc_count(count)[..]);
         self.documents.apply_batch(batch).map_err(from_sled)
@@ -216,13 +273,19 @@ impl SledStore {
         };
         let (head_key, head_value) = first.map_err(from_sled)?;
         if RecordKey::decode(&head_key)?.kind != RecordKind::Head {
-            return Err(StoreError::corrupt(&head_key, "document records without a head record"));
+            return Err(StoreError::corrupt(
+                &head_key,
+                "document records without a head record",
+            ));
         }
         let head = HeadRecord::decode(&head_key, &head_value)?;
         // Checked before reading chunks, so a corrupt head cannot make us
         // allocate without bound.
         if head.chunk_count > PENDING_CHUNKS_MAX || head.chunk_bytes > PENDING_CHUNK_BYTES_MAX {
-            return Err(StoreError::corrupt(&head_key, "head record is over the pending chunk limits"));
+            return Err(StoreError::corrupt(
+                &head_key,
+                "head record is over the pending chunk limits",
+            ));
         }
         let mut stored = StoredDoc {
             snapshot: None,
@@ -235,7 +298,10 @@ impl SledStore {
             let (key, value) = record.map_err(from_sled)?;
             let record_key = RecordKey::decode(&key)?;
             if record_key.doc != *doc {
-                return Err(StoreError::corrupt(&key, "record scanned under another document"));
+                return Err(StoreError::corrupt(
+                    &key,
+                    "record scanned under another document",
+                ));
             }
             match record_key.kind {
                 RecordKind::Head => {
@@ -243,10 +309,16 @@ impl SledStore {
                 }
                 RecordKind::Snapshot => {
                     if stored.snapshot.is_some() {
-                        return Err(StoreError::corrupt(&key, "document has two snapshot records"));
+                        return Err(StoreError::corrupt(
+                            &key,
+                            "document has two snapshot records",
+                        ));
                     }
                     if record_key.seq > head.last_seq {
-                        return Err(StoreError::corrupt(&key, "snapshot covers past the last seq"));
+                        return Err(StoreError::corrupt(
+                            &key,
+                            "snapshot covers past the last seq",
+                        ));
                     }
                     if byte_len(&value) > SNAPSHOT_BYTES_MAX {
                         return Err(StoreError::corrupt(&key, "snapshot is over the size limit"));
@@ -256,7 +328,10 @@ impl SledStore {
                 }
                 RecordKind::Chunk => {
                     if record_key.seq <= snapshot_covers_through_seq {
-                        return Err(StoreError::corrupt(&key, "chunk is covered by the snapshot"));
+                        return Err(StoreError::corrupt(
+                            &key,
+                            "chunk is covered by the snapshot",
+                        ));
                     }
                     if record_key.seq > head.last_seq {
                         return Err(StoreError::corrupt(&key, "chunk seq is past the last seq"));
@@ -267,19 +342,30 @@ impl SledStore {
                     }
                     chunk_bytes = chunk_bytes.saturating_add(value_bytes);
                     if chunk_bytes > head.chunk_bytes {
-                        return Err(StoreError::corrupt(&key, "chunks hold more bytes than the head records"));
+                        return Err(StoreError::corrupt(
+                            &key,
+                            "chunks hold more bytes than the head records",
+                        ));
                     }
                     stored.chunks.push(value.to_vec());
                 }
             }
         }
-        if count_as_u64(stored.chunks.len()) != head.chunk_count
-            || chunk_bytes != head.chunk_bytes
+        if count_as_u64(stored.chunks.len()) != head.chunk_count || chunk_bytes != head.chunk_bytes
         {
-            return Err(StoreError::corrupt(&head_key, "chunks on disk disagree with the head record"));
+            return Err(StoreError::corrupt(
+                &head_key,
+                "chunks on disk disagree with the head record",
+            ));
         }
         Ok(Some(stored))
     }
+}
+
+/// Whether sled failed to open because the directory's lock is held. sled
+/// reports it only as an `Other` I/O error with this message.
+fn is_lock_contention(error: &sled::Error) -> bool {
+    matches!(error, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
 fn count_as_u64(count: usize) -> u64 {
@@ -323,12 +409,13 @@ fn check_size(what: &'static str, bytes: &[u8], limit_bytes: u64) -> Result<(), 
 
 impl DocStore for SledStore {
     fn load(&self, doc: &DocKey) -> Result<Option<StoredDoc>, StoreError> {
+        let _document_guard = self.lock_document_for_read(doc);
         self.load_records(doc)
     }
 
     fn append_chunk(&self, doc: &DocKey, chunk: &[u8]) -> Result<u64, StoreError> {
         check_size("chunk", chunk, CHUNK_BYTES_MAX)?;
-        let _document_guard = self.lock_document(doc);
+        let _document_guard = self.lock_document_for_write(doc);
         let existing = self.read_head(doc)?;
         let head = existing.unwrap_or_default();
         check_room_for_chunk(&head, byte_len(chunk))?;
@@ -355,7 +442,7 @@ impl DocStore for SledStore {
         covers_through_seq: u64,
     ) -> Result<(), StoreError> {
         check_size("snapshot", snapshot, SNAPSHOT_BYTES_MAX)?;
-        let _document_guard = self.lock_document(doc);
+        let _document_guard = self.lock_document_for_write(doc);
         let existing = self.read_head(doc)?;
         let head = existing.unwrap_or_default();
         if covers_through_seq > head.last_seq {
@@ -390,7 +477,10 @@ impl DocStore for SledStore {
             head.chunk_count.checked_sub(removed_count),
             head.chunk_bytes.checked_sub(removed_bytes),
         ) else {
-            return Err(StoreError::corrupt(&head_key, "more chunks on disk than the head records"));
+            return Err(StoreError::corrupt(
+                &head_key,
+                "more chunks on disk than the head records",
+            ));
         };
         let new_snapshot_key = RecordKey::snapshot(doc, covers_through_seq).encode();
         if let Some(old) = old_snapshot {
@@ -445,7 +535,10 @@ impl DocStore for SledStore {
             let (key, _) = record.map_err(from_sled)?;
             let record_key = RecordKey::decode(&key)?;
             if record_key.kind != RecordKind::Head {
-                return Err(StoreError::corrupt(&key, "document records without a head record"));
+                return Err(StoreError::corrupt(
+                    &key,
+                    "document records without a head record",
+                ));
             }
             docs.push(record_key.doc);
             next = doc_successor(&record_key.doc);
@@ -475,7 +568,7 @@ impl DocStore for SledStore {
         prefix: &[u8],
         before: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<MetaEntry>, StoreError> {
         check_limit(limit)?;
         // Every key with the prefix is >= the prefix, so a cursor at or
         // below it leaves nothing (and would make an inverted range).
@@ -506,8 +599,15 @@ impl DocStore for SledStore {
 #[cfg(test)]
 impl SledStore {
     /// Writes a raw record into the documents tree, to plant bad data.
-    pub(crate) fn insert_raw_document_record(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.documents.insert(key, value).map_err(from_sled).map(drop)
+    pub(crate) fn insert_raw_document_record(
+        &self,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        self.documents
+            .insert(key, value)
+            .map_err(from_sled)
+            .map(drop)
     }
 
     /// Removes a raw record from the documents tree, to plant bad data.
@@ -530,7 +630,10 @@ mod tests {
         assert!(check_room_for_chunk(&head(PENDING_CHUNKS_MAX - 1, 0), 1).is_ok());
         assert!(matches!(
             check_room_for_chunk(&head(PENDING_CHUNKS_MAX, 0), 1),
-            Err(StoreError::CompactionRequired { chunk_count: PENDING_CHUNKS_MAX, .. })
+            Err(StoreError::CompactionRequired {
+                chunk_count: PENDING_CHUNKS_MAX,
+                ..
+            })
         ));
         assert!(check_room_for_chunk(&head(1, PENDING_CHUNK_BYTES_MAX - 10), 10).is_ok());
         assert!(matches!(
@@ -541,6 +644,18 @@ mod tests {
     }
 
     #[test]
+    fn opening_a_directory_held_by_a_live_store_fails_after_the_lock_wait() -> Result<(), StoreError>
+    {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let _holder = SledStore::open_with(dir.path(), SledConfig::for_test())?;
+        let started = Instant::now();
+        let second = SledStore::open_with(dir.path(), SledConfig::for_test());
+        assert!(matches!(second, Err(StoreError::Io(_))), "{second:?}");
+        assert!(started.elapsed() >= Duration::from_millis(OPEN_LOCK_WAIT_MS_MAX));
+        Ok(())
+    }
+
+    #[test]
     fn config_out_of_range_is_rejected() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let dir = dir.path();
@@ -548,11 +663,17 @@ mod tests {
             cache_capacity_bytes: 0,
             ..SledConfig::for_test()
         };
-        assert!(matches!(SledStore::open_with(dir, zero_cache), Err(StoreError::InvalidConfig(_))));
+        assert!(matches!(
+            SledStore::open_with(dir, zero_cache),
+            Err(StoreError::InvalidConfig(_))
+        ));
         let zero_interval = SledConfig {
             flush_every_ms: Some(0),
             ..SledConfig::for_test()
         };
-        assert!(matches!(SledStore::open_with(dir, zero_interval), Err(StoreError::InvalidConfig(_))));
+        assert!(matches!(
+            SledStore::open_with(dir, zero_interval),
+            Err(StoreError::InvalidConfig(_))
+        ));
     }
 }

@@ -44,7 +44,9 @@ pub enum Link {
     Offline,
     /// `join` sent, waiting for `peer`.
     Joining,
-    Ready { server: PeerId },
+    Ready {
+        server: PeerId,
+    },
 }
 
 /// A document on the device, and how it stands with the server.

@@ -46,6 +46,9 @@ pub const DOCS_IN_MEMORY_MAX_DEFAULT: usize = 4_096;
 pub const DOC_IDLE_EVICT_AFTER_MS_DEFAULT: u64 = 60_000;
 pub const DOC_QUEUE_MESSAGES_MAX_DEFAULT: usize = 1_024;
 pub const COMPACT_AFTER_CHUNKS_DEFAULT: u64 = 256;
+/// Ephemeral (sender, session) pairs remembered per document for
+/// de-duplication; past it the memory is cleared.
+pub const EPHEMERAL_SESSIONS_PER_DOC_MAX: usize = 1_024;
 
 /// Limits and identity of a hub.
 #[derive(Debug, Clone)]
@@ -153,6 +156,10 @@ struct DocState {
     last_used_ms: u64,
     last_chunk_seq: u64,
     chunks_since_snapshot: u64,
+    /// Highest ephemeral `count` forwarded per (sender, session):
+    /// automerge-repo clients re-broadcast ephemeral messages to all their
+    /// peers, the server included, so without this they would loop.
+    ephemeral_seen: HashMap<(PeerId, String), u64>,
 }
 
 impl DocState {
@@ -165,6 +172,7 @@ impl DocState {
             last_used_ms: now_ms,
             last_chunk_seq: 0,
             chunks_since_snapshot: 0,
+            ephemeral_seen: HashMap::new(),
         }
     }
 
@@ -354,9 +362,8 @@ impl Hub {
             (Some(peer_id), message) => {
                 if let Some(sender) = message.sender_id() {
                     if sender != peer_id {
-                        let reason = format!(
-                            "sender {sender} does not match the joined peer {peer_id}"
-                        );
+                        let reason =
+                            format!("sender {sender} does not match the joined peer {peer_id}");
                         self.fail(conn, reason, &mut effects);
                         return effects;
                     }
@@ -414,7 +421,11 @@ impl Hub {
                     return;
                 }
                 let Some(doc) = self.docs.get_mut(&document_id) else {
-                    self.send_error(conn, format!("document {document_id} is not loaded"), effects);
+                    self.send_error(
+                        conn,
+                        format!("document {document_id} is not loaded"),
+                        effects,
+                    );
                     return;
                 };
                 doc.last_used_ms = now_ms;
@@ -440,9 +451,21 @@ impl Hub {
                 data,
                 ..
             } => {
-                let Some(doc) = self.docs.get(&document_id) else {
+                let Some(doc) = self.docs.get_mut(&document_id) else {
                     return;
                 };
+                let seen_key = (sender_id.clone(), session_id.clone());
+                if doc
+                    .ephemeral_seen
+                    .get(&seen_key)
+                    .is_some_and(|seen| *seen >= count)
+                {
+                    return;
+                }
+                if doc.ephemeral_seen.len() >= EPHEMERAL_SESSIONS_PER_DOC_MAX {
+                    doc.ephemeral_seen.clear();
+                }
+                doc.ephemeral_seen.insert(seen_key, count);
                 let targets: Vec<ConnId> = doc
                     .subscribers
                     .iter()
@@ -487,7 +510,12 @@ impl Hub {
 
     /// Opens the document for the connection. False if the connection was
     /// failed for exceeding its document limit.
-    fn subscribe(&mut self, conn: ConnId, document_id: DocumentId, effects: &mut Vec<Effect>) -> bool {
+    fn subscribe(
+        &mut self,
+        conn: ConnId,
+        document_id: DocumentId,
+        effects: &mut Vec<Effect>,
+    ) -> bool {
         let Some(state) = self.conns.get_mut(&conn) else {
             return false;
         };
@@ -686,7 +714,12 @@ impl Hub {
 
     /// The I/O layer could not load a document for this connection's
     /// message: the peer is told, and nothing else changes.
-    pub fn load_failed(&mut self, conn: ConnId, document_id: DocumentId, reason: &str) -> Vec<Effect> {
+    pub fn load_failed(
+        &mut self,
+        conn: ConnId,
+        document_id: DocumentId,
+        reason: &str,
+    ) -> Vec<Effect> {
         let mut effects = Vec::new();
         self.send_error(
             conn,
@@ -729,7 +762,8 @@ impl Hub {
             .iter()
             .filter(|(_, state)| {
                 state.evictable()
-                    && now_ms.saturating_sub(state.last_used_ms) >= self.config.doc_idle_evict_after_ms
+                    && now_ms.saturating_sub(state.last_used_ms)
+                        >= self.config.doc_idle_evict_after_ms
             })
             .map(|(id, _)| *id)
             .collect();
@@ -761,11 +795,15 @@ impl Hub {
     }
 
     fn generate_for(&mut self, conn: ConnId, document_id: DocumentId, effects: &mut Vec<Effect>) {
-        let (Some(conn_state), Some(doc)) = (self.conns.get_mut(&conn), self.docs.get(&document_id))
+        let (Some(conn_state), Some(doc)) =
+            (self.conns.get_mut(&conn), self.docs.get(&document_id))
         else {
             return;
         };
-        debug_assert!(doc.pending_epoch.is_none(), "sync generated from unflushed document");
+        debug_assert!(
+            doc.pending_epoch.is_none(),
+            "sync generated from unflushed document"
+        );
         let Some(target_id) = conn_state.peer_id.clone() else {
             return;
         };

@@ -70,7 +70,8 @@ pub struct PeerMetadata {
 /// The heads of a document as last seen in one peer's storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeadsAt {
-    /// Change hashes, as lowercase hex strings.
+    /// Change hashes as the sender wrote them (automerge-repo 2.x uses bs58check text); passed
+    /// through unchanged.
     pub heads: Vec<String>,
     /// When these heads were seen, in milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
@@ -357,7 +358,10 @@ pub fn encode(message: &Message) -> Vec<u8> {
                         text_array(heads_at.heads.iter().map(String::as_str)),
                     );
                     heads_map.entry("timestamp", number_value(heads_at.timestamp_ms));
-                    (Value::Text(storage_id.as_str().to_owned()), heads_map.build())
+                    (
+                        Value::Text(storage_id.as_str().to_owned()),
+                        heads_map.build(),
+                    )
                 })
                 .collect();
             map.entry("newHeads", Value::Map(entries));
@@ -715,14 +719,12 @@ impl MessageFields<'_> {
         reader.entries(len, 0, |reader, key| {
             match key.as_deref() {
                 Some(b"storageId") => {
-                    metadata.storage_id = reader
-                        .text("peerMetadata.storageId")?
-                        .map(StorageId::new);
+                    metadata.storage_id =
+                        reader.text("peerMetadata.storageId")?.map(StorageId::new);
                 }
                 Some(b"isEphemeral") => {
-                    metadata.is_ephemeral = reader
-                        .boolean("peerMetadata.isEphemeral")?
-                        .unwrap_or(false);
+                    metadata.is_ephemeral =
+                        reader.boolean("peerMetadata.isEphemeral")?.unwrap_or(false);
                 }
                 _ => reader.skip(0)?,
             }
@@ -754,7 +756,11 @@ impl MessageFields<'_> {
             let heads_at = read_heads_at(reader, message_type, items_left)?;
             // Like a JavaScript object, the last of duplicate keys wins, in the first's place.
             match index_by_storage.get(&storage_id) {
-                Some(&index) => new_heads[index].1 = heads_at,
+                Some(&index) => {
+                    if let Some(entry) = new_heads.get_mut(index) {
+                        entry.1 = heads_at;
+                    }
+                }
                 None => {
                     index_by_storage.insert(storage_id.clone(), new_heads.len());
                     new_heads.push((storage_id, heads_at));
@@ -803,12 +809,10 @@ fn wrong_type(field: &'static str, expected: &'static str) -> DecodeError {
 }
 
 fn take_list_item(items_left: &mut usize, field: &'static str) -> Result<()> {
-    *items_left = items_left
-        .checked_sub(1)
-        .ok_or(DecodeError::TooManyItems {
-            field,
-            max: LIST_ITEMS_MAX,
-        })?;
+    *items_left = items_left.checked_sub(1).ok_or(DecodeError::TooManyItems {
+        field,
+        max: LIST_ITEMS_MAX,
+    })?;
     Ok(())
 }
 
@@ -898,7 +902,8 @@ impl<'a> Reader<'a> {
 
     /// Takes a length declared in the input, which may be anything up to 2^64 - 1.
     fn take_declared(&mut self, len: u64) -> Result<&'a [u8]> {
-        let len = usize::try_from(len).map_err(|_| self.malformed("input ends inside a data item"))?;
+        let len =
+            usize::try_from(len).map_err(|_| self.malformed("input ends inside a data item"))?;
         self.take(len)
     }
 
@@ -991,7 +996,11 @@ impl<'a> Reader<'a> {
     ///
     /// Each call consumes at least one byte or fails, so a huge declared length ends at the end
     /// of the input.
-    fn items(&mut self, len: Option<u64>, mut each: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
+    fn items(
+        &mut self,
+        len: Option<u64>,
+        mut each: impl FnMut(&mut Self) -> Result<()>,
+    ) -> Result<()> {
         match len {
             Some(len) => {
                 for _ in 0..len {
@@ -1102,7 +1111,11 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn text_list(&mut self, field: &'static str, items_left: &mut usize) -> Result<Option<Vec<String>>> {
+    fn text_list(
+        &mut self,
+        field: &'static str,
+        items_left: &mut usize,
+    ) -> Result<Option<Vec<String>>> {
         let len = match self.value_header()? {
             Header::Array(len) => len,
             header if header.is_absent() => return Ok(None),

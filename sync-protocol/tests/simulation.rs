@@ -215,7 +215,9 @@ impl Sim {
                     document_id,
                     snapshot,
                     covers_through_seq,
-                } => self.store.compact(document_id, snapshot, covers_through_seq),
+                } => self
+                    .store
+                    .compact(document_id, snapshot, covers_through_seq),
                 Effect::Flush { epoch } => {
                     assert!(self.pending_flush.is_none(), "two flushes in flight");
                     self.pending_flush = Some(epoch);
@@ -251,7 +253,9 @@ impl Sim {
             assert!(self.hub.make_room(&mut effects));
             self.hub_effects(effects);
             let stored = self.store.live.get(&id).cloned();
-            self.hub.doc_loaded(id, stored, self.now_ms).expect("stored docs load");
+            self.hub
+                .doc_loaded(id, stored, self.now_ms)
+                .expect("stored docs load");
         }
         let effects = self.hub.receive(conn, message, self.now_ms);
         self.hub_effects(effects);
@@ -367,11 +371,17 @@ impl Sim {
         for id in self.docs.clone() {
             if self.hub.doc(&id).is_none() && self.store.live.contains_key(&id) {
                 let stored = self.store.live.get(&id).cloned();
-                self.hub.doc_loaded(id, stored, self.now_ms).expect("stored docs load");
+                self.hub
+                    .doc_loaded(id, stored, self.now_ms)
+                    .expect("stored docs load");
             }
             let server_heads = self.hub.doc(&id).map(|d| d.get_heads()).unwrap_or_default();
             for (i, device) in self.devices.iter().enumerate() {
-                let device_heads = device.core.doc(&id).map(|d| d.get_heads()).unwrap_or_default();
+                let device_heads = device
+                    .core
+                    .doc(&id)
+                    .map(|d| d.get_heads())
+                    .unwrap_or_default();
                 assert_eq!(device_heads, server_heads, "device {i} diverged on {id}");
                 assert!(device.core.is_synced(&id), "device {i} not synced on {id}");
             }
@@ -393,7 +403,9 @@ impl Sim {
         for id in self.docs.clone() {
             if self.hub.doc(&id).is_none() {
                 let stored = self.store.durable.get(&id).cloned();
-                self.hub.doc_loaded(id, stored, self.now_ms).expect("stored docs load");
+                self.hub
+                    .doc_loaded(id, stored, self.now_ms)
+                    .expect("stored docs load");
             }
         }
         for (i, device) in self.devices.iter().enumerate() {

@@ -1,1 +1,9 @@
-mod x {}
+//! Integration tests: real sockets on port 0, real sled in temp dirs, the
+//! real `ventas` binary for crash tests, real automerge-repo JS clients.
+//! One binary, one module per area (see matklad, "Delete Cargo Integration
+//! Tests").
+
+mod harness;
+mod js_interop;
+mod limits;
+mod sync;

@@ -40,7 +40,7 @@ try {
   log("changed; heads now", hexHeads(handle))
 
   if (want) {
-    stage = `waiting for the document to satisfy ${JSON.stringify(want)}`
+    stage = () => `waiting for the document to satisfy ${JSON.stringify(want)} (doc now: ${JSON.stringify(docToJSON(handle.doc()))})`
     await waitForHandle(handle, h => satisfies(docToJSON(h.doc()), want))
   }
   stage = "waiting for the server to acknowledge our heads"

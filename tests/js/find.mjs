@@ -44,7 +44,7 @@ try {
   const findMs = Math.round(performance.now() - t)
 
   if (want) {
-    stage = `waiting for the document to satisfy ${JSON.stringify(want)} (have ${JSON.stringify(docToJSON(handle.doc()))})`
+    stage = () => `waiting for the document to satisfy ${JSON.stringify(want)} (doc now: ${JSON.stringify(docToJSON(handle.doc()))})`
     await waitForHandle(handle, h => satisfies(docToJSON(h.doc()), want))
   }
   await finish({ doc: docToJSON(handle.doc()), heads: hexHeads(handle), elapsedMs: elapsedMs(), findMs })

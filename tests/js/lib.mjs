@@ -62,11 +62,13 @@ export function fail(err, code = 1) {
 
 /**
  * Install the overall timeout and global error traps. `stage()` returns a
- * string describing what we were waiting for, included in the timeout error.
+ * string (or a function returning one) describing what we were waiting for,
+ * included in the timeout error.
  */
 export function installGuards(timeoutMs, stage = () => "") {
   const t = setTimeout(() => {
-    const s = stage()
+    let s = stage()
+    if (typeof s === "function") s = s()
     void fail(`timeout after ${timeoutMs}ms${s ? ` while ${s}` : ""}`, 124)
   }, timeoutMs)
   t.unref?.()

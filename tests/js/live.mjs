@@ -38,7 +38,7 @@ try {
   }
   await emit({ opened: true, doc: docToJSON(handle.doc()), elapsedMs: elapsedMs() })
 
-  stage = `waiting for a live change satisfying ${JSON.stringify(want)}`
+  stage = () => `waiting for a live change satisfying ${JSON.stringify(want)} (doc now: ${JSON.stringify(docToJSON(handle.doc()))})`
   await waitForHandle(handle, h => satisfies(docToJSON(h.doc()), want))
   await finish({ doc: docToJSON(handle.doc()), heads: hexHeads(handle), elapsedMs: elapsedMs() })
 } catch (e) {

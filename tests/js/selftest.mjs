@@ -23,7 +23,7 @@ const timings = {}
 function check(name, cond, detail = "") {
   if (cond) passed++
   else failed++
-  process.stdout.write(`${cond ? "ok  " : "FAIL"} ${name}${detail ? ` — ${detail}` : ""}\n`)
+  process.stdout.write(`${cond ? "ok  " : "FAIL"} ${name}${!cond && detail ? ` — ${detail}` : ""}\n`)
   return cond
 }
 

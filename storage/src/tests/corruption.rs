@@ -30,7 +30,10 @@ fn a_garbage_head_record_is_corrupt_for_every_document_call() -> Result<(), Stor
     assert!(is_corrupt(store.append_chunk(&doc(1), b"4")));
     assert!(is_corrupt(store.compact(&doc(1), b"S", 1)));
     // The other document is still fine.
-    assert_eq!(store.load(&doc(2))?.map(|stored| stored.chunks), Some(vec![b"other".to_vec()]));
+    assert_eq!(
+        store.load(&doc(2))?.map(|stored| stored.chunks),
+        Some(vec![b"other".to_vec()])
+    );
     Ok(())
 }
 
@@ -45,7 +48,10 @@ fn a_missing_chunk_is_corrupt_rather_than_a_silently_lost_change() -> Result<(),
 #[test]
 fn a_chunk_with_changed_bytes_is_corrupt() -> Result<(), StoreError> {
     let store = store_with_documents()?;
-    store.insert_raw_document_record(&RecordKey::chunk(&doc(1), 2).encode(), b"longer than before")?;
+    store.insert_raw_document_record(
+        &RecordKey::chunk(&doc(1), 2).encode(),
+        b"longer than before",
+    )?;
     assert!(is_corrupt(store.load(&doc(1))));
     Ok(())
 }
@@ -53,9 +59,18 @@ fn a_chunk_with_changed_bytes_is_corrupt() -> Result<(), StoreError> {
 #[test]
 fn records_out_of_place_are_corrupt() -> Result<(), StoreError> {
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("chunk past the last seq", RecordKey::chunk(&doc(1), 9).encode().to_vec()),
-        ("chunk covered by the snapshot", RecordKey::chunk(&doc(1), 1).encode().to_vec()),
-        ("second snapshot", RecordKey::snapshot(&doc(1), 2).encode().to_vec()),
+        (
+            "chunk past the last seq",
+            RecordKey::chunk(&doc(1), 9).encode().to_vec(),
+        ),
+        (
+            "chunk covered by the snapshot",
+            RecordKey::chunk(&doc(1), 1).encode().to_vec(),
+        ),
+        (
+            "second snapshot",
+            RecordKey::snapshot(&doc(1), 2).encode().to_vec(),
+        ),
         ("key of the wrong length", [&doc(1)[..], &[2]].concat()),
         ("unknown kind", [&doc(1)[..], &[7], &[0; 8]].concat()),
     ];

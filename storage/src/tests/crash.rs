@@ -14,15 +14,20 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use std::time::Duration;
+
 use super::{open_in, temp_dir};
-use crate::{DocStore, StoreError, StoredDoc};
+use crate::{DocStore, SledConfig, SledStore, StoreError, StoredDoc};
 
 /// Set (to the store directory) only in the child process.
 const CHILD_DIR_ENV: &str = "VENTAS_STORAGE_CRASH_CHILD_DIR";
 /// Lines the child prints after each flush: `durable <last seq>`.
 const DURABLE_PREFIX: &str = "durable ";
 /// Kill/restart rounds per test run.
-const CRASH_ROUNDS: u64 = 4;
+const CRASH_ROUNDS: u64 = 6;
+/// The child's sled flushes on its own this often, so at the kill its log on
+/// disk usually ends in the middle of some batch, not at a clean flush.
+const CHILD_FLUSH_EVERY_MS: u64 = 1;
 /// The child stops on its own after this long, in case the parent is gone.
 const CHILD_RUN_MS_MAX: u128 = 30_000;
 
@@ -33,8 +38,8 @@ fn seq_of(bytes: &[u8]) -> Option<u64> {
     bytes.get(..8)?.try_into().ok().map(u64::from_be_bytes)
 }
 
-/// The payload of chunk `seq`: the seq, then padding so the log fills
-/// segments and sled has real work to recover.
+/// The payload of chunk `seq`: the seq, then padding of varying length so
+/// records straddle sled's buffers and segments.
 fn chunk_payload(seq: u64) -> Vec<u8> {
     let mut payload = seq.to_be_bytes().to_vec();
     let padding = usize::try_from(seq % 7).unwrap_or(0) * 1000;
@@ -48,13 +53,19 @@ fn crash_child_writes_until_killed() -> Result<(), StoreError> {
     let Some(dir) = std::env::var_os(CHILD_DIR_ENV) else {
         return Ok(());
     };
-    let store = open_in(Path::new(&dir))?;
+    let config = SledConfig {
+        flush_every_ms: Some(CHILD_FLUSH_EVERY_MS),
+        ..SledConfig::for_test()
+    };
+    let store = SledStore::open_with(Path::new(&dir), config)?;
     if !store.contains(&BYSTANDER)? {
         store.append_chunk(&BYSTANDER, b"bystander")?;
         store.flush()?;
     }
     let started = std::time::Instant::now();
-    let mut last_seq = store.load(&WRITTEN)?.map_or(0, |stored| stored.last_chunk_seq);
+    let mut last_seq = store
+        .load(&WRITTEN)?
+        .map_or(0, |stored| stored.last_chunk_seq);
     for step in 0u64.. {
         if started.elapsed().as_millis() > CHILD_RUN_MS_MAX {
             break;
@@ -65,7 +76,9 @@ fn crash_child_writes_until_killed() -> Result<(), StoreError> {
         if step % 4 == 3 {
             // Keep the two latest chunks out of the snapshot.
             let covers = seq.saturating_sub(2);
-            store.compact(&WRITTEN, &covers.to_be_bytes(), covers)?;
+            let mut snapshot = covers.to_be_bytes().to_vec();
+            snapshot.resize(20_000, 0x5a);
+            store.compact(&WRITTEN, &snapshot, covers)?;
         }
         if step % 3 == 2 {
             store.flush()?;
@@ -78,8 +91,14 @@ fn crash_child_writes_until_killed() -> Result<(), StoreError> {
 /// Checks the invariant of the written document: every seq from 1 to the
 /// last is in the snapshot or a chunk, exactly once. Returns the last seq.
 fn check_no_change_missing(stored: &StoredDoc) -> u64 {
-    let covers = stored.snapshot.as_deref().map_or(0, |snapshot| seq_of(snapshot).expect("snapshot holds its seq"));
-    let chunk_seqs: Vec<u64> = stored.chunks.iter().map(|chunk| seq_of(chunk).expect("chunk holds its seq")).collect();
+    let covers = stored.snapshot.as_deref().map_or(0, |snapshot| {
+        seq_of(snapshot).expect("snapshot holds its seq")
+    });
+    let chunk_seqs: Vec<u64> = stored
+        .chunks
+        .iter()
+        .map(|chunk| seq_of(chunk).expect("chunk holds its seq"))
+        .collect();
     let expected: Vec<u64> = (covers + 1..=stored.last_chunk_seq).collect();
     assert_eq!(chunk_seqs, expected, "snapshot covers through {covers}");
     for (chunk, seq) in stored.chunks.iter().zip(&chunk_seqs) {
@@ -95,7 +114,13 @@ fn compaction_survives_being_killed_at_any_point() -> Result<(), Box<dyn std::er
     let mut durable_seq = 0;
     for round in 0..CRASH_ROUNDS {
         let mut child = Command::new(&test_binary)
-            .args(["--exact", "tests::crash::crash_child_writes_until_killed", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "tests::crash::crash_child_writes_until_killed",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_DIR_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -115,7 +140,12 @@ fn compaction_survives_being_killed_at_any_point() -> Result<(), Box<dyn std::er
                 flushes_seen += 1;
             }
         }
-        assert!(child.try_wait()?.is_none(), "child still writing when killed");
+        // ... and a different moment after that flush.
+        std::thread::sleep(Duration::from_micros(round * 700));
+        assert!(
+            child.try_wait()?.is_none(),
+            "child still writing when killed"
+        );
         child.kill()?;
         child.wait()?;
         // Acknowledgements already in the pipe were flushed before the kill.
@@ -128,7 +158,10 @@ fn compaction_survives_being_killed_at_any_point() -> Result<(), Box<dyn std::er
         let store = open_in(dir.path())?;
         let stored = store.load(&WRITTEN)?.ok_or("written document lost")?;
         let last_seq = check_no_change_missing(&stored);
-        assert!(last_seq >= durable_seq, "round {round}: last seq {last_seq} < durable {durable_seq}");
+        assert!(
+            last_seq >= durable_seq,
+            "round {round}: last seq {last_seq} < durable {durable_seq}"
+        );
         let bystander = store.load(&BYSTANDER)?.ok_or("bystander document lost")?;
         assert_eq!(bystander.chunks, vec![b"bystander".to_vec()]);
         assert_eq!(bystander.snapshot, None);

@@ -4,8 +4,7 @@ use std::sync::Arc;
 
 use super::{doc, open_in, temp_dir};
 use crate::{
-    DocStore, SledStore, StoreError, StoredDoc, CHUNK_BYTES_MAX, LIST_LIMIT_MAX,
-    SNAPSHOT_BYTES_MAX,
+    DocStore, SledStore, StoreError, StoredDoc, CHUNK_BYTES_MAX, LIST_LIMIT_MAX, SNAPSHOT_BYTES_MAX,
 };
 
 fn stored(snapshot: Option<&[u8]>, chunks: &[&[u8]], last_chunk_seq: u64) -> Option<StoredDoc> {
@@ -156,7 +155,10 @@ fn values_over_their_limits_are_rejected_without_writing() -> Result<(), StoreEr
     let too_big = vec![0u8; usize::try_from(SNAPSHOT_BYTES_MAX + 1).expect("fits in usize")];
     assert!(matches!(
         store.compact(&doc(1), &too_big, 0),
-        Err(StoreError::TooLarge { what: "snapshot", .. })
+        Err(StoreError::TooLarge {
+            what: "snapshot",
+            ..
+        })
     ));
     assert_eq!(store.load(&doc(1))?, None);
     assert_eq!(store.doc_count()?, 0);
@@ -193,7 +195,10 @@ fn list_docs_pages_through_every_document_in_key_order() -> Result<(), StoreErro
     }
     assert_eq!(listed, expected);
     assert_eq!(store.list_docs(None, 0)?, Vec::<[u8; 16]>::new());
-    assert_eq!(store.list_docs(Some(&doc(0xff)), 10)?, Vec::<[u8; 16]>::new());
+    assert_eq!(
+        store.list_docs(Some(&doc(0xff)), 10)?,
+        Vec::<[u8; 16]>::new()
+    );
     assert!(matches!(
         store.list_docs(None, LIST_LIMIT_MAX + 1),
         Err(StoreError::LimitTooLarge { .. })
@@ -202,7 +207,7 @@ fn list_docs_pages_through_every_document_in_key_order() -> Result<(), StoreErro
 }
 
 #[test]
-fn concurrent_writers_get_distinct_seqs_and_an_exact_document_count() -> Result<(), StoreError> {
+fn concurrent_writers_get_distinct_seqs_and_readers_see_whole_states() -> Result<(), StoreError> {
     const THREADS: u8 = 4;
     const APPENDS_PER_THREAD: u64 = 50;
     let store = Arc::new(SledStore::temporary()?);
@@ -224,16 +229,37 @@ fn concurrent_writers_get_distinct_seqs_and_an_exact_document_count() -> Result<
             })
         })
         .collect();
+    // A reader loading the shared document throughout must always see one
+    // consistent state, never a half-applied append or compaction.
+    let reader = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || -> Result<u64, StoreError> {
+            let mut last_seen = 0;
+            while last_seen < u64::from(THREADS) * APPENDS_PER_THREAD {
+                let loaded = store.load(&doc(0xaa))?.unwrap_or_default();
+                assert!(
+                    loaded.last_chunk_seq >= last_seen,
+                    "last seq went backwards"
+                );
+                last_seen = loaded.last_chunk_seq;
+            }
+            Ok(last_seen)
+        })
+    };
     let mut all_seqs = Vec::new();
     for worker in workers {
         all_seqs.extend(worker.join().expect("worker thread panicked")?);
     }
+    reader.join().expect("reader thread panicked")?;
     all_seqs.sort_unstable();
     let expected: Vec<u64> = (1..=u64::from(THREADS) * APPENDS_PER_THREAD).collect();
     assert_eq!(all_seqs, expected);
     assert_eq!(store.doc_count()?, u64::from(THREADS) + 1);
     let shared = store.load(&doc(0xaa))?.unwrap_or_default();
-    assert_eq!(shared.last_chunk_seq, u64::from(THREADS) * APPENDS_PER_THREAD);
+    assert_eq!(
+        shared.last_chunk_seq,
+        u64::from(THREADS) * APPENDS_PER_THREAD
+    );
     Ok(())
 }
 
@@ -247,5 +273,64 @@ fn an_arc_dyn_doc_store_forwards_to_the_store() -> Result<(), StoreError> {
     assert_eq!(store.load(&doc(3))?, stored(None, &[b"x"], 1));
     store.meta_put(b"k", b"v")?;
     assert_eq!(store.meta_get(b"k")?, Some(b"v".to_vec()));
+    Ok(())
+}
+
+/// Every page of documents, from the start.
+fn list_all(store: &SledStore) -> Result<Vec<[u8; 16]>, StoreError> {
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_docs(after.as_ref(), 7)?;
+        let Some(last) = page.last().copied() else {
+            return Ok(listed);
+        };
+        listed.extend(page);
+        after = Some(last);
+    }
+}
+
+#[test]
+fn listing_while_documents_are_created_sees_no_half_created_document() -> Result<(), StoreError> {
+    const WRITERS: u8 = 2;
+    const DOCS_PER_WRITER: u8 = 120;
+    let key = |writer: u8, index: u8| {
+        let mut key = [0u8; 16];
+        key[0] = index;
+        key[15] = writer;
+        key
+    };
+    let store = Arc::new(SledStore::temporary()?);
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || -> Result<(), StoreError> {
+                for index in 0..DOCS_PER_WRITER {
+                    if index % 3 == 0 {
+                        store.compact(&key(writer, index), b"imported", 0)?;
+                    } else {
+                        store.append_chunk(&key(writer, index), b"first change")?;
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    while !writers.iter().all(|writer| writer.is_finished()) {
+        let listed = list_all(&store)?;
+        assert!(listed.windows(2).all(|pair| pair[0] < pair[1]));
+    }
+    for writer in writers {
+        writer.join().expect("writer thread panicked")?;
+    }
+    let mut expected: Vec<[u8; 16]> = (0..WRITERS)
+        .flat_map(|writer| (0..DOCS_PER_WRITER).map(move |index| key(writer, index)))
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(list_all(&store)?, expected);
+    assert_eq!(
+        store.doc_count()?,
+        u64::try_from(expected.len()).expect("fits in u64")
+    );
     Ok(())
 }

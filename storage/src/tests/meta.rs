@@ -74,10 +74,20 @@ fn meta_scan_prefix_rev_pages_newest_first_with_a_before_cursor() -> Result<(), 
 
     // A cursor between entries, past the prefix, and below it.
     let page = store.meta_scan_prefix_rev(b"session/", Some(&session_key(24)), 10)?;
-    assert_eq!(page.iter().map(|(key, _)| key.clone()).collect::<Vec<_>>(), vec![session_key(3), session_key(2), session_key(1)]);
-    assert_eq!(store.meta_scan_prefix_rev(b"session/", Some(b"t"), 1)?[0].0, session_key(256));
-    assert!(store.meta_scan_prefix_rev(b"session/", Some(b"session/"), 10)?.is_empty());
-    assert!(store.meta_scan_prefix_rev(b"session/", Some(b"a"), 10)?.is_empty());
+    assert_eq!(
+        page.iter().map(|(key, _)| key.clone()).collect::<Vec<_>>(),
+        vec![session_key(3), session_key(2), session_key(1)]
+    );
+    assert_eq!(
+        store.meta_scan_prefix_rev(b"session/", Some(b"t"), 1)?[0].0,
+        session_key(256)
+    );
+    assert!(store
+        .meta_scan_prefix_rev(b"session/", Some(b"session/"), 10)?
+        .is_empty());
+    assert!(store
+        .meta_scan_prefix_rev(b"session/", Some(b"a"), 10)?
+        .is_empty());
     assert!(store.meta_scan_prefix_rev(b"session/", None, 0)?.is_empty());
     assert!(matches!(
         store.meta_scan_prefix_rev(b"session/", None, LIST_LIMIT_MAX + 1),
@@ -89,10 +99,18 @@ fn meta_scan_prefix_rev_pages_newest_first_with_a_before_cursor() -> Result<(), 
 #[test]
 fn meta_scan_prefix_rev_handles_empty_and_all_ff_prefixes() -> Result<(), StoreError> {
     let store = SledStore::temporary()?;
-    for key in [&[0x00][..], &[0x7f], &[0xff], &[0xff, 0xff], &[0xff, 0xff, 0x01]] {
+    for key in [
+        &[0x00][..],
+        &[0x7f],
+        &[0xff],
+        &[0xff, 0xff],
+        &[0xff, 0xff, 0x01],
+    ] {
         store.meta_put(key, b"")?;
     }
-    let keys = |entries: Vec<(Vec<u8>, Vec<u8>)>| entries.into_iter().map(|(key, _)| key).collect::<Vec<_>>();
+    let keys = |entries: Vec<(Vec<u8>, Vec<u8>)>| {
+        entries.into_iter().map(|(key, _)| key).collect::<Vec<_>>()
+    };
     assert_eq!(
         keys(store.meta_scan_prefix_rev(&[0xff, 0xff], None, 10)?),
         vec![vec![0xff, 0xff, 0x01], vec![0xff, 0xff]]
@@ -110,9 +128,18 @@ fn meta_keys_and_values_over_their_limits_are_rejected() -> Result<(), StoreErro
     let store = SledStore::temporary()?;
     let long_key = vec![b'k'; usize::try_from(META_KEY_BYTES_MAX + 1).expect("fits in usize")];
     let big_value = vec![0; usize::try_from(META_VALUE_BYTES_MAX + 1).expect("fits in usize")];
-    assert!(matches!(store.meta_put(&long_key, b"v"), Err(StoreError::TooLarge { .. })));
-    assert!(matches!(store.meta_put(b"k", &big_value), Err(StoreError::TooLarge { .. })));
-    assert!(matches!(store.meta_get(&long_key), Err(StoreError::TooLarge { .. })));
+    assert!(matches!(
+        store.meta_put(&long_key, b"v"),
+        Err(StoreError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        store.meta_put(b"k", &big_value),
+        Err(StoreError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        store.meta_get(&long_key),
+        Err(StoreError::TooLarge { .. })
+    ));
     assert_eq!(store.meta_get(b"k")?, None);
     Ok(())
 }

@@ -19,10 +19,17 @@ const DOCS: [DocKey; 3] = [[0x00; 16], [0x7f; 16], [0xff; 16]];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { doc: usize, chunk: Vec<u8> },
+    Append {
+        doc: usize,
+        chunk: Vec<u8>,
+    },
     /// Compact through `covers_percent`% of the document's last seq, which
     /// may be older than its snapshot (a stale compaction).
-    Compact { doc: usize, covers_percent: u64, snapshot: Vec<u8> },
+    Compact {
+        doc: usize,
+        covers_percent: u64,
+        snapshot: Vec<u8>,
+    },
     Flush,
     Reopen,
     ReopenUnflushed,
@@ -67,7 +74,12 @@ fn observed_state(store: &SledStore) -> Result<ObservedState, TestCaseError> {
         loads.push(store.load(doc)?);
         contains.push(store.contains(doc)?);
     }
-    Ok((loads, store.doc_count()?, store.list_docs(None, 10)?, contains))
+    Ok((
+        loads,
+        store.doc_count()?,
+        store.list_docs(None, 10)?,
+        contains,
+    ))
 }
 
 fn expected_state(model: &Model) -> ObservedState {

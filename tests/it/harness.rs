@@ -1,0 +1,289 @@
+//! Shared test helpers: servers, devices, raw protocol peers, HTTP.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use automerge::transaction::Transactable;
+use automerge::{Automerge, ReadDoc, ROOT};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use ventas::client::{Client, ClientConfig, DocHandle};
+use ventas::config::ServerConfig;
+use ventas::server::{self, RunningServer};
+use ventas_sync_protocol::ids::{DocumentId, PeerId};
+use ventas_sync_protocol::wire::{self, Message, MESSAGE_BYTES_MAX_DEFAULT};
+
+/// Upper bound on any single wait in these tests.
+pub const WAIT_MS_MAX: u64 = 20_000;
+
+pub fn wait_max() -> Duration {
+    Duration::from_millis(WAIT_MS_MAX)
+}
+
+/// Awaits `future` or fails the test after [`WAIT_MS_MAX`].
+pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(wait_max(), future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {WAIT_MS_MAX} ms waiting for {what}"),
+    }
+}
+
+/// An in-process server on port 0 with its own temp dir.
+pub struct TestServer {
+    pub running: RunningServer,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = ServerConfig::for_test(dir.path().join("server"));
+        adjust(&mut config);
+        let running = server::start(config).await.expect("server starts");
+        Self { running, dir }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.running.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.running.addr)
+    }
+}
+
+/// A device client with its own store under `dir`.
+pub fn device(url: &str, dir: &Path, name: &str) -> Client {
+    let mut config = ClientConfig::new(url, dir.join(name));
+    config.peer_id = Some(name.to_string());
+    config.reconnect_initial_ms = 20;
+    config.reconnect_max_ms = 200;
+    Client::open(config).expect("device opens")
+}
+
+/// Puts `key = value` at the document root.
+pub fn put(handle: &DocHandle, key: &str, value: &str) {
+    handle
+        .change(|doc| {
+            let mut tx = doc.transaction();
+            tx.put(ROOT, key, value).expect("put");
+            tx.commit();
+        })
+        .expect("change applies");
+}
+
+/// The root keys of a document.
+pub fn keys(doc: &Automerge) -> Vec<String> {
+    doc.keys(ROOT).collect()
+}
+
+pub fn root_keys(handle: &DocHandle) -> Vec<String> {
+    handle.read(keys).expect("readable")
+}
+
+/// Waits until the document has all of `wanted` at its root.
+pub async fn wait_for_keys(handle: &DocHandle, wanted: &[String]) {
+    let wanted = wanted.to_vec();
+    within(
+        "keys to arrive",
+        handle.wait_until(move |doc| {
+            wanted
+                .iter()
+                .all(|k| doc.get(ROOT, k.as_str()).ok().flatten().is_some())
+        }),
+    )
+    .await
+    .expect("client alive");
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// The real `ventas` binary, for kill -9 tests.
+pub struct ServerProcess {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    pub async fn spawn(data_dir: &Path, port: u16) -> Self {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ventas"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("ventas binary runs");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = within("server to listen", lines.next_line())
+            .await
+            .expect("read stdout")
+            .expect("server printed its address");
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"));
+        Self { child, addr }
+    }
+
+    /// SIGKILL: no shutdown, no final flush.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("kill");
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+}
+
+/// A hand-driven protocol peer over a raw WebSocket.
+pub struct RawPeer {
+    pub socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+    pub peer_id: PeerId,
+}
+
+impl RawPeer {
+    pub async fn connect(url: &str, name: &str) -> Self {
+        let (socket, _) = within("raw connect", tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connects");
+        Self {
+            socket,
+            peer_id: PeerId::new(name),
+        }
+    }
+
+    /// Connects and completes the join/peer handshake.
+    pub async fn joined(url: &str, name: &str) -> (Self, PeerId) {
+        let mut peer = Self::connect(url, name).await;
+        peer.send(&Message::Join {
+            sender_id: peer.peer_id.clone(),
+            supported_protocol_versions: vec!["1".to_string()],
+            peer_metadata: None,
+        })
+        .await;
+        match peer.recv().await {
+            Some(Message::Peer { sender_id, .. }) => (peer, sender_id),
+            other => panic!("expected peer, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, message: &Message) {
+        self.send_raw(wire::encode(message)).await;
+    }
+
+    pub async fn send_raw(&mut self, bytes: Vec<u8>) {
+        self.socket
+            .send(WsMessage::Binary(bytes.into()))
+            .await
+            .expect("send");
+    }
+
+    /// The next protocol message; None once the server closed.
+    pub async fn recv(&mut self) -> Option<Message> {
+        loop {
+            let frame = within("a frame", self.socket.next()).await;
+            match frame {
+                Some(Ok(WsMessage::Binary(bytes))) => {
+                    return Some(
+                        wire::decode(&bytes, MESSAGE_BYTES_MAX_DEFAULT)
+                            .expect("server frames decode"),
+                    )
+                }
+                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the error message it sent.
+    pub async fn expect_error_and_close(&mut self) -> String {
+        let mut error = None;
+        while let Some(message) = self.recv().await {
+            if let Message::Error { message, .. } = message {
+                error = Some(message);
+            }
+        }
+        error.expect("server sent an error before closing")
+    }
+
+    /// A request for `document_id` carrying an empty automerge sync message.
+    pub fn request(&self, server: &PeerId, document_id: DocumentId) -> Message {
+        let mut state = automerge::sync::State::new();
+        let data = automerge::sync::SyncDoc::generate_sync_message(&Automerge::new(), &mut state)
+            .expect("first message")
+            .encode();
+        Message::Request {
+            sender_id: self.peer_id.clone(),
+            target_id: server.clone(),
+            document_id,
+            data,
+        }
+    }
+}
+
+/// Plain HTTP/1.1 GET on loopback; returns (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    within("http response", stream.read_to_end(&mut response))
+        .await
+        .expect("read");
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    // Chunked bodies: keep only the JSON between the chunk headers.
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(&body)
+    } else {
+        body
+    };
+    (status, body)
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || tail.len() < size {
+            break;
+        }
+        out.push_str(&tail[..size]);
+        rest = tail[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Path of the JS harness.
+pub fn js_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js")
+}
