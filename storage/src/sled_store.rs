@@ -535,10 +535,19 @@ impl DocStore for SledStore {
             let (key, _) = record.map_err(from_sled)?;
             let record_key = RecordKey::decode(&key)?;
             if record_key.kind != RecordKind::Head {
-                return Err(StoreError::corrupt(
-                    &key,
-                    "document records without a head record",
-                ));
+                // Possibly a batch creating this document, caught half
+                // applied (sled 0.34 applies a batch under a global lock that
+                // each iterator step also takes, so today this cannot happen,
+                // but that is sled's detail, not its promise). Look again
+                // once no write to the document is in progress.
+                let _document_guard = self.lock_document_for_read(&record_key.doc);
+                let head_key = RecordKey::head(&record_key.doc).encode();
+                if !self.documents.contains_key(head_key).map_err(from_sled)? {
+                    return Err(StoreError::corrupt(
+                        &key,
+                        "document records without a head record",
+                    ));
+                }
             }
             docs.push(record_key.doc);
             next = doc_successor(&record_key.doc);

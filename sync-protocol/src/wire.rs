@@ -9,7 +9,7 @@
 //! Decoding runs in two passes over the input slice, to bound the work an untrusted peer can
 //! cause. The first pass checks that the frame is exactly one well-formed CBOR map, nested at
 //! most [`CBOR_NESTING_MAX`] deep, and notes where the values of known fields start and end; it
-//! allocates nothing. The second pass reads only the fields the message `type` needs. Declared
+//! allocates only to join the chunks of indefinite-length strings. The second pass reads only the fields the message `type` needs. Declared
 //! lengths are checked against the bytes actually present before anything is copied, and list
 //! items are capped by [`LIST_ITEMS_MAX`], so a decoded message takes memory proportional to its
 //! frame.
@@ -536,8 +536,8 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    /// The first pass: checks the whole frame and finds the known fields, allocating nothing
-    /// (except to join the chunks of an indefinite-length key).
+    /// The first pass: checks the whole frame and finds the known fields, allocating only to join
+    /// the chunks of indefinite-length strings.
     fn scan(bytes: &'a [u8]) -> Result<Self> {
         let mut reader = Reader::new(bytes);
         let mut depth = 0;
