@@ -35,7 +35,8 @@ pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>)
 /// An in-process server on port 0 with its own temp dir.
 pub struct TestServer {
     pub running: RunningServer,
-    pub dir: tempfile::TempDir,
+    /// Keeps the server's data directory alive as long as the server.
+    _dir: tempfile::TempDir,
 }
 
 impl TestServer {
@@ -48,7 +49,7 @@ impl TestServer {
         let mut config = ServerConfig::for_test(dir.path().join("server"));
         adjust(&mut config);
         let running = server::start(config).await.expect("server starts");
-        Self { running, dir }
+        Self { running, _dir: dir }
     }
 
     pub fn addr(&self) -> SocketAddr {
