@@ -31,6 +31,8 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_NORMAL: u16 = 1000;
 /// Longest close reason a control frame can carry (125 bytes minus the code).
 const CLOSE_REASON_BYTES_MAX: usize = 123;
+/// How long the close handshake may take before the socket is dropped.
+const CLOSE_SEND_TIMEOUT_MS: u64 = 1_000;
 
 /// Everything a connection task needs.
 pub struct Connection {
@@ -142,9 +144,26 @@ impl Connection {
                 item = outbound.recv() => match item {
                     Some(Outbound::Frame(frame)) => {
                         session.bytes_out += frame.len() as u64;
-                        if let Err(e) = sink.send(WsMessage::Binary(frame.into())).await {
-                            error = Some(format!("send failed: {e}"));
-                            break;
+                        // A peer that stops reading blocks this send; the
+                        // kill switch and shutdown must still get through.
+                        tokio::select! {
+                            biased;
+                            reason = &mut kill => {
+                                let reason = reason.unwrap_or_else(|_| "disconnected by server".to_string());
+                                close = Some((CLOSE_POLICY, reason.clone()));
+                                error = Some(reason);
+                                break;
+                            }
+                            _ = shutdown.changed() => {
+                                close = Some((CLOSE_GOING_AWAY, "server shutting down".to_string()));
+                                break;
+                            }
+                            sent = sink.send(WsMessage::Binary(frame.into())) => {
+                                if let Err(e) = sent {
+                                    error = Some(format!("send failed: {e}"));
+                                    break;
+                                }
+                            }
                         }
                     }
                     Some(Outbound::Close(reason)) => {
@@ -197,21 +216,17 @@ impl Connection {
                 }
             }
         }
-        if let Some((code, reason)) = close {
-            let reason = truncate(&reason, CLOSE_REASON_BYTES_MAX);
-            let frame = CloseFrame {
-                code,
-                reason: reason.into(),
-            };
+        let (code, reason) = close.unwrap_or((CLOSE_NORMAL, String::new()));
+        let frame = CloseFrame {
+            code,
+            reason: truncate(&reason, CLOSE_REASON_BYTES_MAX).into(),
+        };
+        // A peer that does not read cannot take a close frame either.
+        let goodbye = async {
             let _ = sink.send(WsMessage::Close(Some(frame))).await;
-        } else {
-            let frame = CloseFrame {
-                code: CLOSE_NORMAL,
-                reason: "".into(),
-            };
-            let _ = sink.send(WsMessage::Close(Some(frame))).await;
-        }
-        let _ = sink.close().await;
+            let _ = sink.close().await;
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(CLOSE_SEND_TIMEOUT_MS), goodbye).await;
         error
     }
 }
