@@ -292,6 +292,12 @@ impl DocHandle {
         Ok(read(doc))
     }
 
+    /// The heads the server last acknowledged for this document, if the
+    /// link is up and the server has spoken.
+    pub fn server_heads(&self) -> Option<Vec<automerge::ChangeHash>> {
+        self.shared.core().server_heads(&self.document_id)
+    }
+
     /// A stream of "this document changed" events.
     pub fn subscribe(&self) -> Changes {
         Changes {

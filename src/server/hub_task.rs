@@ -177,7 +177,10 @@ impl HubTask {
 
     async fn on_flush_report(&mut self, report: FlushReport) {
         let effects = match report {
-            FlushReport::Flushed { epoch } => self.hub.flushed(epoch, now_ms()),
+            FlushReport::Flushed { epoch } => {
+                tracing::trace!(epoch, "flushed");
+                self.hub.flushed(epoch, now_ms())
+            }
             FlushReport::Failed { epoch, reason } => {
                 error!("flush of epoch {epoch} failed, retrying: {reason}");
                 tokio::time::sleep(Duration::from_millis(FLUSH_RETRY_DELAY_MS)).await;
@@ -204,6 +207,7 @@ impl HubTask {
                 );
             }
             HubInput::Message { conn, message } => {
+                tracing::trace!(conn, kind = message.type_name(), doc = ?message.document_id(), "in");
                 if let Some(document_id) = self.hub.doc_to_load(&message) {
                     if let Err(reason) = self.load(document_id) {
                         warn!(conn, %document_id, "cannot load document: {reason}");
@@ -254,6 +258,14 @@ impl HubTask {
 
     fn execute(&mut self, effects: Vec<Effect>) {
         for effect in effects {
+            match &effect {
+                Effect::Send { conn, message } => {
+                    tracing::trace!(conn, kind = message.type_name(), "out")
+                }
+                Effect::Flush { epoch } => tracing::trace!(epoch, "flush"),
+                Effect::Persist { .. } => tracing::trace!("persist"),
+                _ => {}
+            }
             match effect {
                 Effect::Send { conn, message } => {
                     let frame = wire::encode(&message);

@@ -169,6 +169,13 @@ impl DeviceCore {
             .is_some_and(|d| d.sync.peer_has_all_of(&d.doc))
     }
 
+    /// The heads the server last reported for the document on this link.
+    pub fn server_heads(&self, document_id: &DocumentId) -> Option<Vec<ChangeHash>> {
+        self.docs
+            .get(document_id)
+            .and_then(|d| d.sync.their_heads().map(<[ChangeHash]>::to_vec))
+    }
+
     /// The transport connected: say `join`.
     pub fn connected(&mut self) -> Vec<DeviceEffect> {
         self.link = Link::Joining;

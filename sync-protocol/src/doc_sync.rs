@@ -50,6 +50,8 @@ pub struct Generated {
 #[derive(Debug, Default)]
 pub struct PeerDocSync {
     state: State,
+    /// Our heads as carried by the last message we actually generated.
+    told_heads: Option<Vec<ChangeHash>>,
 }
 
 impl PeerDocSync {
@@ -85,11 +87,32 @@ impl PeerDocSync {
     pub fn generate(&mut self, doc: &Automerge) -> Option<Generated> {
         let sent_before = self.state.sent_hashes.len();
         let message = self.state_generate(doc)?;
+        self.told_heads = Some(message.heads.clone());
         let changes_sent = self.state.sent_hashes.len().saturating_sub(sent_before);
         Some(Generated {
             data: message.encode(),
             changes_sent,
         })
+    }
+
+    /// Like [`PeerDocSync::generate`], but also sends a message when the
+    /// peer has not heard our current heads from us.
+    ///
+    /// automerge's sync skips that message when the peer itself reported
+    /// exactly our heads (it sets `last_sent_heads` on receipt). For the
+    /// server that message is the acknowledgement "these heads are on
+    /// disk", which a device waits for; without it a device whose changes
+    /// were applied in a batch never learns they are durable.
+    pub fn generate_acknowledging(&mut self, doc: &Automerge) -> Option<Generated> {
+        if let Some(generated) = self.generate(doc) {
+            return Some(generated);
+        }
+        let heads = doc.get_heads();
+        if self.told_heads.as_ref() == Some(&heads) {
+            return None;
+        }
+        self.state.last_sent_heads.clear();
+        self.generate(doc)
     }
 
     fn state_generate(&mut self, doc: &Automerge) -> Option<AutomergeSyncMessage> {

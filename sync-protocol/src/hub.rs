@@ -360,7 +360,11 @@ impl Hub {
                 self.fail(conn, "join sent twice".to_string(), &mut effects)
             }
             (Some(peer_id), message) => {
-                if let Some(sender) = message.sender_id() {
+                // automerge-repo peers relay ephemeral messages with the
+                // original sender's id, so only other messages must come
+                // from the joined peer itself.
+                let relayed = matches!(message, Message::Ephemeral { .. });
+                if let Some(sender) = message.sender_id().filter(|_| !relayed) {
                     if sender != peer_id {
                         let reason =
                             format!("sender {sender} does not match the joined peer {peer_id}");
@@ -810,7 +814,7 @@ impl Hub {
         let Some(sync) = conn_state.docs.get_mut(&document_id) else {
             return;
         };
-        let Some(generated) = sync.generate(&doc.doc) else {
+        let Some(generated) = sync.generate_acknowledging(&doc.doc) else {
             return;
         };
         conn_state.stats.changes_out += generated.changes_sent as u64;

@@ -45,6 +45,7 @@ impl TestServer {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> Self {
+        init_logs();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = ServerConfig::for_test(dir.path().join("server"));
         adjust(&mut config);
@@ -58,6 +59,16 @@ impl TestServer {
 
     pub fn url(&self) -> String {
         format!("ws://{}", self.running.addr)
+    }
+}
+
+/// Logs to the test's captured output when `RUST_LOG` is set.
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
     }
 }
 

@@ -315,3 +315,83 @@ async fn graceful_shutdown_closes_peers_and_keeps_data() {
     tablet.close().await.expect("close");
     server.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn many_sequential_live_changes_all_arrive() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let a = device(&server.url(), dir.path(), "a");
+    let b = device(&server.url(), dir.path(), "b");
+    let on_a = a.create().expect("create");
+    put(&on_a, "start", "1");
+    within("synced", on_a.synced()).await.expect("synced");
+    let on_b = b.open_url(&on_a.url()).expect("open");
+    within("ready", on_b.ready()).await.expect("ready");
+    for i in 0..200 {
+        let key = format!("k{i}");
+        put(&on_a, &key, "v");
+        within(
+            &format!("change {i} to arrive"),
+            on_b.wait_until(|d| {
+                automerge::ReadDoc::get(d, automerge::ROOT, key.as_str())
+                    .ok()
+                    .flatten()
+                    .is_some()
+            }),
+        )
+        .await
+        .expect("arrives");
+    }
+    drop((on_a, on_b));
+    a.close().await.expect("close");
+    b.close().await.expect("close");
+    server.running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_devices_each_writing_their_own_document_are_all_acknowledged() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let clients: Vec<_> = (0..10)
+        .map(|n| device(&server.url(), dir.path(), &format!("writer-{n}")))
+        .collect();
+    let handles: Vec<_> = clients
+        .iter()
+        .map(|c| c.create().expect("create"))
+        .collect();
+    for (n, h) in handles.iter().enumerate() {
+        put(h, "start", "1");
+        within(&format!("device {n} acknowledged"), h.synced())
+            .await
+            .expect("synced");
+    }
+    let tasks: Vec<_> = handles
+        .iter()
+        .cloned()
+        .map(|h| {
+            tokio::spawn(async move {
+                for i in 0..100 {
+                    put(&h, &format!("sale-{i}"), "x");
+                    if i % 16 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                if tokio::time::timeout(wait_max(), h.synced()).await.is_err() {
+                    let ours = h.read(|d| d.get_heads()).expect("read");
+                    panic!(
+                        "not acknowledged: ours {ours:?} server {:?}",
+                        h.server_heads()
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    drop(handles);
+    for c in clients {
+        c.close().await.expect("close");
+    }
+    server.running.shutdown().await.expect("shutdown");
+}

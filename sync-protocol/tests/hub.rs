@@ -1,0 +1,297 @@
+//! Hub rules that a single peer can break, checked on the bare state machine.
+
+use automerge::sync::{State, SyncDoc};
+use automerge::transaction::Transactable;
+use automerge::{Automerge, ROOT};
+use ventas_sync_protocol::hub::{Effect, Hub, HubConfig};
+use ventas_sync_protocol::ids::{DocumentId, PeerId};
+use ventas_sync_protocol::wire::Message;
+
+const NOW_MS: u64 = 1_000;
+
+fn hub() -> Hub {
+    Hub::new(HubConfig::new(PeerId::new("server")))
+}
+
+fn join(hub: &mut Hub, conn: u64, name: &str) {
+    hub.connect(conn);
+    let effects = hub.receive(
+        conn,
+        Message::Join {
+            sender_id: PeerId::new(name),
+            supported_protocol_versions: vec!["1".to_string()],
+            peer_metadata: None,
+        },
+        NOW_MS,
+    );
+    assert!(matches!(
+        &effects[..],
+        [Effect::Send {
+            message: Message::Peer { .. },
+            ..
+        }]
+    ));
+}
+
+fn closes(effects: &[Effect], conn: u64) -> bool {
+    effects
+        .iter()
+        .any(|e| matches!(e, Effect::Close { conn: c, .. } if *c == conn))
+}
+
+fn first_sync_message(doc: &Automerge) -> Vec<u8> {
+    doc.generate_sync_message(&mut State::new())
+        .expect("first message")
+        .encode()
+}
+
+fn load_if_needed(hub: &mut Hub, message: &Message) {
+    if let Some(id) = hub.doc_to_load(message) {
+        hub.doc_loaded(id, None, NOW_MS).expect("empty doc loads");
+    }
+}
+
+#[test]
+fn a_message_before_join_gets_an_error_and_a_close() {
+    let mut hub = hub();
+    hub.connect(1);
+    let effects = hub.receive(
+        1,
+        Message::Leave {
+            sender_id: PeerId::new("x"),
+        },
+        NOW_MS,
+    );
+    assert!(
+        matches!(&effects[0], Effect::Send { message: Message::Error { message, .. }, .. } if message.contains("expected join"))
+    );
+    assert!(closes(&effects, 1));
+}
+
+#[test]
+fn a_message_claiming_another_sender_gets_an_error_and_a_close() {
+    let mut hub = hub();
+    join(&mut hub, 1, "honest");
+    let message = Message::Sync {
+        sender_id: PeerId::new("impostor"),
+        target_id: PeerId::new("server"),
+        document_id: DocumentId::from_bytes([1; 16]),
+        data: first_sync_message(&Automerge::new()),
+    };
+    load_if_needed(&mut hub, &message);
+    let effects = hub.receive(1, message, NOW_MS);
+    assert!(closes(&effects, 1), "{effects:?}");
+}
+
+#[test]
+fn garbage_sync_data_fails_only_that_peer() {
+    let mut hub = hub();
+    join(&mut hub, 1, "vandal");
+    join(&mut hub, 2, "bystander");
+    let message = Message::Sync {
+        sender_id: PeerId::new("vandal"),
+        target_id: PeerId::new("server"),
+        document_id: DocumentId::from_bytes([1; 16]),
+        data: vec![0x42, 0x00, 0xff],
+    };
+    load_if_needed(&mut hub, &message);
+    let effects = hub.receive(1, message, NOW_MS);
+    assert!(closes(&effects, 1));
+    assert!(!closes(&effects, 2));
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Persist { .. })));
+}
+
+#[test]
+fn an_echoed_ephemeral_message_is_not_forwarded_again() {
+    let mut hub = hub();
+    let document_id = DocumentId::from_bytes([5; 16]);
+    let mut doc = Automerge::new();
+    let mut tx = doc.transaction();
+    tx.put(ROOT, "k", "v").expect("put");
+    tx.commit();
+    hub.doc_loaded(
+        document_id,
+        Some(ventas_sync_protocol::hub::LoadedDoc {
+            snapshot: Some(doc.save()),
+            chunks: vec![],
+            last_chunk_seq: 0,
+        }),
+        NOW_MS,
+    )
+    .expect("loads");
+    for (conn, name) in [(1, "a"), (2, "b")] {
+        join(&mut hub, conn, name);
+        let request = Message::Request {
+            sender_id: PeerId::new(name),
+            target_id: PeerId::new("server"),
+            document_id,
+            data: first_sync_message(&Automerge::new()),
+        };
+        hub.receive(conn, request, NOW_MS);
+    }
+    // Always a's message: b relays it with a's sender id.
+    let ephemeral = || Message::Ephemeral {
+        sender_id: PeerId::new("a"),
+        target_id: PeerId::new("server"),
+        count: 1,
+        session_id: "s".to_string(),
+        document_id,
+        data: vec![1, 2, 3],
+    };
+    let from_a = hub.receive(1, ephemeral(), NOW_MS);
+    assert!(from_a.iter().any(|e| matches!(
+        e,
+        Effect::Send {
+            conn: 2,
+            message: Message::Ephemeral { .. }
+        }
+    )));
+    // automerge-repo clients re-broadcast what they receive, back to us.
+    let echoed_by_b = hub.receive(2, ephemeral(), NOW_MS);
+    assert!(
+        !closes(&echoed_by_b, 2),
+        "a relayed ephemeral is not an impostor"
+    );
+    assert!(
+        !echoed_by_b.iter().any(|e| matches!(
+            e,
+            Effect::Send {
+                message: Message::Ephemeral { .. },
+                ..
+            }
+        )),
+        "echo forwarded again: {echoed_by_b:?}"
+    );
+}
+
+#[test]
+fn a_requester_of_a_missing_document_gets_it_once_someone_creates_it() {
+    let mut hub = hub();
+    let document_id = DocumentId::from_bytes([8; 16]);
+    join(&mut hub, 1, "early");
+    let request = Message::Request {
+        sender_id: PeerId::new("early"),
+        target_id: PeerId::new("server"),
+        document_id,
+        data: first_sync_message(&Automerge::new()),
+    };
+    load_if_needed(&mut hub, &request);
+    let effects = hub.receive(1, request, NOW_MS);
+    assert!(matches!(
+        &effects[..],
+        [Effect::Send {
+            message: Message::DocUnavailable { .. },
+            ..
+        }]
+    ));
+
+    // Another peer creates the document by syncing its changes.
+    join(&mut hub, 2, "creator");
+    let mut doc = Automerge::new();
+    let mut tx = doc.transaction();
+    tx.put(ROOT, "created", true).expect("put");
+    tx.commit();
+    let mut state = State::new();
+    let mut server_state_flush = None;
+    for _ in 0..10 {
+        let Some(message) = doc.generate_sync_message(&mut state) else {
+            break;
+        };
+        let effects = hub.receive(
+            2,
+            Message::Sync {
+                sender_id: PeerId::new("creator"),
+                target_id: PeerId::new("server"),
+                document_id,
+                data: message.encode(),
+            },
+            NOW_MS,
+        );
+        for effect in effects {
+            match effect {
+                Effect::Flush { epoch } => server_state_flush = Some(epoch),
+                Effect::Send {
+                    conn: 2,
+                    message: Message::Sync { data, .. },
+                } => {
+                    let reply = automerge::sync::Message::decode(&data).expect("decodes");
+                    doc.receive_sync_message(&mut state, reply)
+                        .expect("applies");
+                }
+                _ => {}
+            }
+        }
+        if server_state_flush.is_some() {
+            break;
+        }
+    }
+    let epoch = server_state_flush.expect("creation is persisted and flushed");
+    let effects = hub.flushed(epoch, NOW_MS);
+    assert!(
+        effects.iter().any(|e| matches!(
+            e,
+            Effect::Send {
+                conn: 1,
+                message: Message::Sync { .. }
+            }
+        )),
+        "the early requester must hear of the new document: {effects:?}"
+    );
+}
+
+#[test]
+fn a_storage_failure_drops_the_document_and_acknowledges_nothing() {
+    let mut hub = hub();
+    let document_id = DocumentId::from_bytes([4; 16]);
+    join(&mut hub, 1, "writer");
+    let mut doc = Automerge::new();
+    let mut tx = doc.transaction();
+    tx.put(ROOT, "k", 1_i64).expect("put");
+    tx.commit();
+    let mut state = State::new();
+    let mut persisted = false;
+    for _ in 0..10 {
+        let Some(message) = doc.generate_sync_message(&mut state) else {
+            break;
+        };
+        let message = Message::Sync {
+            sender_id: PeerId::new("writer"),
+            target_id: PeerId::new("server"),
+            document_id,
+            data: message.encode(),
+        };
+        load_if_needed(&mut hub, &message);
+        for effect in hub.receive(1, message, NOW_MS) {
+            match effect {
+                Effect::Persist { .. } => persisted = true,
+                Effect::Send {
+                    message: Message::Sync { data, .. },
+                    ..
+                } => {
+                    let reply = automerge::sync::Message::decode(&data).expect("decodes");
+                    doc.receive_sync_message(&mut state, reply)
+                        .expect("applies");
+                }
+                _ => {}
+            }
+        }
+        if persisted {
+            break;
+        }
+    }
+    assert!(persisted);
+    let effects = hub.persist_failed(document_id);
+    assert!(closes(&effects, 1));
+    assert!(hub.doc(&document_id).is_none());
+    let after_flush = hub.flushed(1, NOW_MS);
+    assert!(
+        !after_flush.iter().any(|e| matches!(
+            e,
+            Effect::Send {
+                message: Message::Sync { .. },
+                ..
+            }
+        )),
+        "nothing may be acknowledged after a failed write: {after_flush:?}"
+    );
+}
