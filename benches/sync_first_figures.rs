@@ -178,6 +178,11 @@ async fn run_server(dir: &std::path::Path, skip_flush: bool) -> ventas::server::
 }
 
 fn main() {
+    // `cargo test` and nextest run bench targets without `--bench` (to list
+    // or smoke-test them); only `cargo bench` measures.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        return;
+    }
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("dir");

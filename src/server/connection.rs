@@ -31,6 +31,8 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_NORMAL: u16 = 1000;
 /// Longest close reason a control frame can carry (125 bytes minus the code).
 const CLOSE_REASON_BYTES_MAX: usize = 123;
+/// Every this many sessions, the sync log drops its oldest records.
+const SESSIONS_PRUNE_EVERY: u64 = 1_024;
 /// How long the close handshake may take before the socket is dropped.
 const CLOSE_SEND_TIMEOUT_MS: u64 = 1_000;
 
@@ -108,6 +110,14 @@ impl Connection {
         );
         if let Err(error) = self.sessions.put(&session) {
             warn!("cannot record session end: {error}");
+        }
+        if session.id % SESSIONS_PRUNE_EVERY == 0 {
+            let sessions = self.sessions.clone();
+            let newest = session.id;
+            let pruned = tokio::task::spawn_blocking(move || sessions.prune(newest)).await;
+            if let Ok(Err(error)) = pruned {
+                warn!("cannot prune the sync log: {error}");
+            }
         }
     }
 

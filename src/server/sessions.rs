@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 use ventas_storage::{DocStore, StoreError};
 
 const SESSION_PREFIX: &[u8] = b"session/";
+/// Sessions kept in the sync log; older ones are pruned.
+pub const SYNC_SESSIONS_KEPT_MAX_DEFAULT: u64 = 100_000;
+/// Rows removed per pruning page.
+const PRUNE_PAGE_ROWS: usize = 500;
 
 /// One connection, from upgrade to close.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,11 +61,39 @@ pub enum SessionLogError {
 #[derive(Clone)]
 pub struct SessionLog {
     store: Arc<dyn DocStore>,
+    kept_max: u64,
 }
 
 impl SessionLog {
     pub fn new(store: Arc<dyn DocStore>) -> Self {
-        Self { store }
+        Self::with_limit(store, SYNC_SESSIONS_KEPT_MAX_DEFAULT)
+    }
+
+    /// A log that keeps at most `kept_max` sessions (by id distance).
+    pub fn with_limit(store: Arc<dyn DocStore>, kept_max: u64) -> Self {
+        Self { store, kept_max }
+    }
+
+    /// Removes every session more than `kept_max` ids older than
+    /// `newest_id`. Returns how many were removed.
+    pub fn prune(&self, newest_id: u64) -> Result<usize, SessionLogError> {
+        let Some(cutoff) = newest_id.checked_sub(self.kept_max) else {
+            return Ok(0);
+        };
+        let cutoff_key = key(cutoff.saturating_add(1));
+        let mut removed = 0;
+        loop {
+            let page = self
+                .store
+                .meta_scan_prefix_rev(SESSION_PREFIX, Some(&cutoff_key), PRUNE_PAGE_ROWS)?;
+            if page.is_empty() {
+                return Ok(removed);
+            }
+            for (row_key, _) in page {
+                self.store.meta_remove(&row_key)?;
+                removed += 1;
+            }
+        }
     }
 
     /// A fresh session id.
@@ -116,4 +148,62 @@ fn key(id: u64) -> Vec<u8> {
 fn id_of(key: &[u8]) -> Option<u64> {
     let bytes: [u8; 8] = key.get(SESSION_PREFIX.len()..)?.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ventas_storage::SledStore;
+
+    fn log(kept_max: u64) -> SessionLog {
+        let store: Arc<dyn DocStore> = Arc::new(SledStore::temporary().expect("store"));
+        SessionLog::with_limit(store, kept_max)
+    }
+
+    fn session(id: u64) -> SyncSession {
+        SyncSession {
+            id,
+            ..SyncSession::default()
+        }
+    }
+
+    #[test]
+    fn pages_are_newest_first_with_a_cursor() {
+        let log = log(100);
+        for id in 1..=5 {
+            log.put(&session(id)).expect("put");
+        }
+        let first = log.page(None, 2).expect("page");
+        let ids: Vec<u64> = first.sessions.iter().map(|s| s.id).collect();
+        assert_eq!(ids, vec![5, 4]);
+        let second = log.page(first.next_before, 2).expect("page");
+        let ids: Vec<u64> = second.sessions.iter().map(|s| s.id).collect();
+        assert_eq!(ids, vec![3, 2]);
+        let last = log.page(second.next_before, 2).expect("page");
+        assert_eq!(last.sessions.len(), 1);
+        assert_eq!(last.next_before, None);
+    }
+
+    #[test]
+    fn pruning_keeps_exactly_the_newest_sessions_at_the_limit() {
+        let log = log(1_000);
+        for id in 1..=1_600 {
+            log.put(&session(id)).expect("put");
+        }
+        assert_eq!(log.prune(1_600).expect("prune"), 600);
+        let mut ids = Vec::new();
+        let mut before = None;
+        loop {
+            let page = log.page(before, 500).expect("page");
+            ids.extend(page.sessions.iter().map(|s| s.id));
+            match page.next_before {
+                Some(cursor) => before = Some(cursor),
+                None => break,
+            }
+        }
+        assert_eq!(ids.len(), 1_000);
+        assert_eq!(ids.first(), Some(&1_600));
+        assert_eq!(ids.last(), Some(&601));
+        assert_eq!(log.prune(1_600).expect("prune again"), 0);
+    }
 }
