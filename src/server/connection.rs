@@ -111,7 +111,7 @@ impl Connection {
         if let Err(error) = self.sessions.put(&session) {
             warn!("cannot record session end: {error}");
         }
-        if session.id % SESSIONS_PRUNE_EVERY == 0 {
+        if session.id.is_multiple_of(SESSIONS_PRUNE_EVERY) {
             let sessions = self.sessions.clone();
             let newest = session.id;
             let pruned = tokio::task::spawn_blocking(move || sessions.prune(newest)).await;
