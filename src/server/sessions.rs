@@ -83,9 +83,11 @@ impl SessionLog {
         let cutoff_key = key(cutoff.saturating_add(1));
         let mut removed = 0;
         loop {
-            let page = self
-                .store
-                .meta_scan_prefix_rev(SESSION_PREFIX, Some(&cutoff_key), PRUNE_PAGE_ROWS)?;
+            let page = self.store.meta_scan_prefix_rev(
+                SESSION_PREFIX,
+                Some(&cutoff_key),
+                PRUNE_PAGE_ROWS,
+            )?;
             if page.is_empty() {
                 return Ok(removed);
             }
