@@ -13,6 +13,7 @@
 //! - [`client`]: the Rust device client (tokio-tungstenite, its own sled
 //!   store, reconnect with backoff).
 //! - [`config`]: server settings with units and defaults.
+//! - [`domain`]: sales, stock and catalog as pure functions over Automerge documents.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,6 +33,7 @@
 
 pub mod client;
 pub mod config;
+pub mod domain;
 pub mod server;
 
 pub use ventas_storage as storage;
