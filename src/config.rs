@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use ventas_sync_protocol::hub;
+
+use crate::server::auth::AuthMode;
 use ventas_sync_protocol::wire::MESSAGE_BYTES_MAX_DEFAULT;
 
 /// Defaults, units last.
@@ -57,6 +59,9 @@ pub struct ServerConfig {
     /// Turns the group-commit flush into a no-op. Only for measuring what
     /// durability costs; never acknowledged-means-durable.
     pub unsafe_skip_flush: bool,
+    /// Whether connections and the sync log need a credential; see
+    /// [`AuthMode`] (default `Auto`: required once any credential exists).
+    pub auth_mode: AuthMode,
 }
 
 /// Settings that cannot work together.
@@ -89,6 +94,7 @@ impl ServerConfig {
             tick_interval_ms: TICK_INTERVAL_MS_DEFAULT,
             store_cache_bytes: STORE_CACHE_BYTES_DEFAULT,
             unsafe_skip_flush: false,
+            auth_mode: AuthMode::default(),
         }
     }
 

@@ -1,12 +1,19 @@
-//! The `ventas` command: `ventas serve` runs the sync server.
+//! The `ventas` command: `ventas serve` runs the sync server; `ventas token
+//! issue|list|revoke` manage device credentials in the server's data
+//! directory while the server is stopped (sled lets one process hold a
+//! directory; a running server offers the same through `/v1/tokens`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use std::sync::Arc;
+
 use ventas::config::{self, ServerConfig};
 use ventas::server;
+use ventas::server::auth::{self, AuthMode, Credentials, IssueRequest, Role};
+use ventas::storage::{DocStore, SledStore};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,6 +30,55 @@ struct Cli {
 enum Command {
     /// Run the sync server (automerge-repo WebSocket protocol on sled).
     Serve(ServeArgs),
+    /// Manage device credentials (the server must be stopped; a running
+    /// server offers the same at /v1/tokens).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Issue a credential; prints the token once (only its hash is kept).
+    Issue(IssueArgs),
+    /// List credentials (never their tokens).
+    List(DataDirArgs),
+    /// Revoke a credential by id; it stops working at once.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Args)]
+struct DataDirArgs {
+    /// Directory of the sled store (the server's `--data-dir`).
+    #[arg(long, env = "VENTAS_DATA_DIR", default_value = config::DATA_DIR_DEFAULT)]
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct IssueArgs {
+    #[command(flatten)]
+    data: DataDirArgs,
+    #[arg(long)]
+    tenant: String,
+    #[arg(long)]
+    seller: String,
+    /// The device id; the device must join with this peer id (or `<id>/...`).
+    #[arg(long)]
+    device: String,
+    /// seller, office (operator: admin endpoints) or reporting (sync log).
+    #[arg(long)]
+    role: Role,
+    /// Lifetime: `90d`, `12h`, `30m`, `45s` or `never`.
+    #[arg(long, default_value = auth::TOKEN_LIFETIME_DEFAULT)]
+    expires: String,
+}
+
+#[derive(Debug, Args)]
+struct RevokeArgs {
+    #[command(flatten)]
+    data: DataDirArgs,
+    /// The credential id (`ventas token list`).
+    #[arg(long)]
+    id: String,
 }
 
 /// Raw settings; validated into a `ServerConfig`.
@@ -58,6 +114,10 @@ struct ServeArgs {
     /// Skip fsync (benchmarks only: acknowledged changes may be lost).
     #[arg(long, env = "VENTAS_UNSAFE_SKIP_FLUSH", default_value_t = false)]
     unsafe_skip_flush: bool,
+    /// auto: credentials required once any was issued (open, with a loud
+    /// warning, until then); required: always; off: never.
+    #[arg(long, env = "VENTAS_AUTH", default_value = "auto")]
+    auth: AuthMode,
 }
 
 impl ServeArgs {
@@ -83,6 +143,7 @@ impl ServeArgs {
             config.join_timeout_ms = ms;
         }
         config.unsafe_skip_flush = self.unsafe_skip_flush;
+        config.auth_mode = self.auth;
         config
     }
 }
@@ -93,12 +154,98 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        // Logs go to stderr: stdout carries what scripts read (the
+        // `listening on` line, an issued token).
+        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args.into_config())),
+        Command::Token(command) => token(command),
     }
+}
+
+/// Opens the credential registry of a stopped server's data directory.
+fn open_credentials(data: &DataDirArgs) -> anyhow::Result<Credentials> {
+    let store = SledStore::open(&data.data_dir).with_context(|| {
+        format!(
+            "opening {} (if `ventas serve` is running on it, use its /v1/tokens endpoints instead)",
+            data.data_dir.display()
+        )
+    })?;
+    let store: Arc<dyn DocStore> = Arc::new(store);
+    Credentials::load(store, AuthMode::Required).context("reading credentials")
+}
+
+fn token(command: TokenCommand) -> anyhow::Result<()> {
+    let now_ms = ventas::now_ms();
+    match command {
+        TokenCommand::Issue(args) => {
+            let lifetime_ms = auth::parse_lifetime_ms(&args.expires).map_err(anyhow::Error::msg)?;
+            std::fs::create_dir_all(&args.data.data_dir).with_context(|| {
+                format!("creating data directory {}", args.data.data_dir.display())
+            })?;
+            let credentials = open_credentials(&args.data)?;
+            let issued = credentials
+                .issue(
+                    IssueRequest {
+                        tenant: args.tenant,
+                        seller: args.seller,
+                        device: args.device,
+                        role: args.role,
+                        expires_at_ms: lifetime_ms.map(|ms| now_ms.saturating_add(ms)),
+                    },
+                    now_ms,
+                )
+                .context("issuing the credential")?;
+            // The token alone on stdout, for scripts; the rest on stderr.
+            println!("{}", issued.token);
+            eprintln!(
+                "issued credential {} for {}/{}/{} ({}), expires {}; the token is shown only once",
+                issued.credential.id,
+                issued.credential.tenant,
+                issued.credential.seller,
+                issued.credential.device,
+                issued.credential.role,
+                issued
+                    .credential
+                    .expires_at_ms
+                    .map_or("never".to_string(), |ms| format!("at {ms} ms")),
+            );
+        }
+        TokenCommand::List(data) => {
+            let credentials = open_credentials(&data)?;
+            println!("id\ttenant\tseller\tdevice\trole\tissued_at_ms\texpires_at_ms\tstatus");
+            for credential in credentials.list() {
+                let status = match credential.revoked_at_ms {
+                    Some(_) => "revoked",
+                    None if credential.expires_at_ms.is_some_and(|e| now_ms >= e) => "expired",
+                    None => "active",
+                };
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{status}",
+                    credential.id,
+                    credential.tenant,
+                    credential.seller,
+                    credential.device,
+                    credential.role,
+                    credential.issued_at_ms,
+                    credential
+                        .expires_at_ms
+                        .map_or("never".to_string(), |ms| ms.to_string()),
+                );
+            }
+        }
+        TokenCommand::Revoke(args) => {
+            let credentials = open_credentials(&args.data)?;
+            let revoked = credentials
+                .revoke(&args.id, now_ms)
+                .context("revoking the credential")?;
+            println!("revoked {}", revoked.id);
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: ServerConfig) -> anyhow::Result<()> {

@@ -8,6 +8,13 @@
 //! document, which is how offline changes reach the server and the
 //! server's changes reach the device.
 //!
+//! The device's credential ([`ClientConfig::token`]) goes in an
+//! `Authorization: Bearer` header on every upgrade request. A refused
+//! credential (HTTP 401) is not a network blip: the link waits the longest
+//! backoff, [`AUTH_REFUSED_RETRY_MS_DEFAULT`], before trying again, unless
+//! [`Client::set_token`] hands it a new credential, which wakes it at once.
+//! A rotated token is used from the next connection on.
+//!
 //! [`DocHandle::synced`] resolves when the server has acknowledged every
 //! local change of the document; the server acknowledges only what it has
 //! flushed, so this is "saved on server".
@@ -18,7 +25,9 @@ use std::time::Duration;
 
 use automerge::Automerge;
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch, Notify};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{header, HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tracing::{debug, info, warn};
@@ -33,6 +42,9 @@ pub const RECONNECT_MAX_MS_DEFAULT: u64 = 10_000;
 pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 pub const OUTBOUND_QUEUE_MESSAGES_MAX_DEFAULT: usize = 1_024;
 pub const CHANGE_EVENTS_QUEUE_MAX: usize = 1_024;
+/// Wait after the server refused the credential (HTTP 401), unless a new
+/// token arrives first.
+pub const AUTH_REFUSED_RETRY_MS_DEFAULT: u64 = 30_000;
 
 /// Client settings.
 #[derive(Debug, Clone)]
@@ -41,8 +53,14 @@ pub struct ClientConfig {
     pub server_url: String,
     /// The device's own store.
     pub data_dir: PathBuf,
-    /// The peer id to join with; a random one if None.
+    /// The peer id to join with; a random one if None. With a credential it
+    /// must be the credential's device id (or `<device>/...`).
     pub peer_id: Option<String>,
+    /// The device credential (`ventas token issue`), sent as
+    /// `Authorization: Bearer`; None for a server with authentication off.
+    pub token: Option<String>,
+    /// Wait after a refused credential, in ms.
+    pub auth_refused_retry_ms: u64,
     pub reconnect_initial_ms: u64,
     pub reconnect_max_ms: u64,
     pub connect_timeout_ms: u64,
@@ -58,6 +76,8 @@ impl ClientConfig {
             server_url: server_url.into(),
             data_dir: data_dir.into(),
             peer_id: None,
+            token: None,
+            auth_refused_retry_ms: AUTH_REFUSED_RETRY_MS_DEFAULT,
             reconnect_initial_ms: RECONNECT_INITIAL_MS_DEFAULT,
             reconnect_max_ms: RECONNECT_MAX_MS_DEFAULT,
             connect_timeout_ms: CONNECT_TIMEOUT_MS_DEFAULT,
@@ -98,6 +118,10 @@ struct Shared {
     changes: broadcast::Sender<DocumentId>,
     /// Bumped after every input, so waiters re-check their condition.
     progress: watch::Sender<u64>,
+    /// The credential for the next connection.
+    token: Mutex<Option<String>>,
+    /// Wakes a link waiting out a refused credential.
+    token_changed: Notify,
 }
 
 impl Shared {
@@ -183,6 +207,8 @@ impl Client {
             outbound: Mutex::new(None),
             changes,
             progress,
+            token: Mutex::new(config.token.clone()),
+            token_changed: Notify::new(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(link_task(Arc::clone(&shared), config, shutdown_rx));
@@ -191,6 +217,14 @@ impl Client {
             shutdown,
             task,
         })
+    }
+
+    /// Replaces the credential. It is used from the next connection on (the
+    /// current one, if any, stays up until it drops or the old credential is
+    /// revoked); a link waiting after a refused credential retries at once.
+    pub fn set_token(&self, token: Option<String>) {
+        *self.shared.token.lock().unwrap_or_else(|p| p.into_inner()) = token;
+        self.shared.token_changed.notify_one();
     }
 
     /// The peer id this device joins with.
@@ -427,11 +461,23 @@ async fn link_task(shared: Arc<Shared>, config: ClientConfig, mut shutdown: watc
         let mut ws_config = WebSocketConfig::default();
         ws_config.max_message_size = Some(config.message_bytes_max);
         ws_config.max_frame_size = Some(config.message_bytes_max);
-        let connect = tokio_tungstenite::connect_async_with_config(
-            config.server_url.as_str(),
-            Some(ws_config),
-            false,
-        );
+        let token = shared
+            .token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let request = match upgrade_request(&config.server_url, token.as_deref()) {
+            Ok(request) => request,
+            Err(error) => {
+                warn!("cannot build the upgrade request: {error}");
+                backoff_ms = config.reconnect_max_ms;
+                if wait_or_shutdown(&shared, backoff_ms, &mut shutdown).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let connect = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), false);
         let timeout = Duration::from_millis(config.connect_timeout_ms);
         match tokio::time::timeout(timeout, connect).await {
             Ok(Ok((socket, _))) => {
@@ -442,6 +488,18 @@ async fn link_task(shared: Arc<Shared>, config: ClientConfig, mut shutdown: watc
                 *shared.outbound.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 shared.bump();
                 info!("disconnected");
+            }
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response)))
+                if response.status() == StatusCode::UNAUTHORIZED =>
+            {
+                warn!(
+                    "the server refused this device's credential; retrying in {} ms or when set_token is called",
+                    config.auth_refused_retry_ms
+                );
+                if wait_or_shutdown(&shared, config.auth_refused_retry_ms, &mut shutdown).await {
+                    return;
+                }
+                continue;
             }
             Ok(Err(error)) => debug!("connect failed: {error}"),
             Err(_) => debug!("connect timed out"),
@@ -454,6 +512,33 @@ async fn link_task(shared: Arc<Shared>, config: ClientConfig, mut shutdown: watc
             _ = shutdown.changed() => return,
         }
         backoff_ms = backoff_ms.saturating_mul(2).min(config.reconnect_max_ms);
+    }
+}
+
+/// The upgrade request, with the credential as `Authorization: Bearer`.
+fn upgrade_request(
+    url: &str,
+    token: Option<&str>,
+) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, String> {
+    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+    if let Some(token) = token {
+        let value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| "the token is not a valid header value".to_string())?;
+        request.headers_mut().insert(header::AUTHORIZATION, value);
+    }
+    Ok(request)
+}
+
+/// Sleeps `wait_ms` or until a new token arrives; true on shutdown.
+async fn wait_or_shutdown(
+    shared: &Shared,
+    wait_ms: u64,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => false,
+        _ = shared.token_changed.notified() => false,
+        _ = shutdown.changed() => true,
     }
 }
 

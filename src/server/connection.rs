@@ -6,8 +6,16 @@
 //! in parallel across connections, so the hub task only sees typed
 //! messages. Text frames and undecodable frames end the session with an
 //! error to that peer alone.
+//!
+//! Identity: a connection admitted with a credential may only `join` as its
+//! device (see [`Identity::may_join_as`]); any other claim gets an `error`
+//! and a close before the hub sees it, so the hub stays generic. The
+//! credential is re-checked whenever credentials change (a revocation), at
+//! its expiry, and every [`CREDENTIAL_RECHECK_INTERVAL_MS`]; once it stops
+//! working the peer gets an `error` and a close.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use futures_util::{SinkExt, StreamExt};
@@ -17,9 +25,9 @@ use tracing::{debug, info, warn};
 use ventas_sync_protocol::hub::ConnId;
 use ventas_sync_protocol::wire::{self, Message};
 
+use super::auth::{Authenticator, Identity, CREDENTIAL_RECHECK_INTERVAL_MS};
 use super::hub_task::{HubInput, Outbound};
 use super::sessions::{SessionLog, SyncSession};
-use super::Identity;
 use crate::config::ServerConfig;
 use crate::now_ms;
 
@@ -41,6 +49,7 @@ pub struct Connection {
     pub conn: ConnId,
     pub remote_addr: SocketAddr,
     pub identity: Option<Identity>,
+    pub authenticator: Arc<dyn Authenticator>,
     pub hub: mpsc::Sender<HubInput>,
     pub sessions: SessionLog,
     pub config: ServerConfig,
@@ -138,6 +147,11 @@ impl Connection {
         let mut ping = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
         let mut close: Option<(u16, String)> = None;
         let mut error = None;
+        // An `error` message to send before the close frame.
+        let mut farewell: Option<String> = None;
+        let mut joined_as = None;
+        let mut credential_changes = self.authenticator.changes();
+        let mut recheck_at = self.next_recheck();
         loop {
             tokio::select! {
                 biased;
@@ -150,6 +164,23 @@ impl Connection {
                 _ = shutdown.changed() => {
                     close = Some((CLOSE_GOING_AWAY, "server shutting down".to_string()));
                     break;
+                }
+                changed = changed(&mut credential_changes) => {
+                    if changed.is_err() {
+                        credential_changes = None;
+                    }
+                    recheck_at = Instant::now();
+                }
+                _ = tokio::time::sleep_until(recheck_at) => {
+                    if let Err(refused) = self.authenticator.still_valid(self.identity.as_ref(), now_ms()) {
+                        let reason = format!("credential no longer valid: {refused}");
+                        info!(conn = self.conn, "closing: {reason}");
+                        close = Some((CLOSE_POLICY, reason.clone()));
+                        farewell = Some(reason.clone());
+                        error = Some(reason);
+                        break;
+                    }
+                    recheck_at = self.next_recheck();
                 }
                 item = outbound.recv() => match item {
                     Some(Outbound::Frame(frame)) => {
@@ -188,7 +219,24 @@ impl Connection {
                         session.bytes_in += bytes.len() as u64;
                         let input = match wire::decode(&bytes, self.config.message_bytes_max) {
                             Ok(message) => {
-                                joined |= matches!(message, Message::Join { .. });
+                                if let Message::Join { sender_id, .. } = &message {
+                                    if let Some(identity) = &self.identity {
+                                        if !identity.may_join_as(sender_id.as_str()) {
+                                            let reason = format!(
+                                                "peer id {sender_id} is not allowed for device {}",
+                                                identity.device
+                                            );
+                                            close = Some((CLOSE_POLICY, reason.clone()));
+                                            farewell = Some(reason.clone());
+                                            error = Some(reason);
+                                            break;
+                                        }
+                                    }
+                                    if !joined {
+                                        joined_as = Some(sender_id.clone());
+                                    }
+                                    joined = true;
+                                }
                                 HubInput::Message { conn: self.conn, message }
                             }
                             Err(e) => {
@@ -231,13 +279,54 @@ impl Connection {
             code,
             reason: truncate(&reason, CLOSE_REASON_BYTES_MAX).into(),
         };
+        let farewell = farewell.map(|message| {
+            wire::encode(&Message::Error {
+                sender_id: None,
+                target_id: joined_as,
+                message,
+            })
+        });
         // A peer that does not read cannot take a close frame either.
         let goodbye = async {
+            if let Some(frame) = farewell {
+                session.bytes_out += frame.len() as u64;
+                let _ = sink.send(WsMessage::Binary(frame.into())).await;
+            }
             let _ = sink.send(WsMessage::Close(Some(frame))).await;
             let _ = sink.close().await;
         };
         let _ = tokio::time::timeout(Duration::from_millis(CLOSE_SEND_TIMEOUT_MS), goodbye).await;
         error
+    }
+}
+
+impl Connection {
+    /// When to re-check the credential next: the regular interval, or its
+    /// expiry if that comes first.
+    fn next_recheck(&self) -> Instant {
+        let now = Instant::now();
+        let regular = now + Duration::from_millis(CREDENTIAL_RECHECK_INTERVAL_MS);
+        let expiry = self
+            .identity
+            .as_ref()
+            .and_then(|identity| identity.expires_at_ms)
+            .map(|expires_at_ms| {
+                now + Duration::from_millis(expires_at_ms.saturating_sub(now_ms()))
+            });
+        match expiry {
+            Some(expiry) if expiry < regular => expiry,
+            _ => regular,
+        }
+    }
+}
+
+/// Resolves when the credential counter moves; never if there is none.
+async fn changed(
+    changes: &mut Option<watch::Receiver<u64>>,
+) -> Result<(), watch::error::RecvError> {
+    match changes {
+        Some(receiver) => receiver.changed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -8,12 +8,19 @@
 //! `GET /` upgrades to the automerge-repo WebSocket protocol (the path
 //! `@automerge/automerge-repo-network-websocket` clients use).
 //! `GET /v1/sync-sessions` lists the sync log, newest first.
-//! `GET /health` answers `ok`.
+//! `GET /health` answers `ok` (always open).
+//! `GET /v1/tokens`, `POST /v1/tokens` (JSON `{tenant, seller, device,
+//! role, expires?}`) and `POST /v1/tokens/{id}/revoke` manage credentials on
+//! the running server; they need an office credential in every auth mode.
 //!
 //! The connection cap is taken before the upgrade; past it the client gets
-//! HTTP 503. An [`Authenticator`] runs before the upgrade too, and the
-//! [`Identity`] it returns is bound to the connection for its lifetime.
+//! HTTP 503. An [`Authenticator`] runs before the upgrade too (a refused
+//! credential gets HTTP 401, the same for every reason), and the
+//! [`Identity`] it returns is bound to the connection for its lifetime; see
+//! [`auth`] for credentials, the join binding and revocation. The sync log
+//! needs an office or reporting credential whenever authentication is on.
 
+pub mod auth;
 mod connection;
 pub mod hub_task;
 pub mod sessions;
@@ -28,17 +35,19 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
-use tracing::{error, info};
+use tracing::{debug, error, info, warn};
 use ventas_storage::{DocStore, SledConfig, SledStore, StoreError};
 use ventas_sync_protocol::hub::HubConfig;
 use ventas_sync_protocol::ids::{PeerId, StorageId};
 
 use crate::config::{ConfigError, ServerConfig, SYNC_SESSIONS_PAGE_MAX};
+pub use auth::{AllowAnonymous, AuthError, Authenticator, Identity};
+use auth::{AuthMode, CredentialError, Credentials, IssueRequest, Role};
 use connection::Connection;
 use hub_task::HubInput;
 use sessions::SessionLog;
@@ -47,45 +56,6 @@ use sessions::SessionLog;
 const STORAGE_ID_KEY: &[u8] = b"server/storage-id";
 /// How long shutdown waits for connections to close before flushing anyway.
 const SHUTDOWN_CONNECTIONS_WAIT_MS: u64 = 5_000;
-
-/// Who is on the other end of a connection, as established before the
-/// WebSocket opens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// A stable name for the credential holder (e.g. tenant/seller/device).
-    pub subject: String,
-}
-
-/// Why an upgrade was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    #[error("missing or invalid credential")]
-    Unauthorized,
-}
-
-/// Decides, from the upgrade request, who the peer is. The default lets
-/// everyone in anonymously; device credentials plug in here.
-pub trait Authenticator: Send + Sync + 'static {
-    fn authenticate(
-        &self,
-        headers: &HeaderMap,
-        query: &[(String, String)],
-    ) -> Result<Option<Identity>, AuthError>;
-}
-
-/// Everyone is let in, with no identity.
-#[derive(Debug, Default)]
-pub struct AllowAnonymous;
-
-impl Authenticator for AllowAnonymous {
-    fn authenticate(
-        &self,
-        _headers: &HeaderMap,
-        _query: &[(String, String)],
-    ) -> Result<Option<Identity>, AuthError> {
-        Ok(None)
-    }
-}
 
 /// Errors starting or running the server.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +66,8 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
+    #[error("credentials: {0}")]
+    Credentials(#[from] CredentialError),
 }
 
 #[derive(Clone)]
@@ -138,6 +110,21 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             ..SledConfig::default()
         },
     )?);
+    let credentials = Credentials::load(Arc::clone(&store), config.auth_mode)?;
+    match credentials.mode() {
+        AuthMode::Off => warn!(
+            "AUTHENTICATION IS OFF (--auth off): anyone who can reach this server can read \
+             and change every document"
+        ),
+        AuthMode::Auto if !credentials.required() => warn!(
+            "AUTHENTICATION IS OFF: no credential has been issued in this data directory, so \
+             anyone who can reach this server can read and change every document; issue one \
+             with `ventas token issue` (server stopped) to require credentials"
+        ),
+        AuthMode::Auto | AuthMode::Required => {
+            info!(credentials = credentials.count(), "credentials required")
+        }
+    }
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -149,7 +136,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         config,
         listener,
         store,
-        Arc::new(AllowAnonymous),
+        Arc::new(credentials),
         signal,
     ));
     Ok(RunningServer {
@@ -198,6 +185,8 @@ pub async fn serve(
         .route("/", get(upgrade))
         .route("/health", get(|| async { "ok" }))
         .route("/v1/sync-sessions", get(list_sessions))
+        .route("/v1/tokens", get(list_tokens).post(issue_token))
+        .route("/v1/tokens/{id}/revoke", post(revoke_token))
         .with_state(state);
     info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), "serving");
     // Connections are told to close as soon as the signal fires: axum's
@@ -255,8 +244,16 @@ async fn upgrade(
 ) -> Response {
     let identity = match state.authenticator.authenticate(&headers, &query) {
         Ok(identity) => identity,
-        Err(error) => return (StatusCode::UNAUTHORIZED, error.to_string()).into_response(),
+        Err(error) => {
+            debug!(%remote_addr, "upgrade refused: {error}");
+            return unauthorized();
+        }
     };
+    // A browser that offered its token as a subprotocol must get one back
+    // or it fails the handshake: `ventas` if offered, else the token one.
+    let mut protocols = vec![auth::SUBPROTOCOL.to_string()];
+    protocols.extend(auth::bearer_subprotocol(&headers).map(str::to_string));
+    let upgrade = upgrade.protocols(protocols);
     let Ok(permit) = Arc::clone(&state.connections).try_acquire_owned() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -273,6 +270,7 @@ async fn upgrade(
         conn,
         remote_addr,
         identity,
+        authenticator: Arc::clone(&state.authenticator),
         hub: state.hub.clone(),
         sessions: state.sessions.clone(),
         config: config.clone(),
@@ -299,7 +297,16 @@ struct SessionQuery {
 async fn list_sessions(
     State(state): State<AppState>,
     Query(query): Query<SessionQuery>,
+    Query(raw_query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
 ) -> Response {
+    match state.authenticator.authenticate(&headers, &raw_query) {
+        // Authentication is off: the sync log is open like everything else.
+        Ok(None) => {}
+        Ok(Some(identity)) if matches!(identity.role, Role::Office | Role::Reporting) => {}
+        Ok(Some(identity)) => return forbidden(identity.role),
+        Err(_) => return unauthorized(),
+    }
     let limit = query.limit.unwrap_or(50).clamp(1, SYNC_SESSIONS_PAGE_MAX);
     let sessions = state.sessions.clone();
     let page = tokio::task::spawn_blocking(move || sessions.page(query.before, limit)).await;
@@ -310,5 +317,171 @@ async fn list_sessions(
             (StatusCode::INTERNAL_SERVER_ERROR, "sync log unavailable").into_response()
         }
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "sync log unavailable").into_response(),
+    }
+}
+
+/// The one answer to a refused credential: it says nothing about why.
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+        "missing or invalid credential",
+    )
+        .into_response()
+}
+
+fn forbidden(role: Role) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        format!("the {role} role may not do this"),
+    )
+        .into_response()
+}
+
+/// The credential registry, if the caller presents a valid office
+/// credential. Admin endpoints need one whatever the auth mode, so an open
+/// development server cannot be taken over by issuing credentials.
+fn operator(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &[(String, String)],
+) -> Result<Arc<dyn Authenticator>, AdminRefusal> {
+    let Some(credentials) = state.authenticator.credentials() else {
+        return Err(AdminRefusal::NoRegistry);
+    };
+    let Some(token) = auth::presented_token(headers, query) else {
+        return Err(AdminRefusal::Unauthorized);
+    };
+    match credentials.verify(token, crate::now_ms()) {
+        Ok(identity) if identity.role == Role::Office => Ok(Arc::clone(&state.authenticator)),
+        Ok(identity) => Err(AdminRefusal::Forbidden(identity.role)),
+        Err(_) => Err(AdminRefusal::Unauthorized),
+    }
+}
+
+/// Why an admin request was refused.
+#[derive(Debug)]
+enum AdminRefusal {
+    /// The authenticator keeps no credentials (a custom one).
+    NoRegistry,
+    Unauthorized,
+    Forbidden(Role),
+}
+
+impl IntoResponse for AdminRefusal {
+    fn into_response(self) -> Response {
+        match self {
+            Self::NoRegistry => (StatusCode::NOT_FOUND, "no credential registry").into_response(),
+            Self::Unauthorized => unauthorized(),
+            Self::Forbidden(role) => forbidden(role),
+        }
+    }
+}
+
+async fn list_tokens(
+    State(state): State<AppState>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    let authenticator = match operator(&state, &headers, &query) {
+        Ok(authenticator) => authenticator,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match authenticator.credentials() {
+        Some(credentials) => Json(credentials.list()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// Body of `POST /v1/tokens`.
+#[derive(Debug, Deserialize)]
+struct IssueBody {
+    tenant: String,
+    seller: String,
+    device: String,
+    role: Role,
+    /// `90d`, `12h`, `never`; default [`auth::TOKEN_LIFETIME_DEFAULT`].
+    expires: Option<String>,
+}
+
+async fn issue_token(
+    State(state): State<AppState>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    Json(body): Json<IssueBody>,
+) -> Response {
+    let authenticator = match operator(&state, &headers, &query) {
+        Ok(authenticator) => authenticator,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let lifetime = body
+        .expires
+        .as_deref()
+        .unwrap_or(auth::TOKEN_LIFETIME_DEFAULT);
+    let lifetime_ms = match auth::parse_lifetime_ms(lifetime) {
+        Ok(lifetime_ms) => lifetime_ms,
+        Err(reason) => return (StatusCode::BAD_REQUEST, reason).into_response(),
+    };
+    let now_ms = crate::now_ms();
+    let request = IssueRequest {
+        tenant: body.tenant,
+        seller: body.seller,
+        device: body.device,
+        role: body.role,
+        expires_at_ms: lifetime_ms.map(|ms| now_ms.saturating_add(ms)),
+    };
+    let issued = tokio::task::spawn_blocking(move || {
+        authenticator
+            .credentials()
+            .map(|credentials| credentials.issue(request, now_ms))
+    })
+    .await;
+    match issued {
+        Ok(Some(Ok(issued))) => (StatusCode::CREATED, Json(issued)).into_response(),
+        Ok(Some(Err(error))) => credential_error(error),
+        Ok(None) | Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot issue").into_response(),
+    }
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    let authenticator = match operator(&state, &headers, &query) {
+        Ok(authenticator) => authenticator,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let now_ms = crate::now_ms();
+    let revoked = tokio::task::spawn_blocking(move || {
+        authenticator
+            .credentials()
+            .map(|credentials| credentials.revoke(&id, now_ms))
+    })
+    .await;
+    match revoked {
+        Ok(Some(Ok(info))) => Json(info).into_response(),
+        Ok(Some(Err(error))) => credential_error(error),
+        Ok(None) | Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot revoke").into_response(),
+    }
+}
+
+fn credential_error(error: CredentialError) -> Response {
+    match error {
+        CredentialError::InvalidName { .. } | CredentialError::TooMany => {
+            (StatusCode::BAD_REQUEST, error.to_string()).into_response()
+        }
+        CredentialError::NotFound { .. } => {
+            (StatusCode::NOT_FOUND, error.to_string()).into_response()
+        }
+        CredentialError::Store(_) | CredentialError::Corrupt { .. } => {
+            error!("credential store failed: {error}");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "credential store unavailable",
+            )
+                .into_response()
+        }
     }
 }

@@ -45,9 +45,19 @@ impl TestServer {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> Self {
+        Self::start_in(tempfile::tempdir().expect("temp dir"), adjust).await
+    }
+
+    /// The data directory a server started in `dir` uses.
+    pub fn data_dir_in(dir: &Path) -> PathBuf {
+        dir.join("server")
+    }
+
+    /// Starts a server on a data directory prepared in `dir` (e.g. with
+    /// credentials already issued).
+    pub async fn start_in(dir: tempfile::TempDir, adjust: impl FnOnce(&mut ServerConfig)) -> Self {
         init_logs();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = ServerConfig::for_test(dir.path().join("server"));
+        let mut config = ServerConfig::for_test(Self::data_dir_in(dir.path()));
         adjust(&mut config);
         let running = server::start(config).await.expect("server starts");
         Self { running, _dir: dir }
@@ -253,8 +263,27 @@ impl RawPeer {
 
 /// Plain HTTP/1.1 GET on loopback; returns (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_request(addr, "GET", path, &[], "").await
+}
+
+/// Plain HTTP/1.1 request on loopback with extra headers and a JSON body
+/// (if not empty); returns (status, body).
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = Vec::new();
     within("http response", stream.read_to_end(&mut response))

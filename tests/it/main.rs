@@ -3,6 +3,7 @@
 //! One binary, one module per area (see matklad, "Delete Cargo Integration
 //! Tests").
 
+mod auth;
 mod harness;
 mod js_interop;
 mod limits;
