@@ -247,6 +247,22 @@ impl Client {
         Ok(self.handle(document_id))
     }
 
+    /// Starts syncing a document built elsewhere (e.g. by a domain
+    /// `create_*_doc` function), under a fresh random id. Its content is
+    /// persisted on the device before this returns.
+    pub fn create_with(&self, mut doc: Automerge) -> Result<DocHandle, ClientError> {
+        let document_id = DocumentId::from_bytes(rand::random());
+        if !doc.get_heads().is_empty() {
+            self.shared
+                .store
+                .append_chunk(document_id.as_bytes(), &doc.save())?;
+        }
+        // The device writes with its own actor from now on.
+        doc.set_actor(automerge::ActorId::random());
+        self.track(document_id, doc)?;
+        Ok(self.handle(document_id))
+    }
+
     /// Opens a document by URL or id; if the device does not hold it, it is
     /// fetched from the server (see [`DocHandle::ready`]).
     pub fn open_url(&self, url: &str) -> Result<DocHandle, ClientError> {

@@ -23,6 +23,7 @@ use ventas_sync_protocol::hub::{ConnId, ConnStats, Effect, Hub, HubConfig, Loade
 use ventas_sync_protocol::ids::DocumentId;
 use ventas_sync_protocol::wire::{self, Message};
 
+use super::review::{self, Review};
 use crate::now_ms;
 
 /// Delay before retrying a failed flush.
@@ -100,6 +101,7 @@ pub fn spawn(
         store,
         conns: HashMap::new(),
         flush_requests: flush_request_tx,
+        review: Review::default(),
     };
     let join = tokio::spawn(task.run(inbox_rx, flush_report_rx, tick_interval_ms));
     (inbox_tx, join)
@@ -131,6 +133,7 @@ struct HubTask {
     store: Arc<dyn DocStore>,
     conns: HashMap<ConnId, ConnHandle>,
     flush_requests: std::sync::mpsc::Sender<u64>,
+    review: Review,
 }
 
 impl HubTask {
@@ -158,6 +161,7 @@ impl HubTask {
                     None => break,
                 },
                 _ = tick.tick() => {
+                    self.review_due();
                     let effects = self.hub.tick(now_ms());
                     self.execute(effects);
                 }
@@ -231,6 +235,56 @@ impl HubTask {
         }
     }
 
+    /// Reviews the documents whose changes are durable and due (see
+    /// [`review`]): stock alerts are written back through the hub, rule
+    /// violations go to the document's report.
+    fn review_due(&mut self) {
+        let now = now_ms();
+        let hub = &self.hub;
+        let due = self
+            .review
+            .due(now, |id| hub.doc_is_durable(id), |id| hub.doc(id).is_some());
+        for document_id in due {
+            let Some(doc) = self.hub.doc(&document_id) else {
+                continue;
+            };
+            let finding = review::examine(doc);
+            if let Err(error) = self
+                .review
+                .report(self.store.as_ref(), document_id, &finding, now)
+            {
+                warn!(%document_id, "cannot store the violation report: {error}");
+            }
+            let Some((view, detected)) = &finding.stock else {
+                continue;
+            };
+            let at_ms = i64::try_from(now).unwrap_or(i64::MAX);
+            let recorded = self.hub.change_local(document_id, now, |doc| {
+                crate::domain::record_oversell_alerts(doc, view, detected, at_ms)
+            });
+            match recorded {
+                Some((Ok(changes), effects)) => {
+                    if !changes.is_empty() {
+                        warn!(
+                            %document_id,
+                            opened = ?changes.opened,
+                            updated = ?changes.updated,
+                            cleared = ?changes.cleared,
+                            "oversell alerts"
+                        );
+                    }
+                    self.execute(effects);
+                }
+                Some((Err(error), effects)) => {
+                    warn!(%document_id, "cannot record oversell alerts: {error}");
+                    self.execute(effects);
+                }
+                // Changed meanwhile: reviewed again on a later tick.
+                None => self.review.touched(document_id),
+            }
+        }
+    }
+
     /// Reads a document from the store into the hub, making room first.
     fn load(&mut self, document_id: DocumentId) -> Result<(), String> {
         let mut effects = Vec::new();
@@ -276,6 +330,7 @@ impl HubTask {
                     self.deliver(conn, Outbound::Close(reason));
                 }
                 Effect::Persist { document_id, chunk } => {
+                    self.review.touched(document_id);
                     match self.store.append_chunk(document_id.as_bytes(), &chunk) {
                         Ok(seq) => self.hub.chunk_persisted(&document_id, seq),
                         Err(error) => {

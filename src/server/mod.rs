@@ -23,6 +23,7 @@
 pub mod auth;
 mod connection;
 pub mod hub_task;
+pub mod review;
 pub mod sessions;
 
 use std::future::Future;
@@ -79,6 +80,7 @@ struct AppState {
     next_conn: Arc<AtomicU64>,
     shutdown: watch::Receiver<bool>,
     authenticator: Arc<dyn Authenticator>,
+    store: Arc<dyn DocStore>,
 }
 
 /// A server running in this process.
@@ -180,11 +182,13 @@ pub async fn serve(
         next_conn: Arc::new(AtomicU64::new(1)),
         shutdown: shutdown_rx,
         authenticator,
+        store: Arc::clone(&store),
     };
     let app = Router::new()
         .route("/", get(upgrade))
         .route("/health", get(|| async { "ok" }))
         .route("/v1/sync-sessions", get(list_sessions))
+        .route("/v1/documents/{id}/violations", get(document_violations))
         .route("/v1/tokens", get(list_tokens).post(issue_token))
         .route("/v1/tokens/{id}/revoke", post(revoke_token))
         .with_state(state);
@@ -317,6 +321,45 @@ async fn list_sessions(
             (StatusCode::INTERNAL_SERVER_ERROR, "sync log unavailable").into_response()
         }
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "sync log unavailable").into_response(),
+    }
+}
+
+/// The last review of a business document: the records that break a rule.
+async fn document_violations(
+    State(state): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Query(raw_query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    match state.authenticator.authenticate(&headers, &raw_query) {
+        Ok(None) => {}
+        Ok(Some(identity)) if matches!(identity.role, Role::Office | Role::Reporting) => {}
+        Ok(Some(identity)) => return forbidden(identity.role),
+        Err(_) => return unauthorized(),
+    }
+    let Ok(document_id) = ventas_sync_protocol::ids::DocumentId::parse(&id) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "not a document id or automerge: URL",
+        )
+            .into_response();
+    };
+    let store = Arc::clone(&state.store);
+    let key = review::report_key(&document_id);
+    let report = tokio::task::spawn_blocking(move || store.meta_get(&key)).await;
+    match report {
+        Ok(Ok(Some(bytes))) => (
+            StatusCode::OK,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            bytes,
+        )
+            .into_response(),
+        Ok(Ok(None)) => (StatusCode::NOT_FOUND, "no review of this document").into_response(),
+        Ok(Err(error)) => {
+            error!("violation report read failed: {error}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "report unavailable").into_response()
+        }
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "report unavailable").into_response(),
     }
 }
 

@@ -558,13 +558,24 @@ impl Hub {
         for (conn, message) in batch {
             self.apply_one(conn, document_id, message, &heads_before, effects);
         }
+        self.persist_since(document_id, &heads_before, effects);
+    }
+
+    /// Persists what the document gained since `heads_before`, if anything,
+    /// and holds its outgoing messages until the flush of the current epoch.
+    fn persist_since(
+        &mut self,
+        document_id: DocumentId,
+        heads_before: &[ChangeHash],
+        effects: &mut Vec<Effect>,
+    ) {
         let Some(doc) = self.docs.get_mut(&document_id) else {
             return;
         };
         if doc.doc.get_heads() == heads_before {
             return;
         }
-        let chunk = doc.doc.save_after(&heads_before);
+        let chunk = doc.doc.save_after(heads_before);
         effects.push(Effect::Persist { document_id, chunk });
         doc.chunks_since_snapshot += 1;
         doc.pending_epoch = Some(self.open_epoch);
@@ -756,6 +767,36 @@ impl Hub {
             waiting.retain(|id| *id != document_id);
         }
         effects
+    }
+
+    /// Whether the document is in memory with every change flushed, so a
+    /// local change may be made now (see [`Hub::change_local`]).
+    pub fn doc_is_durable(&self, document_id: &DocumentId) -> bool {
+        self.docs
+            .get(document_id)
+            .is_some_and(|doc| doc.pending_epoch.is_none() && doc.queue.is_empty())
+    }
+
+    /// A change made by the server itself (e.g. recording an alert). It is
+    /// persisted and flushed like a peer's, then reaches every subscriber.
+    /// `None` when the document is not in memory or has a flush pending:
+    /// try again later (a change now would leave before its own flush).
+    pub fn change_local<R>(
+        &mut self,
+        document_id: DocumentId,
+        now_ms: u64,
+        change: impl FnOnce(&mut Automerge) -> R,
+    ) -> Option<(R, Vec<Effect>)> {
+        if !self.doc_is_durable(&document_id) {
+            return None;
+        }
+        let doc = self.docs.get_mut(&document_id)?;
+        doc.last_used_ms = now_ms;
+        let heads_before = doc.doc.get_heads();
+        let result = change(&mut doc.doc);
+        let mut effects = Vec::new();
+        self.persist_since(document_id, &heads_before, &mut effects);
+        Some((result, effects))
     }
 
     /// Evicts idle documents; call periodically.

@@ -7,4 +7,5 @@ mod auth;
 mod harness;
 mod js_interop;
 mod limits;
+mod review;
 mod sync;

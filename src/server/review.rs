@@ -1,0 +1,215 @@
+//! The server's business reading of documents, after their changes are
+//! durable.
+//!
+//! The hub task marks a document when it persists changes to it
+//! ([`Review::touched`]); on each tick, documents whose changes are all
+//! flushed and whose last review is at least [`REVIEW_INTERVAL_MS`] old are
+//! read with the [`crate::domain`] functions:
+//!
+//! - a **stock** document: oversells are detected and recorded as alert
+//!   records in the document itself (a server change, flushed and pushed to
+//!   every device that has it open); recording is idempotent, so an oversell
+//!   is reported once however often it is seen;
+//! - a **ledger** or **stock** document: every record that breaks a rule is
+//!   kept in a report (metadata key `violations/<document>`), readable at
+//!   `GET /v1/documents/{id}/violations`, and logged when the count changes.
+//!
+//! The records themselves are never touched: invalid data is reported and
+//! kept aside by the domain's views, never deleted.
+
+use std::collections::HashMap;
+
+use automerge::Automerge;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+use ventas_storage::{DocStore, StoreError};
+use ventas_sync_protocol::ids::DocumentId;
+
+use crate::domain::{self, DocKind, Violation};
+
+/// Minimum time between two reviews of one document.
+pub const REVIEW_INTERVAL_MS: u64 = 2_000;
+/// Violations kept in one report; the total is always counted.
+pub const VIOLATIONS_REPORTED_MAX: usize = 1_000;
+/// Documents remembered as reviewed; past it the memory is cleared (a
+/// document is then at worst reviewed once more).
+const REVIEWED_DOCS_MAX: usize = 16_384;
+
+const REPORT_PREFIX: &[u8] = b"violations/";
+
+/// Where a document's report lives in the metadata keyspace.
+pub fn report_key(document_id: &DocumentId) -> Vec<u8> {
+    let mut key = REPORT_PREFIX.to_vec();
+    key.extend_from_slice(document_id.as_bytes());
+    key
+}
+
+/// The rules a document breaks, as of its last review.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViolationReport {
+    pub document_id: String,
+    pub kind: String,
+    pub reviewed_at_ms: u64,
+    pub violations_total: usize,
+    /// At most [`VIOLATIONS_REPORTED_MAX`] of them.
+    pub violations: Vec<ReportedViolation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedViolation {
+    pub collection: String,
+    pub key: String,
+    pub actor: Option<String>,
+    pub problem: String,
+}
+
+impl From<&Violation> for ReportedViolation {
+    fn from(violation: &Violation) -> Self {
+        Self {
+            collection: violation.collection.clone(),
+            key: violation.key.clone(),
+            actor: violation.actor.clone(),
+            problem: violation.problem.to_string(),
+        }
+    }
+}
+
+/// What reviewing one document found.
+#[derive(Debug, Default)]
+pub struct Finding {
+    pub kind: Option<DocKind>,
+    pub violations: Vec<Violation>,
+    /// For stock documents: what to write so the alerts match the levels.
+    pub stock: Option<(domain::StockView, Vec<domain::OversellAlert>)>,
+}
+
+/// Reads a document as business data. Pure; documents of no known kind
+/// (plain automerge-repo documents) give an empty finding.
+pub fn examine(doc: &Automerge) -> Finding {
+    let Ok(meta) = domain::doc_meta(doc) else {
+        return Finding::default();
+    };
+    match meta.kind {
+        DocKind::Stock => {
+            let view = domain::read_stock(doc);
+            let detected = domain::detect_oversells(&view);
+            Finding {
+                kind: Some(DocKind::Stock),
+                violations: view.violations.clone(),
+                stock: Some((view, detected)),
+            }
+        }
+        DocKind::Ledger => {
+            let view = domain::read_ledger(doc, None);
+            Finding {
+                kind: Some(DocKind::Ledger),
+                violations: view.violations,
+                stock: None,
+            }
+        }
+        kind => Finding {
+            kind: Some(kind),
+            ..Finding::default()
+        },
+    }
+}
+
+/// Which documents wait for a review, and when each was last reviewed.
+#[derive(Debug, Default)]
+pub struct Review {
+    waiting: HashMap<DocumentId, ()>,
+    reviewed_at_ms: HashMap<DocumentId, u64>,
+    violation_counts: HashMap<DocumentId, usize>,
+}
+
+impl Review {
+    /// The document gained changes.
+    pub fn touched(&mut self, document_id: DocumentId) {
+        self.waiting.insert(document_id, ());
+    }
+
+    /// Documents due now for which `ready` holds (durable, in memory).
+    /// Documents no longer in memory are dropped: they were reviewed, or
+    /// will be when they next change.
+    pub fn due(
+        &mut self,
+        now_ms: u64,
+        ready: impl Fn(&DocumentId) -> bool,
+        loaded: impl Fn(&DocumentId) -> bool,
+    ) -> Vec<DocumentId> {
+        self.waiting.retain(|id, _| loaded(id));
+        let due: Vec<DocumentId> = self
+            .waiting
+            .keys()
+            .filter(|id| ready(id))
+            .filter(|id| {
+                self.reviewed_at_ms
+                    .get(id)
+                    .is_none_or(|at| now_ms.saturating_sub(*at) >= REVIEW_INTERVAL_MS)
+            })
+            .copied()
+            .collect();
+        if self.reviewed_at_ms.len() >= REVIEWED_DOCS_MAX {
+            self.reviewed_at_ms.clear();
+            self.violation_counts.clear();
+        }
+        for id in &due {
+            self.waiting.remove(id);
+            self.reviewed_at_ms.insert(*id, now_ms);
+        }
+        due
+    }
+
+    /// Stores the report of a finding and logs when its count changed.
+    pub fn report(
+        &mut self,
+        store: &dyn DocStore,
+        document_id: DocumentId,
+        finding: &Finding,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let Some(kind) = finding.kind else {
+            return Ok(());
+        };
+        let total = finding.violations.len();
+        let previous = self.violation_counts.insert(document_id, total);
+        if previous == Some(total) {
+            return Ok(());
+        }
+        if total > 0 {
+            warn!(%document_id, kind = kind.as_str(), violations = total, "document breaks business rules");
+        } else if previous.is_some_and(|p| p > 0) {
+            info!(%document_id, kind = kind.as_str(), "document no longer breaks business rules");
+        }
+        let report = ViolationReport {
+            document_id: document_id.to_string(),
+            kind: kind.as_str().to_string(),
+            reviewed_at_ms: now_ms,
+            violations_total: total,
+            violations: finding
+                .violations
+                .iter()
+                .take(VIOLATIONS_REPORTED_MAX)
+                .map(ReportedViolation::from)
+                .collect(),
+        };
+        match serde_json::to_vec(&report) {
+            Ok(bytes) if (bytes.len() as u64) <= ventas_storage::META_VALUE_BYTES_MAX => {
+                store.meta_put(&report_key(&document_id), &bytes)
+            }
+            Ok(_) => {
+                // Too large for one metadata record: keep the count only.
+                let short = ViolationReport {
+                    violations: Vec::new(),
+                    ..report
+                };
+                let bytes = serde_json::to_vec(&short).unwrap_or_default();
+                store.meta_put(&report_key(&document_id), &bytes)
+            }
+            Err(error) => {
+                warn!(%document_id, "cannot encode violation report: {error}");
+                Ok(())
+            }
+        }
+    }
+}
