@@ -4,6 +4,7 @@
 //! Tests").
 
 mod auth;
+mod domain_interop;
 mod harness;
 mod js_interop;
 mod limits;

@@ -1,0 +1,172 @@
+// Types of ventas.mjs / index.mjs. Field names of records are the document's
+// (snake_case, docs/schema.md); inputs use camelCase.
+
+export const SCHEMA_VERSION: 1
+export const ID_BYTES_MAX: 64
+export const RECORD_SEQ_DIGITS: 10
+export const RECORD_SEQ_MAX: 9_999_999_999
+export const SALE_LINES_MAX: 200
+export const MOVEMENT_ID_BYTES_MAX: 160
+export const RECORD_CONTAINERS: readonly ["sales", "voids", "payments", "returns"]
+
+/** Name of the Rust `DomainError` variant a refusal mirrors. */
+export type VentasErrorCode =
+  | "Malformed" | "WrongDocument" | "NewerSchema" | "OtherTenant" | "NotOwner" | "WrongPeriod"
+  | "WrongLocation" | "Id" | "Overflow" | "EmptySale" | "TooManyLines" | "DuplicateLine"
+  | "NonPositiveQuantity" | "UnknownProduct" | "UnknownCustomer" | "UnknownLocation"
+  | "CurrencyMismatch" | "RecordExists" | "SequenceExhausted" | "BadMovementId" | "WrongSign"
+  | "NoCounter"
+
+export class VentasError extends Error {
+  code: VentasErrorCode
+}
+
+export function isId(value: unknown): value is string
+export function formatRecordId(device: string, seq: number): string
+export function parseRecordId(value: unknown): { device: string; seq: number } | null
+export function receiptNumber(prefix: string, seq: number): string
+/** `YYYY-MM` (UTC). */
+export function periodOfMs(atMs: number): string
+
+/** Anything with `doc()` and `change(fn)`: an automerge-repo 2.x DocHandle. */
+export interface HandleLike<T = any> {
+  doc(): T
+  change(fn: (doc: T) => void): void
+}
+
+export interface DocMeta {
+  kind: "catalog" | "device" | "ledger" | "stock"
+  tenant: string
+  owner: string
+  period: string | null
+  schema_version: number
+}
+
+export interface Problem {
+  collection: string
+  key: string | null
+  problem: string
+}
+
+export interface CatalogView {
+  meta: DocMeta
+  products: Record<string, { name: string; unit_price_cents: number; currency: string; active: boolean }>
+  customers: Record<string, { name: string }>
+  sellers: Record<string, { name: string }>
+  devices: Record<string, { seller: string; receipt_prefix: string }>
+  locations: Record<string, { name: string; kind: "warehouse" | "vehicle"; seller: string | null }>
+  directory: Record<string, string>
+  problems: Problem[]
+}
+
+export interface DeviceInfo {
+  tenant: string
+  device: string
+  seller: string
+  receipt_prefix: string
+  last_seq: number
+}
+
+export interface SaleLineInput {
+  product: string
+  /** Positive integer units. */
+  quantity: number
+}
+
+export interface SaleInput {
+  customer: string
+  location: string
+  /** Integer ms since the Unix epoch, inside the ledger's month (UTC). */
+  atMs: number
+  lines: SaleLineInput[]
+}
+
+export interface SaleLine {
+  product: string
+  quantity: number
+  unit_price_cents: number
+  line_total_cents: number
+}
+
+/** A sale as stored (plus its `id`, the record key). Every number is an integer. */
+export interface Sale {
+  id: string
+  device: string
+  seq: number
+  receipt: string
+  seller: string
+  customer: string
+  location: string
+  recorded_at_ms: number
+  currency: string
+  lines: SaleLine[]
+  total_cents: number
+}
+
+export type MovementKind =
+  | "load" | "sale" | "return" | "adjustment" | "transfer_out" | "transfer_in" | "opening" | "carry_over"
+
+export interface Movement {
+  id: string
+  kind: MovementKind
+  product: string
+  /** Signed integer units, never 0; sign per kind. */
+  delta: number
+  record: string
+  author: string
+  at_ms: number
+}
+
+export type MoveOutcome = "applied" | "already_applied"
+
+export interface LedgerView {
+  meta: DocMeta | null
+  sales: Record<string, Sale>
+  voids: Record<string, unknown>
+  payments: Record<string, unknown>
+  returns: Record<string, unknown>
+  writers: Record<string, string>
+  problems: Problem[]
+}
+
+export interface Ventas {
+  /** A document value as plain JSON (ImmutableString -> string, Counter -> number). */
+  plain(value: unknown): unknown
+  docMeta(doc: any): DocMeta | null
+  readCatalog(doc: any): CatalogView
+  readDevice(doc: any): DeviceInfo
+  highestSeqInLedger(ledger: any, device: string): number
+  planSale(deviceDoc: any, ledgerDoc: any, catalog: CatalogView, input: SaleInput): { sale: Sale; lastSeq: number }
+  /** Inside a change of the device document. */
+  writeLastSeq(deviceDoc: any, seq: number): void
+  /** Inside a change of the ledger; `actor` is the hex actor id of that change. */
+  writeSale(ledgerDoc: any, sale: Sale, actor: string): void
+  recordSale(device: HandleLike, ledger: HandleLike, catalog: CatalogView, input: SaleInput): Sale
+  /** Inside a change of a stock document. */
+  writeMovements(stockDoc: any, movements: Movement[]): MoveOutcome[]
+  moveStock(stock: HandleLike, movements: Movement[]): MoveOutcome[]
+  saleMovements(sale: Sale): Movement[]
+  applySaleToStock(stock: HandleLike, sale: Sale): MoveOutcome[]
+  stockLevel(stockDoc: any, product: string): number
+  readLedger(doc: any): LedgerView
+}
+
+/** Binds the schema to one `@automerge/automerge` module (the Repo's). */
+export function bindVentas(automerge: typeof import("@automerge/automerge")): Ventas
+
+// index.mjs: the same, bound to the @automerge/automerge it resolves.
+export const plain: Ventas["plain"]
+export const docMeta: Ventas["docMeta"]
+export const readCatalog: Ventas["readCatalog"]
+export const readDevice: Ventas["readDevice"]
+export const highestSeqInLedger: Ventas["highestSeqInLedger"]
+export const planSale: Ventas["planSale"]
+export const writeLastSeq: Ventas["writeLastSeq"]
+export const writeSale: Ventas["writeSale"]
+export const recordSale: Ventas["recordSale"]
+export const writeMovements: Ventas["writeMovements"]
+export const moveStock: Ventas["moveStock"]
+export const saleMovements: Ventas["saleMovements"]
+export const applySaleToStock: Ventas["applySaleToStock"]
+export const stockLevel: Ventas["stockLevel"]
+export const readLedger: Ventas["readLedger"]

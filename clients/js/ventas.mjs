@@ -1,0 +1,601 @@
+// ventas.mjs: the ventas business schema (docs/schema.md) for JS devices.
+//
+// Records a sale and moves stock exactly the way the Rust domain layer
+// (`src/domain/`, `ventas::domain`) does: the same record id allocation
+// (`{device}:{seq:010}` from the device document's counter, past the highest
+// number of this device already in the ledger), the same derived totals in
+// integer cents, the same fields with the same Automerge types (scalar strings
+// as `ImmutableString`, integers as `int`, stock levels as `Counter`s that are
+// only ever incremented), and the same writer registration in the ledger's
+// `writers` map. Rust validation (`read_ledger`, `check_record_writers`,
+// `read_stock`) accepts what this module writes with no violations; the
+// interop test is `tests/it/domain_interop.rs`.
+//
+// The module imports nothing. It is bound to the Automerge module the
+// caller's Repo uses, so there is one Automerge instance in the process:
+//
+//   import * as Automerge from "@automerge/automerge"
+//   import { bindVentas } from "ventas-client/ventas.mjs"
+//   const ventas = bindVentas(Automerge)
+//   const catalog = ventas.readCatalog(catalogHandle.doc())
+//   const sale = ventas.recordSale(deviceHandle, ledgerHandle, catalog, {
+//     customer: "shop-9", location: "van-ana", atMs: Date.now(),
+//     lines: [{ product: "soap", quantity: 3 }],
+//   })
+//   ventas.applySaleToStock(stockHandle, sale)
+//
+// (`index.mjs` does this binding with the `@automerge/automerge` it resolves.)
+// A "handle" is anything with `doc()` and `change(fn)`, e.g. an
+// automerge-repo 2.x `DocHandle`.
+
+/** Version of the schema this module writes (`meta.schema_version`). */
+export const SCHEMA_VERSION = 1
+/** Longest identifier, in bytes. */
+export const ID_BYTES_MAX = 64
+/** Digits of the zero-padded sequence inside a record id. */
+export const RECORD_SEQ_DIGITS = 10
+/** Highest record number a device may issue. */
+export const RECORD_SEQ_MAX = 9_999_999_999
+/** Most lines one sale may have. */
+export const SALE_LINES_MAX = 200
+/** Longest movement id, in bytes. */
+export const MOVEMENT_ID_BYTES_MAX = 160
+/** The ledger maps that hold records keyed by record id. */
+export const RECORD_CONTAINERS = ["sales", "voids", "payments", "returns"]
+
+/** Fields of a sale (before `lines`) and their Automerge types, in Rust's order. */
+const SALE_FIELDS = [
+  ["device", "str"], ["seq", "int"], ["receipt", "str"], ["seller", "str"], ["customer", "str"],
+  ["location", "str"], ["recorded_at_ms", "int"], ["currency", "str"],
+]
+const SALE_LINE_FIELDS = [
+  ["product", "str"], ["quantity", "int"], ["unit_price_cents", "int"], ["line_total_cents", "int"],
+]
+const MOVEMENT_FIELDS = [
+  ["kind", "str"], ["product", "str"], ["delta", "int"], ["record", "str"], ["author", "str"],
+  ["at_ms", "int"],
+]
+
+/** Sign rule of each movement kind (as `MovementKind::sign_ok` in Rust). */
+const MOVEMENT_SIGN = {
+  load: d => d > 0,
+  sale: d => d < 0,
+  return: d => d > 0,
+  adjustment: d => d !== 0,
+  transfer_out: d => d < 0,
+  transfer_in: d => d > 0,
+  opening: d => d !== 0,
+  carry_over: d => d !== 0,
+}
+
+/**
+ * A refused operation. `code` is the name of the Rust `DomainError` variant
+ * it mirrors (`UnknownProduct`, `RecordExists`, ...).
+ */
+export class VentasError extends Error {
+  constructor(code, message) {
+    super(`${code}: ${message}`)
+    this.name = "VentasError"
+    this.code = code
+  }
+}
+
+const refuse = (code, message) => {
+  throw new VentasError(code, message)
+}
+
+const utf8Bytes = s => new TextEncoder().encode(s).length
+
+/** True for a valid id: 1 to 64 bytes of `[A-Za-z0-9._-]`. */
+export function isId(value) {
+  return typeof value === "string" && value.length >= 1 && value.length <= ID_BYTES_MAX &&
+    /^[A-Za-z0-9._-]+$/.test(value)
+}
+
+function checkId(value, what) {
+  if (!isId(value)) refuse("Id", `${what} ${JSON.stringify(value)} is not 1 to ${ID_BYTES_MAX} bytes of [A-Za-z0-9._-]`)
+  return value
+}
+
+/** `{device}:{seq}` with the sequence zero-padded to 10 digits. */
+export function formatRecordId(device, seq) {
+  return `${device}:${String(seq).padStart(RECORD_SEQ_DIGITS, "0")}`
+}
+
+/** Parses `device:0000000042` into `{device, seq}`, or null. */
+export function parseRecordId(value) {
+  if (typeof value !== "string") return null
+  const at = value.lastIndexOf(":")
+  if (at < 0) return null
+  const device = value.slice(0, at)
+  const digits = value.slice(at + 1)
+  if (digits.length !== RECORD_SEQ_DIGITS || !/^[0-9]+$/.test(digits) || !isId(device)) return null
+  return { device, seq: Number(digits) }
+}
+
+/** The number the customer reads aloud: `{receipt_prefix}-{seq}`. */
+export const receiptNumber = (prefix, seq) => `${prefix}-${seq}`
+
+/** The UTC month `YYYY-MM` holding an instant (ms since the Unix epoch). */
+export function periodOfMs(atMs) {
+  return new Date(atMs).toISOString().slice(0, 7)
+}
+
+/**
+ * Binds the schema functions to one Automerge module (the one your Repo
+ * uses). Returns the API described in `ventas.d.ts`.
+ */
+export function bindVentas(Automerge) {
+  const { ImmutableString } = Automerge
+  if (typeof ImmutableString !== "function" || typeof Automerge.getActorId !== "function")
+    throw new TypeError("bindVentas needs the @automerge/automerge module (3.x)")
+
+  /** A scalar string exactly as Rust writes it (`ScalarValue::Str`). */
+  const str = value => new ImmutableString(value)
+
+  /**
+   * Puts `fields` (name -> "str" | "int") of `values` into a document map,
+   * one assignment each: strings as scalar strings, integers as int.
+   */
+  function putFields(map, values, fields) {
+    for (const [name, type] of fields) map[name] = type === "str" ? str(values[name]) : values[name]
+  }
+
+  /** Checks `values` against `fields` before anything is written. */
+  function checkFields(values, fields) {
+    for (const [name, type] of fields) {
+      const value = values?.[name]
+      if (type === "str" ? typeof value !== "string" : !Number.isSafeInteger(value))
+        refuse("Malformed", `${name} ${JSON.stringify(value)} is not ${type === "str" ? "a string" : "an integer"}`)
+    }
+  }
+
+  /** A string field: a scalar string (ImmutableString) or Text (a JS string). */
+  const readString = value => {
+    if (typeof value === "string") return value
+    if (Automerge.isImmutableString(value)) return value.toString()
+    return undefined
+  }
+  /** An integer field that JS holds exactly. */
+  const readInt = value =>
+    typeof value === "number" && Number.isSafeInteger(value) ? value : undefined
+  const isCounter = value => Automerge.isCounter(value)
+  const isMap = value => value !== null && typeof value === "object" && !Array.isArray(value) &&
+    !Automerge.isImmutableString(value) && !isCounter(value)
+
+  /** A document value as plain JSON: strings, numbers, counters' values. */
+  function plain(value) {
+    if (value === null || value === undefined) return value ?? null
+    if (typeof value !== "object") return value
+    if (Automerge.isImmutableString(value)) return value.toString()
+    if (isCounter(value)) return value.value
+    if (value instanceof Uint8Array) return Array.from(value)
+    if (value instanceof Date) return value.getTime()
+    if (Array.isArray(value)) return value.map(plain)
+    return Object.fromEntries(Object.keys(value).map(k => [k, plain(value[k])]))
+  }
+
+  /** The root `meta` map as plain values, or null if unreadable. */
+  function docMeta(doc) {
+    const meta = doc?.meta
+    if (!isMap(meta)) return null
+    const kind = readString(meta.kind)
+    const tenant = readString(meta.tenant)
+    const owner = readString(meta.owner)
+    const period = meta.period === undefined ? null : readString(meta.period)
+    const schemaVersion = readInt(meta.schema_version)
+    if (!kind || !tenant || owner === undefined || period === undefined || schemaVersion === undefined)
+      return null
+    return { kind, tenant, owner, period, schema_version: schemaVersion }
+  }
+
+  function expectKind(doc, kind) {
+    const meta = docMeta(doc)
+    if (!meta) refuse("Malformed", `document field \`meta\` cannot be read`)
+    if (meta.kind !== kind) refuse("WrongDocument", `expected a ${kind} document, found a ${meta.kind} document`)
+    if (meta.schema_version > SCHEMA_VERSION)
+      refuse("NewerSchema", `document schema version ${meta.schema_version} is newer than this code understands`)
+    if ((kind === "ledger" || kind === "stock") && !/^\d{4}-\d{2}$/.test(meta.period ?? ""))
+      refuse("Malformed", "document field `meta.period` is missing or not YYYY-MM")
+    return meta
+  }
+
+  function container(doc, name) {
+    const map = doc[name]
+    if (!isMap(map)) refuse("Malformed", `document field \`${name}\` is not a map`)
+    return map
+  }
+
+  /**
+   * The catalog as plain values (`CatalogView` in Rust): products,
+   * customers, sellers, devices, locations, directory. Records that cannot
+   * be read are left out and listed in `problems`.
+   */
+  function readCatalog(doc) {
+    const meta = expectKind(doc, "catalog")
+    const problems = []
+    const section = (name, read) => {
+      const out = {}
+      const map = doc[name]
+      if (!isMap(map)) {
+        problems.push({ collection: name, key: null, problem: "not a map" })
+        return out
+      }
+      for (const key of Object.keys(map)) {
+        const record = isMap(map[key]) ? read(map[key]) : null
+        if (record && isId(key)) out[key] = record
+        else problems.push({ collection: name, key, problem: "unreadable record" })
+      }
+      return out
+    }
+    const products = section("products", p => {
+      const name = readString(p.name)
+      const unitPriceCents = readInt(p.unit_price_cents)
+      const currency = readString(p.currency)
+      const active = p.active
+      if (name === undefined || unitPriceCents === undefined || unitPriceCents < 0 ||
+        !/^[A-Z]{3}$/.test(currency ?? "") || typeof active !== "boolean") return null
+      return { name, unit_price_cents: unitPriceCents, currency, active }
+    })
+    const named = r => {
+      const name = readString(r.name)
+      return name === undefined ? null : { name }
+    }
+    const customers = section("customers", named)
+    const sellers = section("sellers", named)
+    const devices = section("devices", d => {
+      const seller = readString(d.seller)
+      const receiptPrefix = readString(d.receipt_prefix)
+      if (!isId(seller) || receiptPrefix === undefined) return null
+      return { seller, receipt_prefix: receiptPrefix }
+    })
+    const locations = section("locations", l => {
+      const name = readString(l.name)
+      const kind = readString(l.kind)
+      const seller = l.seller === undefined ? null : readString(l.seller)
+      if (name === undefined || (kind !== "warehouse" && kind !== "vehicle") || seller === undefined) return null
+      return { name, kind, seller }
+    })
+    const directory = {}
+    if (isMap(doc.directory))
+      for (const key of Object.keys(doc.directory)) {
+        const url = readString(doc.directory[key])
+        if (url !== undefined) directory[key] = url
+      }
+    return { meta, products, customers, sellers, devices, locations, directory, problems }
+  }
+
+  /** The device document: tenant, device, seller, prefix, counter. */
+  function readDevice(doc) {
+    const meta = expectKind(doc, "device")
+    const state = container(doc, "state")
+    const device = checkId(meta.owner, "device")
+    const seller = readString(state.seller)
+    const receiptPrefix = readString(state.receipt_prefix)
+    if (!isId(seller)) refuse("Malformed", "document field `state.seller` cannot be read")
+    if (receiptPrefix === undefined) refuse("Malformed", "document field `state.receipt_prefix` cannot be read")
+    // A register that only grows: the maximum of every concurrent value.
+    // (getConflicts returns undefined unless there are two or more.)
+    const conflicts = Automerge.getConflicts(state, "last_seq")
+    const values = conflicts ? Object.values(conflicts)
+      : state.last_seq === undefined ? [] : [state.last_seq]
+    let lastSeq = 0
+    for (const value of values) {
+      const n = readInt(value)
+      if (n === undefined || n < 0) refuse("Malformed", "document field `state.last_seq` is not a non-negative integer")
+      lastSeq = Math.max(lastSeq, n)
+    }
+    return { tenant: meta.tenant, device, seller, receipt_prefix: receiptPrefix, last_seq: lastSeq }
+  }
+
+  /** The highest sequence number of `device`'s records in a ledger (0: none). */
+  function highestSeqInLedger(ledger, device) {
+    let highest = 0
+    for (const name of RECORD_CONTAINERS) {
+      const map = ledger[name]
+      if (!isMap(map)) continue
+      for (const key of Object.keys(map)) {
+        const id = parseRecordId(key)
+        if (id && id.device === device) highest = Math.max(highest, id.seq)
+      }
+    }
+    return highest
+  }
+
+  function checkLedgerFor(ledger, device, atMs) {
+    const meta = expectKind(ledger, "ledger")
+    if (meta.tenant !== device.tenant)
+      refuse("OtherTenant", `document belongs to tenant ${meta.tenant}, expected ${device.tenant}`)
+    if (meta.owner !== device.seller)
+      refuse("NotOwner", `ledger belongs to ${meta.owner}; device's seller is ${device.seller}`)
+    if (periodOfMs(atMs) !== meta.period)
+      refuse("WrongPeriod", `ledger is for ${meta.period}; the record is dated ${periodOfMs(atMs)}`)
+    return meta
+  }
+
+  /**
+   * Checks a sale against the device, ledger and catalog and prices it,
+   * without writing anything. Returns the sale and the counter value to
+   * write. `recordSale` is this plus the two writes.
+   */
+  function planSale(deviceDoc, ledgerDoc, catalog, input) {
+    const device = readDevice(deviceDoc)
+    const atMs = input?.atMs
+    if (!Number.isSafeInteger(atMs)) refuse("Malformed", "atMs must be an integer (ms since the Unix epoch)")
+    checkLedgerFor(ledgerDoc, device, atMs)
+    const lines = input.lines ?? []
+    if (lines.length === 0) refuse("EmptySale", "a sale needs at least one line")
+    if (lines.length > SALE_LINES_MAX) refuse("TooManyLines", `${lines.length} lines; at most ${SALE_LINES_MAX}`)
+    checkId(input.customer, "customer")
+    checkId(input.location, "location")
+    if (!Object.hasOwn(catalog.customers, input.customer))
+      refuse("UnknownCustomer", `customer ${input.customer} is not in the catalog`)
+    if (!Object.hasOwn(catalog.locations, input.location))
+      refuse("UnknownLocation", `location ${input.location} is not in the catalog`)
+    let currency = null
+    const saleLines = []
+    const seen = new Set()
+    for (const line of lines) {
+      const product = checkId(line.product, "product")
+      const quantity = line.quantity
+      if (!Number.isSafeInteger(quantity) || quantity <= 0)
+        refuse("NonPositiveQuantity", `quantity ${quantity} of ${product} is not a positive integer`)
+      if (seen.has(product)) refuse("DuplicateLine", `product ${product} appears on two lines`)
+      seen.add(product)
+      const found = Object.hasOwn(catalog.products, product) ? catalog.products[product] : null
+      if (!found || !found.active)
+        refuse("UnknownProduct", `product ${product} is not sellable (unknown, inactive, or not in the sale)`)
+      if (currency === null) currency = found.currency
+      else if (currency !== found.currency)
+        refuse("CurrencyMismatch", `one sale cannot mix ${currency} and ${found.currency}`)
+      const lineTotal = quantity * found.unit_price_cents
+      if (!Number.isSafeInteger(lineTotal)) refuse("Overflow", "amount overflow")
+      saleLines.push({ product, quantity, unit_price_cents: found.unit_price_cents, line_total_cents: lineTotal })
+    }
+    const total = saleLines.reduce((sum, line) => sum + line.line_total_cents, 0)
+    if (!Number.isSafeInteger(total)) refuse("Overflow", "amount overflow")
+    const seq = Math.max(device.last_seq, highestSeqInLedger(ledgerDoc, device.device)) + 1
+    if (seq > RECORD_SEQ_MAX) refuse("SequenceExhausted", "the device has issued its last record number")
+    const sale = {
+      id: formatRecordId(device.device, seq),
+      device: device.device,
+      seq,
+      receipt: receiptNumber(device.receipt_prefix, seq),
+      seller: device.seller,
+      customer: input.customer,
+      location: input.location,
+      recorded_at_ms: atMs,
+      currency,
+      lines: saleLines,
+      total_cents: total,
+    }
+    return { sale, lastSeq: seq }
+  }
+
+  /** Inside a change of the device document: moves the counter to `seq`. */
+  function writeLastSeq(deviceDoc, seq) {
+    container(deviceDoc, "state").last_seq = seq
+  }
+
+  /**
+   * Inside a change of the ledger: registers `actor` (hex) as a writer for
+   * the sale's device if it is not yet, and writes the sale as a new key.
+   * Refuses to overwrite an existing record.
+   */
+  function writeSale(ledgerDoc, sale, actor) {
+    const sales = container(ledgerDoc, "sales")
+    const writers = container(ledgerDoc, "writers")
+    checkFields(sale, [...SALE_FIELDS, ["total_cents", "int"]])
+    for (const line of sale.lines) checkFields(line, SALE_LINE_FIELDS)
+    if (sale.id !== formatRecordId(sale.device, sale.seq)) refuse("Malformed", `key ${sale.id} is not device:seq`)
+    if (Object.hasOwn(sales, sale.id)) refuse("RecordExists", `record ${sale.id} already exists`)
+    if (!Object.hasOwn(writers, actor)) writers[actor] = str(sale.device)
+    // Field by field, never as one object literal: Automerge JS 3.5 stores a
+    // negative integer inside an inserted literal as f64, and we want every
+    // integer stored as int, exactly like Rust's `write_sale`.
+    sales[sale.id] = {}
+    const map = sales[sale.id]
+    putFields(map, sale, SALE_FIELDS)
+    map.lines = []
+    for (const [index, line] of sale.lines.entries()) {
+      map.lines.push({})
+      putFields(map.lines[index], line, SALE_LINE_FIELDS)
+    }
+    map.total_cents = sale.total_cents
+  }
+
+  /**
+   * Records a sale on the device, like Rust's `record_sale`: numbers it
+   * (device counter, committed first), prices it from the catalog, writes it
+   * into the ledger as a new key, in one change per document. Stock is
+   * moved separately with `applySaleToStock`. Returns the sale (plain).
+   */
+  function recordSale(deviceHandle, ledgerHandle, catalog, input) {
+    const { sale, lastSeq } = planSale(deviceHandle.doc(), ledgerHandle.doc(), catalog, input)
+    deviceHandle.change(d => writeLastSeq(d, lastSeq))
+    const actor = Automerge.getActorId(ledgerHandle.doc())
+    let error = null
+    ledgerHandle.change(d => {
+      try {
+        writeSale(d, sale, actor)
+      } catch (e) {
+        error = e
+      }
+    })
+    if (error) throw error
+    return sale
+  }
+
+  function checkMovement(levels, movement) {
+    const { id, kind, product, delta } = movement
+    if (typeof id !== "string" || id.length === 0 || utf8Bytes(id) > MOVEMENT_ID_BYTES_MAX)
+      refuse("BadMovementId", `movement id ${JSON.stringify(id)} is empty or too long`)
+    const signOk = MOVEMENT_SIGN[kind]
+    if (!signOk) refuse("Malformed", `unknown movement kind ${JSON.stringify(kind)}`)
+    if (!Number.isSafeInteger(delta) || !signOk(delta))
+      refuse("WrongSign", `a ${kind} movement cannot have delta ${delta}`)
+    checkFields(movement, MOVEMENT_FIELDS)
+    if (!isCounter(levels[product]))
+      refuse("NoCounter", `no stock counter for product ${product} at this location (the office adds it)`)
+  }
+
+  /**
+   * Inside a change of a stock document: records each movement and adds
+   * its delta to the product's counter. Movements whose id is present are
+   * skipped. Returns "applied" / "already_applied" per movement.
+   */
+  function writeMovements(stockDoc, movements) {
+    const levels = container(stockDoc, "levels")
+    const records = container(stockDoc, "movements")
+    for (const movement of movements) checkMovement(levels, movement)
+    return movements.map(movement => {
+      if (Object.hasOwn(records, movement.id)) return "already_applied"
+      records[movement.id] = {}
+      putFields(records[movement.id], movement, MOVEMENT_FIELDS)
+      levels[movement.product].increment(movement.delta)
+      return "applied"
+    })
+  }
+
+  /**
+   * Applies movements `{id, kind, product, delta, record, author, at_ms}`
+   * in one change, like Rust's `move_stock`. Checks every movement first;
+   * a refused batch writes nothing.
+   */
+  function moveStock(stockHandle, movements) {
+    const doc = stockHandle.doc()
+    expectKind(doc, "stock")
+    const levels = container(doc, "levels")
+    container(doc, "movements")
+    for (const movement of movements) checkMovement(levels, movement)
+    let outcomes = []
+    let error = null
+    stockHandle.change(d => {
+      try {
+        outcomes = writeMovements(d, movements)
+      } catch (e) {
+        error = e
+      }
+    })
+    if (error) throw error
+    return outcomes
+  }
+
+  /** The movements of a sale: one per line, id `{sale}/{line}`, negative. */
+  function saleMovements(sale) {
+    return sale.lines.map((line, index) => ({
+      id: `${sale.id}/${index}`,
+      kind: "sale",
+      product: line.product,
+      delta: -line.quantity,
+      record: sale.id,
+      author: sale.device ?? parseRecordId(sale.id)?.device,
+      at_ms: sale.recorded_at_ms,
+    }))
+  }
+
+  /** Takes a sale's goods out of its location, like `apply_sale_to_stock`. */
+  function applySaleToStock(stockHandle, sale) {
+    const meta = expectKind(stockHandle.doc(), "stock")
+    if (meta.owner !== sale.location)
+      refuse("WrongLocation", `stock document is for ${meta.owner}, expected ${sale.location}`)
+    return moveStock(stockHandle, saleMovements(sale))
+  }
+
+  /** A stock level (the counter's value), like `stock_level`. */
+  function stockLevel(stockDoc, product) {
+    const level = container(stockDoc, "levels")[product]
+    if (level === undefined) refuse("NoCounter", `no stock counter for product ${product}`)
+    if (!isCounter(level)) refuse("Malformed", `document field \`levels.${product}\` is not a counter`)
+    return level.value
+  }
+
+  /**
+   * Reads a ledger for display (minimal; Rust's `read_ledger` is the
+   * authority). Sales come back as plain JSON with their `id`; a sale whose
+   * fields do not read, whose key is not its `device:seq`, or whose totals
+   * do not add up is left out and listed in `problems`. Voids, payments and
+   * returns come back as plain JSON, unchecked.
+   */
+  function readLedger(doc) {
+    const meta = docMeta(doc)
+    const problems = []
+    const sales = {}
+    const salesMap = isMap(doc?.sales) ? doc.sales : {}
+    for (const key of Object.keys(salesMap).sort()) {
+      const problem = p => problems.push({ collection: "sales", key, problem: p })
+      const raw = salesMap[key]
+      if (!isMap(raw)) {
+        problem("not a map")
+        continue
+      }
+      const id = parseRecordId(key)
+      const sale = {
+        id: key,
+        device: readString(raw.device),
+        seq: readInt(raw.seq),
+        receipt: readString(raw.receipt),
+        seller: readString(raw.seller),
+        customer: readString(raw.customer),
+        location: readString(raw.location),
+        recorded_at_ms: readInt(raw.recorded_at_ms),
+        currency: readString(raw.currency),
+        lines: Array.isArray(raw.lines)
+          ? raw.lines.map(line => ({
+            product: readString(line?.product),
+            quantity: readInt(line?.quantity),
+            unit_price_cents: readInt(line?.unit_price_cents),
+            line_total_cents: readInt(line?.line_total_cents),
+          }))
+          : undefined,
+        total_cents: readInt(raw.total_cents),
+      }
+      const missing = Object.keys(sale).filter(k => sale[k] === undefined)
+      const badLines = (sale.lines ?? []).some(l => Object.values(l).some(v => v === undefined))
+      if (missing.length || badLines) {
+        problem(`unreadable fields: ${[...missing, ...(badLines ? ["lines"] : [])].join(", ")}`)
+        continue
+      }
+      if (!id || id.device !== sale.device || id.seq !== sale.seq) {
+        problem(`key is not ${sale.device}:${sale.seq}`)
+        continue
+      }
+      if (meta && sale.seller !== meta.owner) problem(`seller ${sale.seller} is not the ledger owner ${meta.owner}`)
+      if (sale.lines.length === 0) problem("a sale needs at least one line")
+      for (const [index, line] of sale.lines.entries())
+        if (line.quantity * line.unit_price_cents !== line.line_total_cents)
+          problem(`line ${index}: total ${line.line_total_cents} is not quantity x price`)
+      const sum = sale.lines.reduce((s, l) => s + l.line_total_cents, 0)
+      if (sum !== sale.total_cents) problem(`total ${sale.total_cents}; lines add up to ${sum}`)
+      if (!problems.some(p => p.key === key)) sales[key] = sale
+    }
+    const rest = name => (isMap(doc?.[name]) ? plain(doc[name]) : {})
+    return {
+      meta,
+      sales,
+      voids: rest("voids"),
+      payments: rest("payments"),
+      returns: rest("returns"),
+      writers: rest("writers"),
+      problems,
+    }
+  }
+
+  return {
+    plain,
+    docMeta,
+    readCatalog,
+    readDevice,
+    highestSeqInLedger,
+    planSale,
+    writeLastSeq,
+    writeSale,
+    recordSale,
+    writeMovements,
+    moveStock,
+    saleMovements,
+    applySaleToStock,
+    stockLevel,
+    readLedger,
+  }
+}
