@@ -82,6 +82,7 @@ impl Connection {
             .hub
             .send(HubInput::Connect {
                 conn: self.conn,
+                identity: self.identity.clone(),
                 outbound: outbound_tx,
                 kill: kill_tx,
             })
@@ -106,6 +107,8 @@ impl Connection {
             session.messages_out = stats.messages_out;
             session.changes_in = stats.changes_in;
             session.changes_out = stats.changes_out;
+            session.writes_denied = stats.writes_denied;
+            session.denials = stats.denials;
         }
         session.disconnected_at_ms = Some(now_ms());
         session.error = end;

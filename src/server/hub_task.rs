@@ -23,6 +23,8 @@ use ventas_sync_protocol::hub::{ConnId, ConnStats, Effect, Hub, HubConfig, Loade
 use ventas_sync_protocol::ids::DocumentId;
 use ventas_sync_protocol::wire::{self, Message};
 
+use super::access::{CatalogIndex, ConnectionAccess, SharedCatalogIndex};
+use super::auth::Identity;
 use super::review::{self, Review};
 use crate::now_ms;
 
@@ -34,6 +36,9 @@ const FLUSH_RETRY_DELAY_MS: u64 = 100;
 pub enum HubInput {
     Connect {
         conn: ConnId,
+        /// Who authenticated; `None` (authentication off) may read and
+        /// write every document.
+        identity: Option<Identity>,
         outbound: mpsc::Sender<Outbound>,
         kill: oneshot::Sender<String>,
     },
@@ -98,10 +103,11 @@ pub fn spawn(
         .ok();
     let task = HubTask {
         hub: Hub::new(hub_config),
-        store,
         conns: HashMap::new(),
         flush_requests: flush_request_tx,
         review: Review::default(),
+        catalogs: CatalogIndex::shared(Arc::clone(&store)),
+        store,
     };
     let join = tokio::spawn(task.run(inbox_rx, flush_report_rx, tick_interval_ms));
     (inbox_tx, join)
@@ -134,6 +140,9 @@ struct HubTask {
     conns: HashMap<ConnId, ConnHandle>,
     flush_requests: std::sync::mpsc::Sender<u64>,
     review: Review,
+    /// Each tenant's stock locations and their sellers, for the access
+    /// policies of authenticated connections.
+    catalogs: SharedCatalogIndex,
 }
 
 impl HubTask {
@@ -198,10 +207,17 @@ impl HubTask {
         match input {
             HubInput::Connect {
                 conn,
+                identity,
                 outbound,
                 kill,
             } => {
-                self.hub.connect(conn);
+                match identity {
+                    Some(identity) => {
+                        let access = ConnectionAccess::new(identity, Arc::clone(&self.catalogs));
+                        self.hub.connect_with_access(conn, Box::new(access));
+                    }
+                    None => self.hub.connect(conn),
+                }
                 self.conns.insert(
                     conn,
                     ConnHandle {
@@ -285,6 +301,23 @@ impl HubTask {
         }
     }
 
+    /// A catalog's location -> seller map decides sellers' access to stock
+    /// documents, so the index follows every change to a catalog.
+    fn catalog_changed(&mut self, document_id: DocumentId) {
+        let Some(doc) = self.hub.doc(&document_id) else {
+            return;
+        };
+        let Ok(meta) = crate::domain::doc_meta(doc) else {
+            return;
+        };
+        if meta.kind == crate::domain::DocKind::Catalog {
+            self.catalogs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .observe(document_id, doc, &meta);
+        }
+    }
+
     /// Reads a document from the store into the hub, making room first.
     fn load(&mut self, document_id: DocumentId) -> Result<(), String> {
         let mut effects = Vec::new();
@@ -332,7 +365,10 @@ impl HubTask {
                 Effect::Persist { document_id, chunk } => {
                     self.review.touched(document_id);
                     match self.store.append_chunk(document_id.as_bytes(), &chunk) {
-                        Ok(seq) => self.hub.chunk_persisted(&document_id, seq),
+                        Ok(seq) => {
+                            self.hub.chunk_persisted(&document_id, seq);
+                            self.catalog_changed(document_id);
+                        }
                         Err(error) => {
                             error!(%document_id, "cannot persist changes: {error}");
                             let effects = self.hub.persist_failed(document_id);

@@ -20,6 +20,7 @@
 //! [`auth`] for credentials, the join binding and revocation. The sync log
 //! needs an office or reporting credential whenever authentication is on.
 
+pub mod access;
 pub mod auth;
 mod connection;
 pub mod hub_task;

@@ -36,6 +36,14 @@ pub struct SyncSession {
     pub changes_out: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Sync messages whose changes the server refused because the peer may
+    /// only read that document (see `server::access`).
+    #[serde(default)]
+    pub writes_denied: u64,
+    /// The first denials (at most `hub::DENIALS_KEPT_MAX`), each
+    /// `"<document>: <reason>"`.
+    #[serde(default)]
+    pub denials: Vec<String>,
     /// Why the session ended, when it was not a clean close by the peer.
     pub error: Option<String>,
 }

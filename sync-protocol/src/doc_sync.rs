@@ -119,6 +119,12 @@ impl PeerDocSync {
         doc.generate_sync_message(&mut self.state)
     }
 
+    /// Whether the last message generated for this peer carried exactly
+    /// these heads of ours.
+    pub fn told_heads_are(&self, heads: &[ChangeHash]) -> bool {
+        self.told_heads.as_deref() == Some(heads)
+    }
+
     /// The heads the peer last told us it has, if it has spoken yet.
     pub fn their_heads(&self) -> Option<&[ChangeHash]> {
         self.state.their_heads.as_deref()

@@ -28,12 +28,26 @@
 //!
 //! The hub only ever sends a document to a peer that asked for it (sent a
 //! `request` or `sync` for it); it never announces documents.
+//!
+//! # Access
+//!
+//! Each connection carries an [`AccessPolicy`], supplied by the I/O layer at
+//! [`Hub::connect_with_access`] (the plain [`Hub::connect`] allows
+//! everything). The hub knows nothing of tenants or roles: before it
+//! subscribes a peer to a document and before it applies any message, it
+//! asks the policy for an [`Access`] to that document as it stands in
+//! memory. [`Access::Hidden`] is answered with `doc-unavailable`, exactly as
+//! for a document that does not exist, and the peer is not subscribed.
+//! [`Access::Read`] serves the document but never applies a change from the
+//! peer: a sync message that carries changes gets an `error` message (not a
+//! close), is applied without its changes (so the sync state still learns
+//! the peer's heads), and is counted in [`ConnStats::writes_denied`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use automerge::{Automerge, ChangeHash};
 
-use crate::doc_sync::PeerDocSync;
+use crate::doc_sync::{PeerDocSync, SyncError};
 use crate::ids::{DocumentId, PeerId, StorageId};
 use crate::wire::{Message, PeerMetadata, PROTOCOL_VERSION};
 
@@ -49,6 +63,39 @@ pub const COMPACT_AFTER_CHUNKS_DEFAULT: u64 = 256;
 /// Ephemeral (sender, session) pairs remembered per document for
 /// de-duplication; past it the memory is cleared.
 pub const EPHEMERAL_SESSIONS_PER_DOC_MAX: usize = 1_024;
+
+/// Denied writes remembered per connection for the sync log (the count
+/// goes on past it).
+pub const DENIALS_KEPT_MAX: usize = 32;
+
+/// What a connection may do with one document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// As if the document did not exist: `doc-unavailable`, no subscription.
+    Hidden,
+    /// Served and kept up to date; changes from the peer are refused.
+    Read,
+    /// Served, and the peer's changes are applied.
+    ReadWrite,
+}
+
+/// Decides a connection's [`Access`] to a document, given the document as
+/// the server holds it (possibly empty: not stored yet). Implemented by the
+/// I/O layer, one value per connection; asked again for every message, so
+/// a document can become visible once its content arrives.
+pub trait AccessPolicy: std::fmt::Debug + Send {
+    fn access(&mut self, document_id: &DocumentId, doc: &Automerge) -> Access;
+}
+
+/// The policy of [`Hub::connect`]: every document, read and write.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+impl AccessPolicy for AllowAll {
+    fn access(&mut self, _document_id: &DocumentId, _doc: &Automerge) -> Access {
+        Access::ReadWrite
+    }
+}
 
 /// Limits and identity of a hub.
 #[derive(Debug, Clone)]
@@ -135,14 +182,37 @@ pub struct ConnStats {
     pub messages_out: u64,
     pub changes_in: u64,
     pub changes_out: u64,
+    /// Sync messages whose changes were refused (the peer may only read).
+    pub writes_denied: u64,
+    /// The first [`DENIALS_KEPT_MAX`] denials, as `"<document>: <reason>"`.
+    pub denials: Vec<String>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Conn {
     peer_id: Option<PeerId>,
     docs: HashMap<DocumentId, PeerDocSync>,
     stats: ConnStats,
     closing: bool,
+    access: Box<dyn AccessPolicy>,
+    /// Documents of which this peer holds changes the server refused. Their
+    /// heads never meet, so automerge would answer every message with
+    /// another and the two would talk forever: the server answers such a
+    /// peer only when it has news (heads the peer has not been told).
+    diverged: HashSet<DocumentId>,
+}
+
+impl Conn {
+    fn new(access: Box<dyn AccessPolicy>) -> Self {
+        Self {
+            peer_id: None,
+            docs: HashMap::new(),
+            stats: ConnStats::default(),
+            closing: false,
+            access,
+            diverged: HashSet::new(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -233,9 +303,16 @@ impl Hub {
         self.conns.get(&conn).map(|c| &c.stats)
     }
 
-    /// A new connection; it must `join` before anything else.
+    /// A new connection that may read and write every document; it must
+    /// `join` before anything else.
     pub fn connect(&mut self, conn: ConnId) {
-        self.conns.insert(conn, Conn::default());
+        self.connect_with_access(conn, Box::new(AllowAll));
+    }
+
+    /// A new connection whose access to each document `access` decides
+    /// (see the module documentation); it must `join` before anything else.
+    pub fn connect_with_access(&mut self, conn: ConnId, access: Box<dyn AccessPolicy>) {
+        self.conns.insert(conn, Conn::new(access));
     }
 
     /// The connection is gone; returns what it did.
@@ -421,6 +498,10 @@ impl Hub {
     ) {
         match message {
             Message::Request { document_id, .. } | Message::Sync { document_id, .. } => {
+                if self.access(conn, &document_id) == Some(Access::Hidden) {
+                    self.send_unavailable(conn, document_id, effects);
+                    return;
+                }
                 if !self.subscribe(conn, document_id, effects) {
                     return;
                 }
@@ -455,6 +536,14 @@ impl Hub {
                 data,
                 ..
             } => {
+                // A peer cannot reach the subscribers of a document it may
+                // not see.
+                if !matches!(
+                    self.access(conn, &document_id),
+                    Some(Access::Read | Access::ReadWrite)
+                ) {
+                    return;
+                }
                 let Some(doc) = self.docs.get_mut(&document_id) else {
                     return;
                 };
@@ -510,6 +599,32 @@ impl Hub {
                 self.fail(conn, "unexpected peer message".to_string(), effects)
             }
         }
+    }
+
+    /// The connection's access to a loaded document; `None` when either is
+    /// unknown.
+    fn access(&mut self, conn: ConnId, document_id: &DocumentId) -> Option<Access> {
+        let conn_state = self.conns.get_mut(&conn)?;
+        let doc = self.docs.get(document_id)?;
+        Some(conn_state.access.access(document_id, &doc.doc))
+    }
+
+    /// Tells the peer the document does not exist (for it).
+    fn send_unavailable(
+        &mut self,
+        conn: ConnId,
+        document_id: DocumentId,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(target_id) = self.conns.get(&conn).and_then(|c| c.peer_id.clone()) else {
+            return;
+        };
+        let message = Message::DocUnavailable {
+            sender_id: self.config.server_peer_id.clone(),
+            target_id,
+            document_id,
+        };
+        self.send(conn, message, effects);
     }
 
     /// Opens the document for the connection. False if the connection was
@@ -595,7 +710,7 @@ impl Hub {
         batch_heads_before: &[ChangeHash],
         effects: &mut Vec<Effect>,
     ) {
-        let (data, is_request) = match message {
+        let (mut data, is_request) = match message {
             Message::Request { data, .. } => (data, true),
             Message::Sync { data, .. } => (data, false),
             _ => return,
@@ -608,6 +723,42 @@ impl Hub {
         if conn_state.closing {
             return;
         }
+        // Asked again at apply time: the message may have waited in the
+        // queue while the document changed.
+        match conn_state.access.access(&document_id, &doc.doc) {
+            Access::ReadWrite => {}
+            Access::Hidden => {
+                self.send_unavailable(conn, document_id, effects);
+                return;
+            }
+            Access::Read => match strip_changes(&data) {
+                Ok(None) => {}
+                Ok(Some((stripped, chunks))) => {
+                    data = stripped;
+                    let reason = format!(
+                        "document {document_id}: this connection may only read it; \
+                         {chunks} change chunk(s) not applied"
+                    );
+                    conn_state.diverged.insert(document_id);
+                    let stats = &mut conn_state.stats;
+                    stats.writes_denied += 1;
+                    if stats.denials.len() < DENIALS_KEPT_MAX {
+                        stats.denials.push(format!("{document_id}: read-only"));
+                    }
+                    self.send_error(conn, reason, effects);
+                }
+                Err(error) => {
+                    let reason = format!("document {document_id}: {error}");
+                    self.fail(conn, reason, effects);
+                    return;
+                }
+            },
+        }
+        let (Some(conn_state), Some(doc)) =
+            (self.conns.get_mut(&conn), self.docs.get_mut(&document_id))
+        else {
+            return;
+        };
         let Some(sync) = conn_state.docs.get_mut(&document_id) else {
             return;
         };
@@ -625,14 +776,10 @@ impl Hub {
             return;
         }
         if is_request && heads.is_empty() {
-            if let Some(target_id) = conn_state.peer_id.clone() {
-                let message = Message::DocUnavailable {
-                    sender_id: self.config.server_peer_id.clone(),
-                    target_id,
-                    document_id,
-                };
-                self.send(conn, message, effects);
-            }
+            self.send_unavailable(conn, document_id, effects);
+            return;
+        }
+        if conn_state.diverged.contains(&document_id) && sync.told_heads_are(&heads) {
             return;
         }
         self.generate_for(conn, document_id, effects);
@@ -761,6 +908,7 @@ impl Hub {
             );
             if let Some(state) = self.conns.get_mut(&conn) {
                 state.docs.remove(&document_id);
+                state.diverged.remove(&document_id);
             }
         }
         for waiting in self.waiting_by_epoch.values_mut() {
@@ -902,6 +1050,19 @@ impl Hub {
             state.closing = true;
         }
     }
+}
+
+/// The automerge sync message `data` without its changes, and how many
+/// change chunks it carried; `None` when it carries none.
+fn strip_changes(data: &[u8]) -> Result<Option<(Vec<u8>, usize)>, SyncError> {
+    let mut message = automerge::sync::Message::decode(data)
+        .map_err(|error| SyncError::Malformed(error.to_string()))?;
+    if message.changes.is_empty() {
+        return Ok(None);
+    }
+    let chunks = message.changes.len();
+    message.changes = automerge::sync::ChunkList::empty();
+    Ok(Some((message.encode(), chunks)))
 }
 
 fn compact(document_id: DocumentId, doc: &mut DocState, effects: &mut Vec<Effect>) {

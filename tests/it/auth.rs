@@ -180,8 +180,10 @@ async fn upgrade_with_an_expired_token_is_refused_with_401() {
 
 #[tokio::test]
 async fn devices_with_bearer_tokens_sync_a_document() {
+    // Office devices: once credentials exist, a document without a domain
+    // `meta` map is the office's alone (see `authorization.rs`).
     let (server, tokens) =
-        server_with(&[("tab-1", Role::Seller, None), ("tab-2", Role::Seller, None)]).await;
+        server_with(&[("tab-1", Role::Office, None), ("tab-2", Role::Office, None)]).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let open = |name: &str, token: &str| {
         let mut config = ClientConfig::new(server.url(), dir.path().join(name));
@@ -419,7 +421,8 @@ async fn office_tokens_issue_and_list_credentials_over_http() {
 
 #[tokio::test]
 async fn a_refused_device_recovers_at_once_when_given_a_new_token() {
-    let (server, tokens) = server_with(&[("tab-1", Role::Seller, None)]).await;
+    // An office device, the role that may create documents.
+    let (server, tokens) = server_with(&[("tab-1", Role::Office, None)]).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = ClientConfig::new(server.url(), dir.path().join("tab-1"));
     config.peer_id = Some("tab-1".to_string());

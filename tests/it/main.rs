@@ -4,6 +4,7 @@
 //! Tests").
 
 mod auth;
+mod authorization;
 mod domain_interop;
 mod harness;
 mod js_interop;

@@ -1,0 +1,626 @@
+//! Per-document authorization end to end: with credentials, a device sees
+//! only its tenant's documents its role may read, and writes only those it
+//! may write (see `ventas::server::access`). Refused writes get an `error`,
+//! change nothing on the server, leave the connection serving, and are in
+//! the sync log.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use automerge::sync::{State, SyncDoc};
+use automerge::transaction::Transactable;
+use automerge::{Automerge, ReadDoc, ROOT};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{header, HeaderValue};
+use ventas::client::{Client, ClientConfig, DocHandle};
+use ventas::domain::{
+    create_catalog_doc, create_ledger_doc, create_stock_doc, put_location, Location, LocationId,
+    LocationKind, Period, SellerId, TenantId,
+};
+use ventas::server::auth::{AuthMode, Credentials, IssueRequest, Role};
+use ventas::storage::{DocStore, SledStore};
+use ventas_sync_protocol::ids::{DocumentId, PeerId};
+use ventas_sync_protocol::wire::Message;
+
+use crate::harness::{http_request, within, RawPeer, TestServer};
+
+/// How long a raw device waits for more messages before it takes the
+/// conversation as finished.
+const QUIET_MS: u64 = 300;
+
+/// (tenant, seller, device, role) of every credential the tests use.
+const PEOPLE: &[(&str, &str, &str, Role)] = &[
+    ("acme", "boss", "office-1", Role::Office),
+    ("acme", "ana", "tab-ana", Role::Seller),
+    ("acme", "bob", "tab-bob", Role::Seller),
+    ("acme", "audit", "rep-1", Role::Reporting),
+    ("globex", "gus", "tab-gus", Role::Seller),
+];
+
+/// A server whose store holds a credential for each of [`PEOPLE`], and
+/// their tokens by device.
+async fn server() -> (TestServer, HashMap<&'static str, String>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tokens = issue(dir.path());
+    (TestServer::start_in(dir, |_| {}).await, tokens)
+}
+
+fn issue(dir: &Path) -> HashMap<&'static str, String> {
+    let data_dir = TestServer::data_dir_in(dir);
+    std::fs::create_dir_all(&data_dir).expect("data dir");
+    let store: Arc<dyn DocStore> = Arc::new(SledStore::open(&data_dir).expect("store"));
+    let credentials = Credentials::load(Arc::clone(&store), AuthMode::Auto).expect("load");
+    let tokens = PEOPLE
+        .iter()
+        .map(|(tenant, seller, device, role)| {
+            let issued = credentials
+                .issue(
+                    IssueRequest {
+                        tenant: tenant.to_string(),
+                        seller: seller.to_string(),
+                        device: device.to_string(),
+                        role: *role,
+                        expires_at_ms: None,
+                    },
+                    ventas::now_ms(),
+                )
+                .expect("issue");
+            (*device, issued.token)
+        })
+        .collect();
+    store.flush().expect("flush");
+    tokens
+}
+
+/// A device client (the office, here) with its credential.
+fn client(url: &str, dir: &Path, device: &str, token: &str) -> Client {
+    let mut config = ClientConfig::new(url, dir.join(device));
+    config.peer_id = Some(device.to_string());
+    config.token = Some(token.to_string());
+    config.reconnect_initial_ms = 20;
+    config.reconnect_max_ms = 200;
+    Client::open(config).expect("device opens")
+}
+
+fn tenant() -> TenantId {
+    TenantId::new("acme").expect("id")
+}
+
+fn period() -> Period {
+    Period::parse("2026-11").expect("period")
+}
+
+fn van() -> LocationId {
+    LocationId::new("van-ana").expect("id")
+}
+
+/// The office creates `doc` on the server.
+async fn created(office: &Client, doc: Automerge) -> DocHandle {
+    let handle = office.create_with(doc).expect("import");
+    within("document saved", handle.synced())
+        .await
+        .expect("synced");
+    handle
+}
+
+/// acme's catalog, with the van assigned to ana.
+fn catalog() -> Automerge {
+    let mut catalog = create_catalog_doc(&tenant()).expect("catalog");
+    put_location(
+        &mut catalog,
+        &Location {
+            id: van(),
+            name: "Ana's van".into(),
+            kind: LocationKind::Vehicle,
+            seller: Some(SellerId::new("ana").expect("id")),
+        },
+    )
+    .expect("location");
+    catalog
+}
+
+/// A device speaking the protocol by hand, so the test sees every message.
+struct RawDevice {
+    peer: RawPeer,
+    server: PeerId,
+    docs: HashMap<DocumentId, (Automerge, State)>,
+}
+
+impl RawDevice {
+    async fn connect(url: &str, device: &str, token: &str) -> Self {
+        let mut request = url.into_client_request().expect("request");
+        request.headers_mut().insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+        );
+        let (socket, _) = within("connect", tokio_tungstenite::connect_async(request))
+            .await
+            .expect("upgrade accepted");
+        let mut peer = RawPeer {
+            socket,
+            peer_id: PeerId::new(device),
+        };
+        peer.send(&Message::Join {
+            sender_id: peer.peer_id.clone(),
+            supported_protocol_versions: vec!["1".to_string()],
+            peer_metadata: None,
+        })
+        .await;
+        let server = match peer.recv().await {
+            Some(Message::Peer { sender_id, .. }) => sender_id,
+            other => panic!("expected peer, got {other:?}"),
+        };
+        Self {
+            peer,
+            server,
+            docs: HashMap::new(),
+        }
+    }
+
+    /// Requests a document; Ok once the conversation about it is over,
+    /// Err with the message if the server said it is unavailable.
+    async fn fetch(&mut self, document_id: DocumentId) -> Result<Vec<Message>, Vec<Message>> {
+        let (doc, state) = self
+            .docs
+            .entry(document_id)
+            .or_insert_with(|| (Automerge::new(), State::new()));
+        let data = doc
+            .generate_sync_message(state)
+            .expect("first message")
+            .encode();
+        self.peer
+            .send(&Message::Request {
+                sender_id: self.peer.peer_id.clone(),
+                target_id: self.server.clone(),
+                document_id,
+                data,
+            })
+            .await;
+        let heard = self.converse().await;
+        let unavailable = heard.iter().any(
+            |m| matches!(m, Message::DocUnavailable { document_id: id, .. } if *id == document_id),
+        );
+        if unavailable {
+            Err(heard)
+        } else {
+            Ok(heard)
+        }
+    }
+
+    /// Changes the local copy: a root key, as any writer could.
+    fn mark(&mut self, document_id: DocumentId, key: &str) {
+        let (doc, _) = self
+            .docs
+            .entry(document_id)
+            .or_insert_with(|| (Automerge::new(), State::new()));
+        let mut tx = doc.transaction();
+        tx.put(ROOT, key, true).expect("put");
+        tx.commit();
+    }
+
+    /// Sends what the server lacks of a document; returns every message
+    /// heard until the conversation is over.
+    async fn push(&mut self, document_id: DocumentId) -> Vec<Message> {
+        self.send_sync(document_id).await;
+        self.converse().await
+    }
+
+    /// Closes the connection cleanly (a close frame, then the server's).
+    async fn close(mut self) {
+        self.peer
+            .socket
+            .close(None)
+            .await
+            .expect("close frame sent");
+        while self.peer.recv().await.is_some() {}
+    }
+
+    /// Whether the server acknowledged every change of our copy.
+    fn acknowledged(&self, document_id: DocumentId) -> bool {
+        let (doc, state) = &self.docs[&document_id];
+        let theirs = state.their_heads.clone().unwrap_or_default();
+        doc.get_heads().iter().all(|head| theirs.contains(head))
+    }
+
+    fn has(&self, document_id: DocumentId, key: &str) -> bool {
+        self.docs
+            .get(&document_id)
+            .and_then(|(doc, _)| doc.get(ROOT, key).ok().flatten())
+            .is_some()
+    }
+
+    async fn send_sync(&mut self, document_id: DocumentId) {
+        let Some((doc, state)) = self.docs.get_mut(&document_id) else {
+            return;
+        };
+        let Some(message) = doc.generate_sync_message(state) else {
+            return;
+        };
+        self.peer
+            .send(&Message::Sync {
+                sender_id: self.peer.peer_id.clone(),
+                target_id: self.server.clone(),
+                document_id,
+                data: message.encode(),
+            })
+            .await;
+    }
+
+    /// Answers sync messages as a device does, until the server falls
+    /// silent for [`QUIET_MS`]; returns everything heard. Panics if the
+    /// server closes the connection.
+    async fn converse(&mut self) -> Vec<Message> {
+        let mut heard = Vec::new();
+        loop {
+            let next = tokio::time::timeout(Duration::from_millis(QUIET_MS), self.peer.recv());
+            let message = match next.await {
+                Err(_) => return heard,
+                Ok(None) => panic!("the server closed the connection; heard {heard:?}"),
+                Ok(Some(message)) => message,
+            };
+            if let Message::Sync {
+                document_id, data, ..
+            } = &message
+            {
+                if let Some((doc, state)) = self.docs.get_mut(document_id) {
+                    let reply = automerge::sync::Message::decode(data).expect("decodes");
+                    doc.receive_sync_message(state, reply).expect("applies");
+                }
+                self.send_sync(*document_id).await;
+            }
+            heard.push(message);
+        }
+    }
+}
+
+fn errors(heard: &[Message]) -> Vec<String> {
+    heard
+        .iter()
+        .filter_map(|m| match m {
+            Message::Error { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A fresh office device reads `document_id` as the server holds it, once
+/// its heads equal `server_heads`.
+async fn server_copy(
+    server: &TestServer,
+    token: &str,
+    document_id: DocumentId,
+    server_heads: Vec<automerge::ChangeHash>,
+) -> Automerge {
+    let dir = tempfile::tempdir().expect("dir");
+    let reader = client(&server.url(), dir.path(), "office-1", token);
+    let handle = reader
+        .open_url(&format!("automerge:{document_id}"))
+        .expect("open");
+    within(
+        "the server's copy",
+        handle.wait_until(move |doc| doc.get_heads() == server_heads),
+    )
+    .await
+    .expect("alive");
+    let doc = handle.read(|doc| doc.clone()).expect("read");
+    drop(handle);
+    reader.close().await.expect("close");
+    doc
+}
+
+/// The sync log's record of the session of `subject`, once it ended.
+async fn ended_session(server: &TestServer, office_token: &str, subject: &str) -> Value {
+    let auth = format!("Bearer {office_token}");
+    for _ in 0..200 {
+        let (status, body) = http_request(
+            server.addr(),
+            "GET",
+            "/v1/sync-sessions",
+            &[("Authorization", auth.as_str())],
+            "",
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let page: Value = serde_json::from_str(&body).expect("json");
+        let found = page["sessions"].as_array().and_then(|sessions| {
+            sessions
+                .iter()
+                .find(|s| s["identity"] == subject && !s["disconnected_at_ms"].is_null())
+                .cloned()
+        });
+        if let Some(session) = found {
+            return session;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no ended session of {subject} in the sync log");
+}
+
+#[tokio::test]
+async fn another_tenants_document_is_unavailable_exactly_like_a_missing_one() {
+    let (server, tokens) = server().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let office = client(&server.url(), dir.path(), "office-1", &tokens["office-1"]);
+    let ledger = created(
+        &office,
+        create_ledger_doc(&tenant(), &SellerId::new("ana").expect("id"), period()).expect("doc"),
+    )
+    .await;
+
+    let mut outsider = RawDevice::connect(&server.url(), "tab-gus", &tokens["tab-gus"]).await;
+    let theirs = outsider
+        .fetch(ledger.document_id())
+        .await
+        .expect_err("another tenant's ledger is unavailable");
+    let missing = outsider
+        .fetch(DocumentId::from_bytes([42; 16]))
+        .await
+        .expect_err("a missing document is unavailable");
+    let shape =
+        |heard: &[Message]| -> Vec<&'static str> { heard.iter().map(Message::type_name).collect() };
+    assert_eq!(shape(&theirs), shape(&missing));
+    assert_eq!(shape(&theirs), vec!["doc-unavailable"]);
+
+    // Nor can it write into it: its changes are not applied, and it hears
+    // nothing of the document when the office changes it.
+    outsider.mark(ledger.document_id(), "forged");
+    let heard = outsider.push(ledger.document_id()).await;
+    assert_eq!(shape(&heard), vec!["doc-unavailable"]);
+    crate::harness::put(&ledger, "office-note", "1");
+    within("synced", ledger.synced()).await.expect("synced");
+    let heard = outsider.converse().await;
+    assert!(heard.is_empty(), "{heard:?}");
+    let heads = ledger.read(|d| d.get_heads()).expect("read");
+    let copy = server_copy(&server, &tokens["office-1"], ledger.document_id(), heads).await;
+    assert!(copy.get(ROOT, "forged").expect("read").is_none());
+
+    drop(ledger);
+    office.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_seller_sees_only_its_own_ledger_and_cannot_write_the_catalog() {
+    let (server, tokens) = server().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let office = client(&server.url(), dir.path(), "office-1", &tokens["office-1"]);
+    let catalog = created(&office, catalog()).await;
+    let seller = |name: &str| SellerId::new(name).expect("id");
+    let ana_ledger = created(
+        &office,
+        create_ledger_doc(&tenant(), &seller("ana"), period()).expect("doc"),
+    )
+    .await;
+    let bob_ledger = created(
+        &office,
+        create_ledger_doc(&tenant(), &seller("bob"), period()).expect("doc"),
+    )
+    .await;
+
+    let mut ana = RawDevice::connect(&server.url(), "tab-ana", &tokens["tab-ana"]).await;
+    // Another seller's ledger: unavailable, and a write into it is ignored.
+    ana.fetch(bob_ledger.document_id())
+        .await
+        .expect_err("bob's ledger is hidden from ana");
+    ana.mark(bob_ledger.document_id(), "forged");
+    let heard = ana.push(bob_ledger.document_id()).await;
+    assert!(
+        heard
+            .iter()
+            .all(|m| matches!(m, Message::DocUnavailable { .. })),
+        "{heard:?}"
+    );
+
+    // The catalog: readable, but a change is refused with an error, and
+    // the connection stays open.
+    ana.fetch(catalog.document_id())
+        .await
+        .expect("ana reads the catalog");
+    assert!(ana.has(catalog.document_id(), "locations"));
+    ana.mark(catalog.document_id(), "cheaper");
+    let heard = ana.push(catalog.document_id()).await;
+    let refused = errors(&heard);
+    assert_eq!(refused.len(), 1, "{heard:?}");
+    assert!(refused[0].contains("may only read"), "{}", refused[0]);
+    assert!(!ana.acknowledged(catalog.document_id()));
+
+    // The same connection still writes its own ledger.
+    ana.fetch(ana_ledger.document_id())
+        .await
+        .expect("ana's own ledger");
+    ana.mark(ana_ledger.document_id(), "ana-was-here");
+    let heard = ana.push(ana_ledger.document_id()).await;
+    assert!(errors(&heard).is_empty(), "{heard:?}");
+    assert!(ana.acknowledged(ana_ledger.document_id()));
+    within(
+        "ana's change reaches the office",
+        ana_ledger.wait_until(|doc| doc.get(ROOT, "ana-was-here").ok().flatten().is_some()),
+    )
+    .await
+    .expect("alive");
+
+    // Neither refused change is on the server.
+    for handle in [&catalog, &bob_ledger] {
+        let heads = handle.read(|d| d.get_heads()).expect("read");
+        let copy = server_copy(&server, &tokens["office-1"], handle.document_id(), heads).await;
+        for key in ["forged", "cheaper"] {
+            assert!(copy.get(ROOT, key).expect("read").is_none(), "{key}");
+        }
+    }
+
+    // The sync log shows the refusal.
+    ana.close().await;
+    let session = ended_session(&server, &tokens["office-1"], "acme/ana/tab-ana").await;
+    assert_eq!(session["writes_denied"], 1, "{session}");
+    let denials = session["denials"].as_array().cloned().unwrap_or_default();
+    assert_eq!(denials.len(), 1, "{session}");
+    let denial = denials[0].as_str().unwrap_or_default();
+    assert!(
+        denial.starts_with(&catalog.document_id().to_string()),
+        "{denial}"
+    );
+    assert!(
+        session["error"].is_null(),
+        "the server did not end the session: {session}"
+    );
+
+    drop((catalog, ana_ledger, bob_ledger));
+    office.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn reporting_reads_every_ledger_of_its_tenant_but_writes_none() {
+    let (server, tokens) = server().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let office = client(&server.url(), dir.path(), "office-1", &tokens["office-1"]);
+    let ledger = created(
+        &office,
+        create_ledger_doc(&tenant(), &SellerId::new("ana").expect("id"), period()).expect("doc"),
+    )
+    .await;
+    crate::harness::put(&ledger, "office-note", "1");
+    within("synced", ledger.synced()).await.expect("synced");
+
+    let mut audit = RawDevice::connect(&server.url(), "rep-1", &tokens["rep-1"]).await;
+    audit
+        .fetch(ledger.document_id())
+        .await
+        .expect("reporting reads a seller's ledger");
+    assert!(audit.has(ledger.document_id(), "office-note"));
+    audit.mark(ledger.document_id(), "audited");
+    let heard = audit.push(ledger.document_id()).await;
+    assert_eq!(errors(&heard).len(), 1, "{heard:?}");
+
+    // Still subscribed: the office's next change reaches it.
+    crate::harness::put(&ledger, "second-note", "1");
+    within("synced", ledger.synced()).await.expect("synced");
+    let heard = audit.converse().await;
+    assert!(errors(&heard).is_empty(), "{heard:?}");
+    assert!(audit.has(ledger.document_id(), "second-note"));
+    let heads = ledger.read(|d| d.get_heads()).expect("read");
+    let copy = server_copy(&server, &tokens["office-1"], ledger.document_id(), heads).await;
+    assert!(copy.get(ROOT, "audited").expect("read").is_none());
+
+    drop(ledger);
+    office.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn the_office_writes_the_catalog_and_stock_follows_the_catalogs_vans() {
+    let (server, tokens) = server().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let office = client(&server.url(), dir.path(), "office-1", &tokens["office-1"]);
+    let catalog = created(&office, catalog()).await;
+    // The office changes the catalog like any document.
+    crate::harness::put(&catalog, "office-note", "1");
+    within("catalog change saved", catalog.synced())
+        .await
+        .expect("synced");
+    let stock = created(
+        &office,
+        create_stock_doc(&tenant(), &van(), period(), &[]).expect("doc"),
+    )
+    .await;
+
+    // The van is ana's in the catalog: she writes its stock; bob only
+    // reads it.
+    let mut ana = RawDevice::connect(&server.url(), "tab-ana", &tokens["tab-ana"]).await;
+    ana.fetch(stock.document_id()).await.expect("ana's stock");
+    ana.mark(stock.document_id(), "ana-counted");
+    let heard = ana.push(stock.document_id()).await;
+    assert!(errors(&heard).is_empty(), "{heard:?}");
+    assert!(ana.acknowledged(stock.document_id()));
+
+    let mut bob = RawDevice::connect(&server.url(), "tab-bob", &tokens["tab-bob"]).await;
+    bob.fetch(stock.document_id()).await.expect("bob reads it");
+    assert!(bob.has(stock.document_id(), "ana-counted"));
+    bob.mark(stock.document_id(), "bob-counted");
+    let heard = bob.push(stock.document_id()).await;
+    assert_eq!(errors(&heard).len(), 1, "{heard:?}");
+
+    // The office gives the van to bob: from then on he writes its stock.
+    catalog
+        .change(|doc| {
+            put_location(
+                doc,
+                &Location {
+                    id: van(),
+                    name: "Bob's van".into(),
+                    kind: LocationKind::Vehicle,
+                    seller: Some(SellerId::new("bob").expect("id")),
+                },
+            )
+        })
+        .expect("change")
+        .expect("location");
+    within("catalog change saved", catalog.synced())
+        .await
+        .expect("synced");
+    let mut bob = RawDevice::connect(&server.url(), "tab-bob", &tokens["tab-bob"]).await;
+    bob.fetch(stock.document_id()).await.expect("bob's stock");
+    bob.mark(stock.document_id(), "bob-counted-later");
+    let heard = bob.push(stock.document_id()).await;
+    assert!(errors(&heard).is_empty(), "{heard:?}");
+    assert!(bob.acknowledged(stock.document_id()));
+
+    drop((catalog, stock));
+    office.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn with_credentials_only_the_office_creates_documents() {
+    let (server, tokens) = server().await;
+    let fresh = DocumentId::from_bytes([77; 16]);
+    let mut ana = RawDevice::connect(&server.url(), "tab-ana", &tokens["tab-ana"]).await;
+    ana.mark(fresh, "made-by-ana");
+    let heard = ana.push(fresh).await;
+    assert!(
+        heard
+            .iter()
+            .all(|m| matches!(m, Message::DocUnavailable { .. })),
+        "{heard:?}"
+    );
+    assert!(!ana.acknowledged(fresh));
+
+    let mut office = RawDevice::connect(&server.url(), "office-1", &tokens["office-1"]).await;
+    office.mark(fresh, "made-by-office");
+    let heard = office.push(fresh).await;
+    assert!(errors(&heard).is_empty(), "{heard:?}");
+    assert!(office.acknowledged(fresh));
+}
+
+#[tokio::test]
+async fn after_a_restart_the_server_still_knows_whose_van_a_stock_document_is() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tokens = issue(dir.path());
+    let config = ventas::config::ServerConfig::for_test(TestServer::data_dir_in(dir.path()));
+    let running = ventas::server::start(config.clone()).await.expect("server");
+    let url = format!("ws://{}", running.addr);
+    let devices = tempfile::tempdir().expect("dir");
+    let office = client(&url, devices.path(), "office-1", &tokens["office-1"]);
+    let catalog = created(&office, catalog()).await;
+    let stock = created(
+        &office,
+        create_stock_doc(&tenant(), &van(), period(), &[]).expect("doc"),
+    )
+    .await;
+    let stock_id = stock.document_id();
+    drop((catalog, stock));
+    office.close().await.expect("close");
+    running.shutdown().await.expect("shutdown");
+
+    // Nobody opens the catalog after the restart; ana writes her van's
+    // stock straight away.
+    let running = ventas::server::start(config).await.expect("restart");
+    let url = format!("ws://{}", running.addr);
+    let mut ana = RawDevice::connect(&url, "tab-ana", &tokens["tab-ana"]).await;
+    ana.fetch(stock_id).await.expect("ana's stock");
+    ana.mark(stock_id, "ana-counted");
+    let heard = ana.push(stock_id).await;
+    assert!(errors(&heard).is_empty(), "{heard:?}");
+    assert!(ana.acknowledged(stock_id));
+    ana.close().await;
+    running.shutdown().await.expect("shutdown");
+}
