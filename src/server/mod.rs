@@ -305,12 +305,8 @@ async fn list_sessions(
     Query(raw_query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
-    match state.authenticator.authenticate(&headers, &raw_query) {
-        // Authentication is off: the sync log is open like everything else.
-        Ok(None) => {}
-        Ok(Some(identity)) if matches!(identity.role, Role::Office | Role::Reporting) => {}
-        Ok(Some(identity)) => return forbidden(identity.role),
-        Err(_) => return unauthorized(),
+    if let Err(refused) = require_reader(&state, &headers, &raw_query) {
+        return refused.into_response();
     }
     let limit = query.limit.unwrap_or(50).clamp(1, SYNC_SESSIONS_PAGE_MAX);
     let sessions = state.sessions.clone();
@@ -332,11 +328,8 @@ async fn document_violations(
     Query(raw_query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
-    match state.authenticator.authenticate(&headers, &raw_query) {
-        Ok(None) => {}
-        Ok(Some(identity)) if matches!(identity.role, Role::Office | Role::Reporting) => {}
-        Ok(Some(identity)) => return forbidden(identity.role),
-        Err(_) => return unauthorized(),
+    if let Err(refused) = require_reader(&state, &headers, &raw_query) {
+        return refused.into_response();
     }
     let Ok(document_id) = ventas_sync_protocol::ids::DocumentId::parse(&id) else {
         return (
@@ -361,6 +354,21 @@ async fn document_violations(
             (StatusCode::INTERNAL_SERVER_ERROR, "report unavailable").into_response()
         }
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "report unavailable").into_response(),
+    }
+}
+
+/// Status and report endpoints: open when authentication is off, else an
+/// office or reporting credential.
+fn require_reader(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &[(String, String)],
+) -> Result<(), AdminRefusal> {
+    match state.authenticator.authenticate(headers, query) {
+        Ok(None) => Ok(()),
+        Ok(Some(identity)) if matches!(identity.role, Role::Office | Role::Reporting) => Ok(()),
+        Ok(Some(identity)) => Err(AdminRefusal::Forbidden(identity.role)),
+        Err(_) => Err(AdminRefusal::Unauthorized),
     }
 }
 
@@ -403,7 +411,7 @@ fn operator(
     }
 }
 
-/// Why an admin request was refused.
+/// Why an admin, status or report request was refused.
 #[derive(Debug)]
 enum AdminRefusal {
     /// The authenticator keeps no credentials (a custom one).

@@ -7,7 +7,6 @@
 //! written in Rust must read in JS as plain strings and integer numbers.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::str::FromStr;
 
 use automerge::{Automerge, ChangeHash, ObjId, ReadDoc, ScalarValue, Value, ROOT};
@@ -16,37 +15,6 @@ use ventas::client::{Client, DocHandle};
 use ventas::domain::*;
 
 use crate::harness::*;
-
-/// Runs a script of `tests/js` to completion and returns its (last) JSON line.
-async fn node(script: &str, args: &[&str]) -> Json {
-    assert!(
-        js_dir()
-            .join("node_modules/@automerge/automerge-repo")
-            .exists(),
-        "JS deps missing: run `npm install --no-audit --no-fund` in tests/js (.ci/run does)"
-    );
-    let output = within(
-        script,
-        tokio::process::Command::new("node")
-            .arg(js_dir().join(script))
-            .args(args)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("cannot run node {script}: {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    let last = stdout.lines().last().unwrap_or_default().to_string();
-    let value: Json =
-        serde_json::from_str(&last).unwrap_or_else(|e| panic!("{script} printed {stdout:?} ({e})"));
-    assert!(
-        output.status.success(),
-        "{script} failed ({:?}): {value}",
-        output.status
-    );
-    value
-}
 
 /// An instant inside the ledger's month.
 fn sale_time_ms() -> i64 {

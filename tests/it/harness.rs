@@ -324,6 +324,39 @@ fn dechunk(body: &str) -> String {
     out
 }
 
+/// Runs a script of `tests/js` to completion and returns its (last) JSON
+/// line; fails the test if the pinned JS clients are not installed (they
+/// never skip) or the script fails.
+pub async fn node(script: &str, args: &[&str]) -> serde_json::Value {
+    assert!(
+        js_dir()
+            .join("node_modules/@automerge/automerge-repo")
+            .exists(),
+        "JS deps missing: run `npm install --no-audit --no-fund` in tests/js (.ci/run does)"
+    );
+    let output = within(
+        script,
+        tokio::process::Command::new("node")
+            .arg(js_dir().join(script))
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("cannot run node {script}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let last = stdout.lines().last().unwrap_or_default().to_string();
+    let value: serde_json::Value =
+        serde_json::from_str(&last).unwrap_or_else(|e| panic!("{script} printed {stdout:?} ({e})"));
+    assert!(
+        output.status.success(),
+        "{script} failed ({:?}): {value}",
+        output.status
+    );
+    value
+}
+
 /// Path of the JS harness.
 pub fn js_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js")

@@ -9,31 +9,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::harness::*;
 
-/// Runs a script to completion and returns its (last) JSON line.
-async fn node(script: &str, args: &[&str]) -> Value {
-    let output = within(
-        script,
-        tokio::process::Command::new("node")
-            .arg(js_dir().join(script))
-            .args(args)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("cannot run node {script}: {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    let last = stdout.lines().last().unwrap_or_default().to_string();
-    let value: Value =
-        serde_json::from_str(&last).unwrap_or_else(|e| panic!("{script} printed {stdout:?} ({e})"));
-    assert!(
-        output.status.success(),
-        "{script} failed ({:?}): {value}",
-        output.status
-    );
-    value
-}
-
 fn require_node_modules() {
     assert!(
         js_dir()
