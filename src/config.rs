@@ -25,6 +25,21 @@ pub const SOCKET_READ_BUFFER_BYTES_DEFAULT: usize = 4 * 1024;
 pub const SOCKET_WRITE_BUFFER_BYTES_DEFAULT: usize = 4 * 1024;
 pub const SYNC_SESSIONS_PAGE_MAX: usize = 500;
 pub const STORE_CACHE_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Sustained messages a second from one peer; a device syncing a few
+/// documents sends a handful.
+pub const PEER_MESSAGES_PER_SECOND_MAX_DEFAULT: u32 = 100;
+/// Messages one peer may send at once above the sustained rate (a device
+/// opening all its documents on connect sends one request per document,
+/// up to `docs_per_peer_max`).
+pub const PEER_MESSAGES_BURST_MAX_DEFAULT: u32 = 2_048;
+/// Open connections from one IP address (a shop's NAT, or a reverse proxy:
+/// raise it there, see `docs/deploy.md`).
+pub const CONNECTIONS_PER_ADDRESS_MAX_DEFAULT: usize = 256;
+/// Open connections of one tenant's credentials.
+pub const CONNECTIONS_PER_TENANT_MAX_DEFAULT: usize = 2_000;
+/// A connection that sends nothing, not even a pong to our keepalive pings,
+/// for this long is dead. Three keepalive intervals.
+pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 3 * KEEPALIVE_INTERVAL_MS_DEFAULT;
 
 /// A validated server configuration.
 #[derive(Debug, Clone)]
@@ -52,6 +67,28 @@ pub struct ServerConfig {
     pub join_timeout_ms: u64,
     /// Interval of server pings on idle connections.
     pub keepalive_interval_ms: u64,
+    /// A connection that sends no frame at all (data, ping or pong) for
+    /// this long is closed with an error. Clients answer our keepalive pings
+    /// with pongs, so only a dead or frozen peer trips it; it must exceed
+    /// `keepalive_interval_ms`.
+    pub idle_timeout_ms: u64,
+    /// Sustained protocol messages a second one connection may send (a
+    /// token bucket of `peer_messages_burst_max` tokens); past it the peer
+    /// gets an `error` and is disconnected. Pings and pongs do not count.
+    pub peer_messages_per_second_max: u32,
+    /// Messages one connection may send at once before the rate applies.
+    pub peer_messages_burst_max: u32,
+    /// Open connections from one remote IP address; past it the upgrade
+    /// gets HTTP 429.
+    pub connections_per_address_max: usize,
+    /// Open connections whose credentials belong to one tenant (only
+    /// connections with an identity count); past it HTTP 429.
+    pub connections_per_tenant_max: usize,
+    /// PEM certificate chain to serve TLS with (with `tls_key`); none
+    /// serves plain `ws://` (e.g. behind a TLS-terminating proxy).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Interval of the hub's housekeeping (eviction).
     pub tick_interval_ms: u64,
     /// sled page cache.
@@ -73,6 +110,8 @@ pub enum ConfigError {
         min: u64,
         value: u64,
     },
+    #[error("tls_cert and tls_key go together: give both or neither")]
+    TlsIncomplete,
 }
 
 impl ServerConfig {
@@ -91,6 +130,13 @@ impl ServerConfig {
             doc_queue_messages_max: hub::DOC_QUEUE_MESSAGES_MAX_DEFAULT,
             join_timeout_ms: JOIN_TIMEOUT_MS_DEFAULT,
             keepalive_interval_ms: KEEPALIVE_INTERVAL_MS_DEFAULT,
+            idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
+            peer_messages_per_second_max: PEER_MESSAGES_PER_SECOND_MAX_DEFAULT,
+            peer_messages_burst_max: PEER_MESSAGES_BURST_MAX_DEFAULT,
+            connections_per_address_max: CONNECTIONS_PER_ADDRESS_MAX_DEFAULT,
+            connections_per_tenant_max: CONNECTIONS_PER_TENANT_MAX_DEFAULT,
+            tls_cert: None,
+            tls_key: None,
             tick_interval_ms: TICK_INTERVAL_MS_DEFAULT,
             store_cache_bytes: STORE_CACHE_BYTES_DEFAULT,
             unsafe_skip_flush: false,
@@ -136,6 +182,34 @@ impl ServerConfig {
         )?;
         at_least("tick_interval_ms", 1, self.tick_interval_ms)?;
         at_least("keepalive_interval_ms", 100, self.keepalive_interval_ms)?;
+        at_least(
+            "idle_timeout_ms",
+            self.keepalive_interval_ms.saturating_add(1),
+            self.idle_timeout_ms,
+        )?;
+        at_least(
+            "peer_messages_per_second_max",
+            1,
+            u64::from(self.peer_messages_per_second_max),
+        )?;
+        at_least(
+            "peer_messages_burst_max",
+            1,
+            u64::from(self.peer_messages_burst_max),
+        )?;
+        at_least(
+            "connections_per_address_max",
+            1,
+            self.connections_per_address_max as u64,
+        )?;
+        at_least(
+            "connections_per_tenant_max",
+            1,
+            self.connections_per_tenant_max as u64,
+        )?;
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::TlsIncomplete);
+        }
         Ok(())
     }
 }

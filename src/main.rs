@@ -111,6 +111,30 @@ struct ServeArgs {
     /// Time a new connection has to send `join`, in ms.
     #[arg(long, env = "VENTAS_JOIN_TIMEOUT_MS")]
     join_timeout_ms: Option<u64>,
+    /// A connection that sends nothing (no message, no pong) this long is
+    /// closed, in ms; must exceed the keepalive interval.
+    #[arg(long, env = "VENTAS_IDLE_TIMEOUT_MS")]
+    idle_timeout_ms: Option<u64>,
+    /// Sustained messages a second one connection may send; past it (and
+    /// its burst) it gets an error and is disconnected.
+    #[arg(long, env = "VENTAS_PEER_MESSAGES_PER_SECOND_MAX")]
+    peer_messages_per_second_max: Option<u32>,
+    /// Messages one connection may send at once above its rate.
+    #[arg(long, env = "VENTAS_PEER_MESSAGES_BURST_MAX")]
+    peer_messages_burst_max: Option<u32>,
+    /// Open connections from one IP address; more get HTTP 429 (behind a
+    /// reverse proxy every connection has the proxy's address).
+    #[arg(long, env = "VENTAS_CONNECTIONS_PER_ADDRESS_MAX")]
+    connections_per_address_max: Option<usize>,
+    /// Open connections of one tenant's credentials; more get HTTP 429.
+    #[arg(long, env = "VENTAS_CONNECTIONS_PER_TENANT_MAX")]
+    connections_per_tenant_max: Option<usize>,
+    /// PEM certificate chain: serve TLS (wss://) directly; needs --tls-key.
+    #[arg(long, env = "VENTAS_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "VENTAS_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Skip fsync (benchmarks only: acknowledged changes may be lost).
     #[arg(long, env = "VENTAS_UNSAFE_SKIP_FLUSH", default_value_t = false)]
     unsafe_skip_flush: bool,
@@ -142,6 +166,25 @@ impl ServeArgs {
         if let Some(ms) = self.join_timeout_ms {
             config.join_timeout_ms = ms;
         }
+        if let Some(ms) = self.idle_timeout_ms {
+            config.idle_timeout_ms = ms;
+        }
+        if let Some(rate) = self.peer_messages_per_second_max {
+            config.peer_messages_per_second_max = rate;
+        }
+        if let Some(burst) = self.peer_messages_burst_max {
+            config.peer_messages_burst_max = burst;
+        }
+        set(
+            &mut config.connections_per_address_max,
+            self.connections_per_address_max,
+        );
+        set(
+            &mut config.connections_per_tenant_max,
+            self.connections_per_tenant_max,
+        );
+        config.tls_cert = self.tls_cert;
+        config.tls_key = self.tls_key;
         config.unsafe_skip_flush = self.unsafe_skip_flush;
         config.auth_mode = self.auth;
         config
@@ -252,9 +295,13 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     config.validate().context("invalid configuration")?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let config_tls = config.tls_cert.is_some();
     let running = server::start(config).await.context("starting the server")?;
     // Tests and scripts read this line to learn the bound port.
     println!("listening on {}", running.addr);
+    if config_tls {
+        tracing::info!("serving TLS: connect with wss://{}", running.addr);
+    }
     shutdown_signal().await;
     running.shutdown().await.context("shutting down")?;
     Ok(())

@@ -2,7 +2,7 @@
 //!
 //! The task `select!`s over the socket, its bounded outbound queue, its kill
 //! switch (pulled by the hub task when the queue overflows), the join
-//! deadline, a keepalive ping and server shutdown. Frames are decoded here,
+//! deadline, the idle deadline, a keepalive ping and server shutdown. Frames are decoded here,
 //! in parallel across connections, so the hub task only sees typed
 //! messages. Text frames and undecodable frames end the session with an
 //! error to that peer alone.
@@ -13,6 +13,14 @@
 //! credential is re-checked whenever credentials change (a revocation), at
 //! its expiry, and every [`CREDENTIAL_RECHECK_INTERVAL_MS`]; once it stops
 //! working the peer gets an `error` and a close.
+//!
+//! Limits: every data frame (binary or text) takes a token from the
+//! connection's [`MessageRate`]; a peer over `peer_messages_per_second_max`
+//! (after its `peer_messages_burst_max` burst) gets an `error` and a close,
+//! and its message is not forwarded. Any frame at all, pongs included,
+//! counts as activity: a connection silent for `idle_timeout_ms` (longer
+//! than the keepalive interval, so a live client's pongs keep it open) is
+//! dead, and gets an `error` and a close.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +35,7 @@ use ventas_sync_protocol::wire::{self, Message};
 
 use super::auth::{Authenticator, Identity, CREDENTIAL_RECHECK_INTERVAL_MS};
 use super::hub_task::{HubInput, Outbound};
+use super::limits::MessageRate;
 use super::sessions::{SessionLog, SyncSession};
 use crate::config::ServerConfig;
 use crate::now_ms;
@@ -155,6 +164,13 @@ impl Connection {
         let mut joined_as = None;
         let mut credential_changes = self.authenticator.changes();
         let mut recheck_at = self.next_recheck();
+        let idle_timeout = Duration::from_millis(self.config.idle_timeout_ms);
+        let mut idle_deadline = Instant::now() + idle_timeout;
+        let mut rate = MessageRate::new(
+            self.config.peer_messages_per_second_max,
+            self.config.peer_messages_burst_max,
+            Instant::now().into_std(),
+        );
         loop {
             tokio::select! {
                 biased;
@@ -217,7 +233,24 @@ impl Connection {
                     }
                     None => break,
                 },
-                frame = stream.next() => match frame {
+                frame = stream.next() => {
+                    if let Some(Ok(frame)) = &frame {
+                        idle_deadline = Instant::now() + idle_timeout;
+                        let data = matches!(frame, WsMessage::Binary(_) | WsMessage::Text(_));
+                        if data && !rate.admit(Instant::now().into_std()) {
+                            let reason = format!(
+                                "message rate limit exceeded ({} messages per second, burst {})",
+                                self.config.peer_messages_per_second_max,
+                                self.config.peer_messages_burst_max
+                            );
+                            info!(conn = self.conn, "closing: {reason}");
+                            close = Some((CLOSE_POLICY, reason.clone()));
+                            farewell = Some(reason.clone());
+                            error = Some(reason);
+                            break;
+                        }
+                    }
+                    match frame {
                     Some(Ok(WsMessage::Binary(bytes))) => {
                         session.bytes_in += bytes.len() as u64;
                         let input = match wire::decode(&bytes, self.config.message_bytes_max) {
@@ -262,7 +295,16 @@ impl Connection {
                         error = Some(format!("socket error: {e}"));
                         break;
                     }
+                    }
                 },
+                _ = tokio::time::sleep_until(idle_deadline) => {
+                    let reason = format!("idle for {} ms (no message, no pong)", self.config.idle_timeout_ms);
+                    info!(conn = self.conn, "closing: {reason}");
+                    close = Some((CLOSE_POLICY, reason.clone()));
+                    farewell = Some(reason.clone());
+                    error = Some(reason);
+                    break;
+                }
                 _ = tokio::time::sleep_until(join_deadline), if !joined => {
                     let reason = format!("no join within {} ms", self.config.join_timeout_ms);
                     close = Some((CLOSE_POLICY, reason.clone()));

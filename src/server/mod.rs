@@ -14,7 +14,9 @@
 //! the running server; they need an office credential in every auth mode.
 //!
 //! The connection cap is taken before the upgrade; past it the client gets
-//! HTTP 503. An [`Authenticator`] runs before the upgrade too (a refused
+//! HTTP 503. Per remote address and per tenant caps ([`limits`]) are taken
+//! there too; past them HTTP 429. With `tls_cert` and `tls_key` the server
+//! speaks TLS itself ([`tls`]). An [`Authenticator`] runs before the upgrade too (a refused
 //! credential gets HTTP 401, the same for every reason), and the
 //! [`Identity`] it returns is bound to the connection for its lifetime; see
 //! [`auth`] for credentials, the join binding and revocation. The sync log
@@ -24,8 +26,10 @@ pub mod access;
 pub mod auth;
 mod connection;
 pub mod hub_task;
+pub mod limits;
 pub mod review;
 pub mod sessions;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,6 +42,7 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -52,6 +57,7 @@ pub use auth::{AllowAnonymous, AuthError, Authenticator, Identity};
 use auth::{AuthMode, CredentialError, Credentials, IssueRequest, Role};
 use connection::Connection;
 use hub_task::HubInput;
+use limits::ConnectionCounts;
 use sessions::SessionLog;
 
 /// Key of the server's persistent storage id in the metadata keyspace.
@@ -70,6 +76,8 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error("credentials: {0}")]
     Credentials(#[from] CredentialError),
+    #[error("tls: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 #[derive(Clone)]
@@ -78,6 +86,7 @@ struct AppState {
     hub: mpsc::Sender<HubInput>,
     sessions: SessionLog,
     connections: Arc<Semaphore>,
+    connection_counts: ConnectionCounts,
     next_conn: Arc<AtomicU64>,
     shutdown: watch::Receiver<bool>,
     authenticator: Arc<dyn Authenticator>,
@@ -128,6 +137,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             info!(credentials = credentials.count(), "credentials required")
         }
     }
+    let tls = load_tls(&config)?;
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -135,9 +145,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let signal = async move {
         let _ = wait.wait_for(|stop| *stop).await;
     };
-    let join = tokio::spawn(serve(
+    let join = tokio::spawn(serve_with_tls(
         config,
         listener,
+        tls,
         store,
         Arc::new(credentials),
         signal,
@@ -149,11 +160,33 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     })
 }
 
-/// Serves on `listener` until `signal` resolves, then shuts down in order:
-/// stop accepting, close every peer, wait for their tasks, final flush.
+/// Serves on `listener` (with TLS if `config` names a certificate) until
+/// `signal` resolves, then shuts down in order: stop accepting, close every
+/// peer, wait for their tasks, final flush.
 pub async fn serve(
     config: ServerConfig,
     listener: TcpListener,
+    store: Arc<dyn DocStore>,
+    authenticator: Arc<dyn Authenticator>,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    config.validate()?;
+    let tls = load_tls(&config)?;
+    serve_with_tls(config, listener, tls, store, authenticator, signal).await
+}
+
+/// The rustls configuration `config` asks for, if any.
+fn load_tls(config: &ServerConfig) -> Result<Option<Arc<rustls::ServerConfig>>, ServerError> {
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(tls::load(cert, key)?)),
+        _ => Ok(None),
+    }
+}
+
+async fn serve_with_tls(
+    config: ServerConfig,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     store: Arc<dyn DocStore>,
     authenticator: Arc<dyn Authenticator>,
     signal: impl Future<Output = ()> + Send + 'static,
@@ -180,6 +213,10 @@ pub async fn serve(
         hub: hub.clone(),
         sessions: SessionLog::new(Arc::clone(&store)),
         connections: Arc::clone(&connections),
+        connection_counts: ConnectionCounts::new(
+            config.connections_per_address_max,
+            config.connections_per_tenant_max,
+        ),
         next_conn: Arc::new(AtomicU64::new(1)),
         shutdown: shutdown_rx,
         authenticator,
@@ -193,7 +230,12 @@ pub async fn serve(
         .route("/v1/tokens", get(list_tokens).post(issue_token))
         .route("/v1/tokens/{id}/revoke", post(revoke_token))
         .with_state(state);
-    info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), "serving");
+    info!(
+        addr = %listener.local_addr()?,
+        data_dir = %config.data_dir.display(),
+        tls = tls.is_some(),
+        "serving"
+    );
     // Connections are told to close as soon as the signal fires: axum's
     // graceful shutdown does not track upgraded WebSockets, so we do.
     let graceful = async move {
@@ -201,12 +243,22 @@ pub async fn serve(
         info!("shutting down: closing peers");
         let _ = shutdown_tx.send(true);
     };
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(graceful)
-    .await?;
+    let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        None => {
+            axum::serve(listener, make_service)
+                .with_graceful_shutdown(graceful)
+                .await?
+        }
+        Some(tls) => {
+            // `tap_io` (a no-op) makes axum's `ConnectInfo<SocketAddr>`
+            // work for a listener of our own.
+            let listener = tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
+            axum::serve(listener, make_service)
+                .with_graceful_shutdown(graceful)
+                .await?
+        }
+    }
     let all = u32::try_from(config.connections_max).unwrap_or(u32::MAX);
     let drained = tokio::time::timeout(
         Duration::from_millis(SHUTDOWN_CONNECTIONS_WAIT_MS),
@@ -259,6 +311,14 @@ async fn upgrade(
     let mut protocols = vec![auth::SUBPROTOCOL.to_string()];
     protocols.extend(auth::bearer_subprotocol(&headers).map(str::to_string));
     let upgrade = upgrade.protocols(protocols);
+    let tenant = identity.as_ref().map(|identity| identity.tenant.as_str());
+    let slot = match state.connection_counts.admit(remote_addr.ip(), tenant) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            debug!(%remote_addr, "upgrade refused: {refusal}");
+            return (StatusCode::TOO_MANY_REQUESTS, refusal.to_string()).into_response();
+        }
+    };
     let Ok(permit) = Arc::clone(&state.connections).try_acquire_owned() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -290,6 +350,7 @@ async fn upgrade(
         .on_upgrade(move |socket| async move {
             connection.run(socket).await;
             drop(permit);
+            drop(slot);
         })
 }
 

@@ -46,6 +46,68 @@ pub struct Generated {
     pub changes_sent: usize,
 }
 
+/// The first bytes of every automerge storage chunk.
+const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+/// Chunk types (the byte after magic and checksum) that hold one change.
+const CHUNK_TYPE_CHANGE: u8 = 1;
+const CHUNK_TYPE_CHANGE_COMPRESSED: u8 = 2;
+
+/// Refuses a message carrying a change chunk that is not a valid change.
+///
+/// automerge's `receive_sync_message` loads the chunks with
+/// `load_incremental`, which silently drops a chunk that fails to parse or
+/// whose checksum does not match: the sender would never hear that its
+/// change was refused, and the two sides would exchange sync messages
+/// forever, their heads never meeting. One entry of the message may hold
+/// several chunks back to back; each is framed as magic (4 bytes), checksum
+/// (4), type (1), body length (LEB128), body. Document chunks (whole-document
+/// V2 messages) are left to automerge, which checks their heads.
+fn check_change_chunks(message: &AutomergeSyncMessage) -> Result<(), SyncError> {
+    for (index, entry) in message.changes.iter().enumerate() {
+        let refuse = |what: &str| SyncError::Rejected(format!("change chunk {index} {what}"));
+        let mut rest = entry;
+        while !rest.is_empty() {
+            let header_bytes = CHUNK_MAGIC.len() + 4 + 1;
+            if rest.len() < header_bytes || rest[..CHUNK_MAGIC.len()] != CHUNK_MAGIC {
+                return Err(refuse("is not an automerge chunk"));
+            }
+            let kind = rest[header_bytes - 1];
+            let (body_bytes, length_bytes) =
+                read_uleb128(&rest[header_bytes..]).ok_or_else(|| refuse("has a bad length"))?;
+            let end = usize::try_from(body_bytes)
+                .ok()
+                .and_then(|body| body.checked_add(header_bytes + length_bytes))
+                .filter(|end| *end <= rest.len())
+                .ok_or_else(|| refuse("is truncated"))?;
+            let (chunk, after) = rest.split_at(end);
+            if matches!(kind, CHUNK_TYPE_CHANGE | CHUNK_TYPE_CHANGE_COMPRESSED) {
+                automerge::Change::try_from(chunk)
+                    .map_err(|error| refuse(&format!("is corrupt: {error}")))?;
+            }
+            rest = after;
+        }
+    }
+    Ok(())
+}
+
+/// An unsigned LEB128 number and how many bytes it took; `None` if it runs
+/// past the input or past 64 bits.
+fn read_uleb128(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value: u64 = 0;
+    for (index, byte) in bytes.iter().enumerate().take(10) {
+        let low = u64::from(byte & 0x7f);
+        let shift = u32::try_from(index * 7).ok()?;
+        if shift == 63 && low > 1 {
+            return None;
+        }
+        value |= low << shift;
+        if byte & 0x80 == 0 {
+            return Some((value, index + 1));
+        }
+    }
+    None
+}
+
 /// Sync state between this replica and one remote peer for one document.
 #[derive(Debug, Default)]
 pub struct PeerDocSync {
@@ -67,6 +129,7 @@ impl PeerDocSync {
     pub fn receive(&mut self, doc: &mut Automerge, data: &[u8]) -> Result<Applied, SyncError> {
         let message = AutomergeSyncMessage::decode(data)
             .map_err(|error| SyncError::Malformed(error.to_string()))?;
+        check_change_chunks(&message)?;
         let heads_before = doc.get_heads();
         doc.receive_sync_message(&mut self.state, message)
             .map_err(|error| SyncError::Rejected(error.to_string()))?;

@@ -28,6 +28,9 @@
 
 pub mod device;
 pub mod doc_sync;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hub;
 pub mod ids;
 pub mod wire;
