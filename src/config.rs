@@ -84,6 +84,12 @@ pub struct ServerConfig {
     /// Open connections whose credentials belong to one tenant (only
     /// connections with an identity count); past it HTTP 429.
     pub connections_per_tenant_max: usize,
+    /// Decoded bytes of all changes in one incoming sync message; past it
+    /// the peer gets an `error`, is disconnected, and nothing applies.
+    pub change_bytes_max: usize,
+    /// Operations of all changes in one incoming sync message (a JS string
+    /// is one operation per character); past it as for `change_bytes_max`.
+    pub change_ops_max: usize,
     /// PEM certificate chain to serve TLS with (with `tls_key`); none
     /// serves plain `ws://` (e.g. behind a TLS-terminating proxy).
     pub tls_cert: Option<PathBuf>,
@@ -131,6 +137,8 @@ impl ServerConfig {
             join_timeout_ms: JOIN_TIMEOUT_MS_DEFAULT,
             keepalive_interval_ms: KEEPALIVE_INTERVAL_MS_DEFAULT,
             idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
+            change_bytes_max: hub::CHANGE_BYTES_MAX_DEFAULT,
+            change_ops_max: hub::CHANGE_OPS_MAX_DEFAULT,
             peer_messages_per_second_max: PEER_MESSAGES_PER_SECOND_MAX_DEFAULT,
             peer_messages_burst_max: PEER_MESSAGES_BURST_MAX_DEFAULT,
             connections_per_address_max: CONNECTIONS_PER_ADDRESS_MAX_DEFAULT,
@@ -174,6 +182,8 @@ impl ServerConfig {
             self.hub_inbox_messages_max as u64,
         )?;
         at_least("docs_per_peer_max", 1, self.docs_per_peer_max as u64)?;
+        at_least("change_bytes_max", 1, self.change_bytes_max as u64)?;
+        at_least("change_ops_max", 1, self.change_ops_max as u64)?;
         at_least("docs_in_memory_max", 1, self.docs_in_memory_max as u64)?;
         at_least(
             "doc_queue_messages_max",

@@ -115,6 +115,12 @@ struct ServeArgs {
     /// closed, in ms; must exceed the keepalive interval.
     #[arg(long, env = "VENTAS_IDLE_TIMEOUT_MS")]
     idle_timeout_ms: Option<u64>,
+    /// Decoded change bytes one sync message may carry.
+    #[arg(long, env = "VENTAS_CHANGE_BYTES_MAX")]
+    change_bytes_max: Option<usize>,
+    /// Change operations one sync message may carry.
+    #[arg(long, env = "VENTAS_CHANGE_OPS_MAX")]
+    change_ops_max: Option<usize>,
     /// Sustained messages a second one connection may send; past it (and
     /// its burst) it gets an error and is disconnected.
     #[arg(long, env = "VENTAS_PEER_MESSAGES_PER_SECOND_MAX")]
@@ -160,6 +166,8 @@ impl ServeArgs {
         );
         set(&mut config.docs_per_peer_max, self.docs_per_peer_max);
         set(&mut config.docs_in_memory_max, self.docs_in_memory_max);
+        set(&mut config.change_bytes_max, self.change_bytes_max);
+        set(&mut config.change_ops_max, self.change_ops_max);
         if let Some(ms) = self.doc_idle_evict_after_ms {
             config.doc_idle_evict_after_ms = ms;
         }

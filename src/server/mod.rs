@@ -196,6 +196,10 @@ async fn serve_with_tls(
     let mut hub_config = HubConfig::new(PeerId::new(format!("ventas-{}", storage_id.as_str())));
     hub_config.storage_id = Some(storage_id);
     hub_config.docs_per_peer_max = config.docs_per_peer_max;
+    hub_config.change_limits = ventas_sync_protocol::doc_sync::ChangeLimits {
+        change_bytes_max: config.change_bytes_max,
+        change_ops_max: config.change_ops_max,
+    };
     hub_config.docs_in_memory_max = config.docs_in_memory_max;
     hub_config.doc_idle_evict_after_ms = config.doc_idle_evict_after_ms;
     hub_config.doc_queue_messages_max = config.doc_queue_messages_max;

@@ -15,6 +15,9 @@ pub enum SyncError {
     /// The bytes are not an automerge sync message.
     #[error("malformed automerge sync message: {0}")]
     Malformed(String),
+    /// The message's changes exceed the receiver's [`ChangeLimits`].
+    #[error("sync message too large: {0}")]
+    TooLarge(String),
     /// The message decoded, but its changes were rejected by automerge
     /// (corrupt change, bad hash, invalid operation).
     #[error("automerge rejected the changes: {0}")]
@@ -49,6 +52,7 @@ pub struct Generated {
 /// The first bytes of every automerge storage chunk.
 const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
 /// Chunk types (the byte after magic and checksum) that hold one change.
+const CHUNK_TYPE_DOCUMENT: u8 = 0;
 const CHUNK_TYPE_CHANGE: u8 = 1;
 const CHUNK_TYPE_CHANGE_COMPRESSED: u8 = 2;
 
@@ -62,7 +66,17 @@ const CHUNK_TYPE_CHANGE_COMPRESSED: u8 = 2;
 /// several chunks back to back; each is framed as magic (4 bytes), checksum
 /// (4), type (1), body length (LEB128), body. Document chunks (whole-document
 /// V2 messages) are left to automerge, which checks their heads.
-fn check_change_chunks(message: &AutomergeSyncMessage) -> Result<(), SyncError> {
+///
+/// The same pass enforces [`ChangeLimits`]: decoded bytes and operations of
+/// all change chunks in the message, and of the changes inside a
+/// whole-document chunk (loaded once more to count them, only when limits
+/// are set).
+fn check_change_chunks(
+    message: &AutomergeSyncMessage,
+    limits: &ChangeLimits,
+) -> Result<(), SyncError> {
+    let mut change_bytes: usize = 0;
+    let mut change_ops: usize = 0;
     for (index, entry) in message.changes.iter().enumerate() {
         let refuse = |what: &str| SyncError::Rejected(format!("change chunk {index} {what}"));
         let mut rest = entry;
@@ -81,8 +95,34 @@ fn check_change_chunks(message: &AutomergeSyncMessage) -> Result<(), SyncError> 
                 .ok_or_else(|| refuse("is truncated"))?;
             let (chunk, after) = rest.split_at(end);
             if matches!(kind, CHUNK_TYPE_CHANGE | CHUNK_TYPE_CHANGE_COMPRESSED) {
-                automerge::Change::try_from(chunk)
+                let change = automerge::Change::try_from(chunk)
                     .map_err(|error| refuse(&format!("is corrupt: {error}")))?;
+                change_bytes = change_bytes.saturating_add(change.raw_bytes().len());
+                change_ops = change_ops.saturating_add(change.len());
+            } else if kind == CHUNK_TYPE_DOCUMENT
+                && (limits.change_bytes_max, limits.change_ops_max) != (usize::MAX, usize::MAX)
+            {
+                // A peer sending most of a document sends it whole (a V2
+                // message). Counting its changes means loading it once more;
+                // bounded by the frame size, and only when limits are set.
+                let whole = Automerge::load(chunk)
+                    .map_err(|error| refuse(&format!("is a corrupt document: {error}")))?;
+                for change in whole.get_changes(&[]) {
+                    change_bytes = change_bytes.saturating_add(change.raw_bytes().len());
+                    change_ops = change_ops.saturating_add(change.len());
+                }
+            }
+            if change_bytes > limits.change_bytes_max {
+                return Err(SyncError::TooLarge(format!(
+                    "changes of {change_bytes}+ decoded bytes exceed the limit of {}",
+                    limits.change_bytes_max
+                )));
+            }
+            if change_ops > limits.change_ops_max {
+                return Err(SyncError::TooLarge(format!(
+                    "changes of {change_ops}+ operations exceed the limit of {}",
+                    limits.change_ops_max
+                )));
             }
             rest = after;
         }
@@ -108,17 +148,50 @@ fn read_uleb128(bytes: &[u8]) -> Option<(u64, usize)> {
     None
 }
 
+/// Bounds on what one incoming sync message may add, counted over its
+/// change chunks after decompression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeLimits {
+    /// Decoded bytes of all changes in one message.
+    pub change_bytes_max: usize,
+    /// Operations of all changes in one message.
+    pub change_ops_max: usize,
+}
+
+impl ChangeLimits {
+    /// No bound (what a device accepts from its server).
+    pub const UNLIMITED: Self = Self {
+        change_bytes_max: usize::MAX,
+        change_ops_max: usize::MAX,
+    };
+}
+
+impl Default for ChangeLimits {
+    fn default() -> Self {
+        Self::UNLIMITED
+    }
+}
+
 /// Sync state between this replica and one remote peer for one document.
 #[derive(Debug, Default)]
 pub struct PeerDocSync {
     state: State,
     /// Our heads as carried by the last message we actually generated.
     told_heads: Option<Vec<ChangeHash>>,
+    limits: ChangeLimits,
 }
 
 impl PeerDocSync {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A sync state that refuses messages whose changes exceed `limits`.
+    pub fn with_limits(limits: ChangeLimits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
     }
 
     /// Applies an encoded automerge sync message to `doc`.
@@ -129,7 +202,7 @@ impl PeerDocSync {
     pub fn receive(&mut self, doc: &mut Automerge, data: &[u8]) -> Result<Applied, SyncError> {
         let message = AutomergeSyncMessage::decode(data)
             .map_err(|error| SyncError::Malformed(error.to_string()))?;
-        check_change_chunks(&message)?;
+        check_change_chunks(&message, &self.limits)?;
         let heads_before = doc.get_heads();
         doc.receive_sync_message(&mut self.state, message)
             .map_err(|error| SyncError::Rejected(error.to_string()))?;

@@ -47,7 +47,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use automerge::{Automerge, ChangeHash};
 
-use crate::doc_sync::{PeerDocSync, SyncError};
+use crate::doc_sync::{ChangeLimits, PeerDocSync, SyncError};
 use crate::ids::{DocumentId, PeerId, StorageId};
 use crate::wire::{Message, PeerMetadata, PROTOCOL_VERSION};
 
@@ -60,6 +60,11 @@ pub const DOCS_IN_MEMORY_MAX_DEFAULT: usize = 4_096;
 pub const DOC_IDLE_EVICT_AFTER_MS_DEFAULT: u64 = 60_000;
 pub const DOC_QUEUE_MESSAGES_MAX_DEFAULT: usize = 1_024;
 pub const COMPACT_AFTER_CHUNKS_DEFAULT: u64 = 256;
+/// Decoded change bytes one sync message may carry.
+pub const CHANGE_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
+/// Operations one sync message may carry (a JS string is one op per
+/// character, so this also bounds text pasted into one message).
+pub const CHANGE_OPS_MAX_DEFAULT: usize = 2_000_000;
 /// Ephemeral (sender, session) pairs remembered per document for
 /// de-duplication; past it the memory is cleared.
 pub const EPHEMERAL_SESSIONS_PER_DOC_MAX: usize = 1_024;
@@ -115,6 +120,9 @@ pub struct HubConfig {
     pub doc_queue_messages_max: usize,
     /// Incremental chunks after which a document is compacted to a snapshot.
     pub compact_after_chunks: u64,
+    /// What one incoming sync message may add; past it the peer gets an
+    /// error and is disconnected, and nothing of the message applies.
+    pub change_limits: ChangeLimits,
 }
 
 impl HubConfig {
@@ -127,6 +135,10 @@ impl HubConfig {
             doc_idle_evict_after_ms: DOC_IDLE_EVICT_AFTER_MS_DEFAULT,
             doc_queue_messages_max: DOC_QUEUE_MESSAGES_MAX_DEFAULT,
             compact_after_chunks: COMPACT_AFTER_CHUNKS_DEFAULT,
+            change_limits: ChangeLimits {
+                change_bytes_max: CHANGE_BYTES_MAX_DEFAULT,
+                change_ops_max: CHANGE_OPS_MAX_DEFAULT,
+            },
         }
     }
 }
@@ -649,7 +661,10 @@ impl Hub {
             self.fail(conn, reason, effects);
             return false;
         }
-        state.docs.insert(document_id, PeerDocSync::new());
+        state.docs.insert(
+            document_id,
+            PeerDocSync::with_limits(self.config.change_limits),
+        );
         state.stats.documents.insert(document_id);
         if let Some(doc) = self.docs.get_mut(&document_id) {
             doc.subscribers.insert(conn);

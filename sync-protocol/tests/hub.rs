@@ -295,3 +295,135 @@ fn a_storage_failure_drops_the_document_and_acknowledges_nothing() {
         "nothing may be acknowledged after a failed write: {after_flush:?}"
     );
 }
+
+/// Drives the device's sync exchange with the hub until its changes are
+/// persisted or the connection is closed; returns every effect seen.
+fn push_changes(
+    hub: &mut Hub,
+    conn: u64,
+    name: &str,
+    document_id: DocumentId,
+    doc: &mut Automerge,
+) -> Vec<Effect> {
+    let mut state = State::new();
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let Some(message) = doc.generate_sync_message(&mut state) else {
+            break;
+        };
+        let message = Message::Sync {
+            sender_id: PeerId::new(name),
+            target_id: PeerId::new("server"),
+            document_id,
+            data: message.encode(),
+        };
+        load_if_needed(hub, &message);
+        let effects = hub.receive(conn, message, NOW_MS);
+        let mut done = false;
+        for effect in &effects {
+            match effect {
+                Effect::Persist { .. } | Effect::Close { .. } => done = true,
+                Effect::Send {
+                    conn: c,
+                    message: Message::Sync { data, .. },
+                } if *c == conn => {
+                    let reply = automerge::sync::Message::decode(data).expect("decodes");
+                    doc.receive_sync_message(&mut state, reply)
+                        .expect("applies");
+                }
+                _ => {}
+            }
+        }
+        seen.extend(effects);
+        if done {
+            break;
+        }
+    }
+    seen
+}
+
+/// A document whose only change holds `ops` operations.
+fn doc_with_ops(ops: usize) -> Automerge {
+    let mut doc = Automerge::new();
+    let mut tx = doc.transaction();
+    for n in 0..ops {
+        tx.put(ROOT, format!("k{n}"), 1_i64).expect("put");
+    }
+    tx.commit();
+    doc
+}
+
+fn hub_with_limits(change_bytes_max: usize, change_ops_max: usize) -> Hub {
+    let mut config = HubConfig::new(PeerId::new("server"));
+    config.change_limits = ventas_sync_protocol::doc_sync::ChangeLimits {
+        change_bytes_max,
+        change_ops_max,
+    };
+    Hub::new(config)
+}
+
+#[test]
+fn changes_at_the_operation_limit_apply_and_one_more_disconnects() {
+    let mut hub = hub_with_limits(usize::MAX, 50);
+    join(&mut hub, 1, "at-limit");
+    let effects = push_changes(
+        &mut hub,
+        1,
+        "at-limit",
+        DocumentId::from_bytes([1; 16]),
+        &mut doc_with_ops(50),
+    );
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Persist { .. })),
+        "50 ops must apply: {effects:?}"
+    );
+    assert!(!closes(&effects, 1));
+
+    join(&mut hub, 2, "over-limit");
+    let over = DocumentId::from_bytes([2; 16]);
+    let effects = push_changes(&mut hub, 2, "over-limit", over, &mut doc_with_ops(51));
+    assert!(closes(&effects, 2), "51 ops must be refused: {effects:?}");
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Persist { .. })),
+        "nothing of it may apply"
+    );
+    assert!(effects.iter().any(
+        |e| matches!(e, Effect::Send { conn: 2, message: Message::Error { message, .. } } if message.contains("operations exceed"))
+    ));
+    assert!(hub.doc(&over).is_none_or(|d| d.get_heads().is_empty()));
+}
+
+#[test]
+fn changes_at_the_byte_limit_apply_and_one_byte_more_disconnects() {
+    let mut doc = doc_with_ops(20);
+    let change_bytes = doc
+        .get_changes(&[])
+        .iter()
+        .map(|c| c.raw_bytes().len())
+        .sum::<usize>();
+    let mut hub = hub_with_limits(change_bytes, usize::MAX);
+    join(&mut hub, 1, "at-limit");
+    let effects = push_changes(
+        &mut hub,
+        1,
+        "at-limit",
+        DocumentId::from_bytes([3; 16]),
+        &mut doc,
+    );
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Persist { .. })),
+        "{effects:?}"
+    );
+
+    let mut hub = hub_with_limits(change_bytes - 1, usize::MAX);
+    join(&mut hub, 1, "over-limit");
+    let effects = push_changes(
+        &mut hub,
+        1,
+        "over-limit",
+        DocumentId::from_bytes([4; 16]),
+        &mut doc_with_ops(20),
+    );
+    assert!(closes(&effects, 1), "{effects:?}");
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Persist { .. })));
+}
