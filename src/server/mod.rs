@@ -393,9 +393,10 @@ async fn document_violations(
     Query(raw_query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = require_reader(&state, &headers, &raw_query) {
-        return refused.into_response();
-    }
+    let reader = match require_reader(&state, &headers, &raw_query) {
+        Ok(reader) => reader,
+        Err(refused) => return refused.into_response(),
+    };
     let Ok(document_id) = ventas_sync_protocol::ids::DocumentId::parse(&id) else {
         return (
             StatusCode::BAD_REQUEST,
@@ -406,14 +407,26 @@ async fn document_violations(
     let store = Arc::clone(&state.store);
     let key = review::report_key(&document_id);
     let report = tokio::task::spawn_blocking(move || store.meta_get(&key)).await;
+    let missing = || (StatusCode::NOT_FOUND, "no review of this document").into_response();
     match report {
-        Ok(Ok(Some(bytes))) => (
-            StatusCode::OK,
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            bytes,
-        )
-            .into_response(),
-        Ok(Ok(None)) => (StatusCode::NOT_FOUND, "no review of this document").into_response(),
+        Ok(Ok(Some(bytes))) => {
+            // Another tenant's report looks exactly like a missing one.
+            if let Some(reader) = reader {
+                let tenant = serde_json::from_slice::<review::ViolationReport>(&bytes)
+                    .ok()
+                    .and_then(|report| report.tenant);
+                if tenant.as_deref() != Some(reader.tenant.as_str()) {
+                    return missing();
+                }
+            }
+            (
+                StatusCode::OK,
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                bytes,
+            )
+                .into_response()
+        }
+        Ok(Ok(None)) => missing(),
         Ok(Err(error)) => {
             error!("violation report read failed: {error}");
             (StatusCode::INTERNAL_SERVER_ERROR, "report unavailable").into_response()
@@ -428,10 +441,12 @@ fn require_reader(
     state: &AppState,
     headers: &HeaderMap,
     query: &[(String, String)],
-) -> Result<(), AdminRefusal> {
+) -> Result<Option<Identity>, AdminRefusal> {
     match state.authenticator.authenticate(headers, query) {
-        Ok(None) => Ok(()),
-        Ok(Some(identity)) if matches!(identity.role, Role::Office | Role::Reporting) => Ok(()),
+        Ok(None) => Ok(None),
+        Ok(Some(identity)) if matches!(identity.role, Role::Office | Role::Reporting) => {
+            Ok(Some(identity))
+        }
         Ok(Some(identity)) => Err(AdminRefusal::Forbidden(identity.role)),
         Err(_) => Err(AdminRefusal::Unauthorized),
     }

@@ -49,6 +49,10 @@ pub fn report_key(document_id: &DocumentId) -> Vec<u8> {
 pub struct ViolationReport {
     pub document_id: String,
     pub kind: String,
+    /// The document's tenant (from its `meta`); a credential of another
+    /// tenant is told there is no report.
+    #[serde(default)]
+    pub tenant: Option<String>,
     pub reviewed_at_ms: u64,
     pub violations_total: usize,
     /// At most [`VIOLATIONS_REPORTED_MAX`] of them.
@@ -78,6 +82,7 @@ impl From<&Violation> for ReportedViolation {
 #[derive(Debug, Default)]
 pub struct Finding {
     pub kind: Option<DocKind>,
+    pub tenant: Option<String>,
     pub violations: Vec<Violation>,
     /// For stock documents: what to write so the alerts match the levels.
     pub stock: Option<(domain::StockView, Vec<domain::OversellAlert>)>,
@@ -89,12 +94,14 @@ pub fn examine(doc: &Automerge) -> Finding {
     let Ok(meta) = domain::doc_meta(doc) else {
         return Finding::default();
     };
+    let tenant = Some(meta.tenant.to_string());
     match meta.kind {
         DocKind::Stock => {
             let view = domain::read_stock(doc);
             let detected = domain::detect_oversells(&view);
             Finding {
                 kind: Some(DocKind::Stock),
+                tenant,
                 violations: view.violations.clone(),
                 stock: Some((view, detected)),
             }
@@ -103,12 +110,14 @@ pub fn examine(doc: &Automerge) -> Finding {
             let view = domain::read_ledger(doc, None);
             Finding {
                 kind: Some(DocKind::Ledger),
+                tenant,
                 violations: view.violations,
                 stock: None,
             }
         }
         kind => Finding {
             kind: Some(kind),
+            tenant,
             ..Finding::default()
         },
     }
@@ -184,6 +193,7 @@ impl Review {
         let report = ViolationReport {
             document_id: document_id.to_string(),
             kind: kind.as_str().to_string(),
+            tenant: finding.tenant.clone(),
             reviewed_at_ms: now_ms,
             violations_total: total,
             violations: finding

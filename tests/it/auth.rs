@@ -23,6 +23,15 @@ const CLOSE_AFTER_REVOKE_MS_MAX: u64 = 2_000;
 /// Issues credentials into the data directory of a server yet to start.
 /// Each entry is (device, role, expires_at_ms); returns the tokens in order.
 fn issue(dir: &Path, wanted: &[(&str, Role, Option<u64>)]) -> Vec<String> {
+    issue_for(dir, "acme", wanted)
+}
+
+/// [`issue`] for any tenant (seller `ana`).
+pub(crate) fn issue_for(
+    dir: &Path,
+    tenant: &str,
+    wanted: &[(&str, Role, Option<u64>)],
+) -> Vec<String> {
     let data_dir = TestServer::data_dir_in(dir);
     std::fs::create_dir_all(&data_dir).expect("data dir");
     let store: Arc<dyn DocStore> = Arc::new(SledStore::open(&data_dir).expect("store"));
@@ -33,7 +42,7 @@ fn issue(dir: &Path, wanted: &[(&str, Role, Option<u64>)]) -> Vec<String> {
             credentials
                 .issue(
                     IssueRequest {
-                        tenant: "acme".to_string(),
+                        tenant: tenant.to_string(),
                         seller: "ana".to_string(),
                         device: device.to_string(),
                         role: *role,

@@ -219,3 +219,96 @@ async fn a_ledger_record_that_breaks_a_rule_is_reported_and_kept() {
     office.close().await.expect("close");
     server.running.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn a_violation_report_is_shown_only_to_its_own_tenant() {
+    use ventas::server::auth::Role;
+    let dir = tempfile::tempdir().expect("dir");
+    let acme = crate::auth::issue_for(
+        dir.path(),
+        "acme",
+        &[
+            ("office-1", Role::Office, None),
+            ("report-1", Role::Reporting, None),
+        ],
+    );
+    let globex =
+        crate::auth::issue_for(dir.path(), "globex", &[("report-2", Role::Reporting, None)]);
+    let clients_dir = tempfile::tempdir().expect("dir");
+    let server = TestServer::start_in(dir, |_| {}).await;
+
+    let mut config =
+        ventas::client::ClientConfig::new(server.url(), clients_dir.path().join("office"));
+    config.peer_id = Some("office-1".to_string());
+    config.token = Some(acme[0].clone());
+    let office = ventas::client::Client::open(config).expect("client");
+    let tenant = TenantId::new("acme").expect("id");
+    let seller = SellerId::new("ana").expect("id");
+    let ledger = office
+        .create_with(
+            create_ledger_doc(&tenant, &seller, Period::parse("2026-11").expect("period"))
+                .expect("ledger"),
+        )
+        .expect("import");
+    ledger
+        .change(|doc| {
+            let Some((_, sales)) = doc.get(ROOT, "sales").expect("read") else {
+                panic!("ledger has a sales map");
+            };
+            let mut tx = doc.transaction();
+            let sale = tx
+                .put_object(&sales, "rogue:0000000001", automerge::ObjType::Map)
+                .expect("put");
+            tx.put(&sale, "total_cents", -5_i64).expect("put");
+            tx.commit();
+        })
+        .expect("change");
+    within("synced", ledger.synced()).await.expect("synced");
+
+    let path = format!("/v1/documents/{}/violations", ledger.document_id());
+    let addr = server.addr();
+    let get = |token: Option<String>| {
+        let path = path.clone();
+        async move {
+            let auth = token.map(|t| format!("Bearer {t}"));
+            let headers: Vec<(&str, &str)> = auth
+                .as_deref()
+                .map(|a| ("Authorization", a))
+                .into_iter()
+                .collect();
+            http_request(addr, "GET", &path, &headers, "").await
+        }
+    };
+    let mut own = (0, String::new());
+    for _ in 0..200 {
+        own = get(Some(acme[1].clone())).await;
+        if own.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(own.0, 200, "{}", own.1);
+    assert!(own.1.contains("rogue:0000000001"), "{}", own.1);
+    let other = get(Some(globex[0].clone())).await;
+    assert_eq!(
+        other.0, 404,
+        "another tenant must not see the report: {}",
+        other.1
+    );
+    // Exactly what a document without any report answers.
+    let unknown = ventas_sync_protocol::ids::DocumentId::from_bytes([9; 16]);
+    let auth = format!("Bearer {}", globex[0]);
+    let missing = http_request(
+        addr,
+        "GET",
+        &format!("/v1/documents/{unknown}/violations"),
+        &[("Authorization", auth.as_str())],
+        "",
+    )
+    .await;
+    assert_eq!(missing, other);
+    assert_eq!(get(None).await.0, 401);
+    drop(ledger);
+    office.close().await.expect("close");
+    server.running.shutdown().await.expect("shutdown");
+}
