@@ -157,10 +157,6 @@ impl Connection {
         let mut joined = false;
         let keepalive = Duration::from_millis(self.config.keepalive_interval_ms);
         let mut ping = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
-        let mut close: Option<(u16, String)> = None;
-        let mut error = None;
-        // An `error` message to send before the close frame.
-        let mut farewell: Option<String> = None;
         let mut joined_as = None;
         let mut credential_changes = self.authenticator.changes();
         let mut recheck_at = self.next_recheck();
@@ -171,19 +167,11 @@ impl Connection {
             self.config.peer_messages_burst_max,
             Instant::now().into_std(),
         );
-        loop {
+        let ending = loop {
             tokio::select! {
                 biased;
-                reason = &mut kill => {
-                    let reason = reason.unwrap_or_else(|_| "disconnected by server".to_string());
-                    close = Some((CLOSE_POLICY, reason.clone()));
-                    error = Some(reason);
-                    break;
-                }
-                _ = shutdown.changed() => {
-                    close = Some((CLOSE_GOING_AWAY, "server shutting down".to_string()));
-                    break;
-                }
+                reason = &mut kill => break Ending::killed(reason),
+                _ = shutdown.changed() => break Ending::going_away(),
                 changed = changed(&mut credential_changes) => {
                     if changed.is_err() {
                         credential_changes = None;
@@ -192,12 +180,7 @@ impl Connection {
                 }
                 _ = tokio::time::sleep_until(recheck_at) => {
                     if let Err(refused) = self.authenticator.still_valid(self.identity.as_ref(), now_ms()) {
-                        let reason = format!("credential no longer valid: {refused}");
-                        info!(conn = self.conn, "closing: {reason}");
-                        close = Some((CLOSE_POLICY, reason.clone()));
-                        farewell = Some(reason.clone());
-                        error = Some(reason);
-                        break;
+                        break Ending::refusal(format!("credential no longer valid: {refused}"));
                     }
                     recheck_at = self.next_recheck();
                 }
@@ -208,127 +191,97 @@ impl Connection {
                         // kill switch and shutdown must still get through.
                         tokio::select! {
                             biased;
-                            reason = &mut kill => {
-                                let reason = reason.unwrap_or_else(|_| "disconnected by server".to_string());
-                                close = Some((CLOSE_POLICY, reason.clone()));
-                                error = Some(reason);
-                                break;
-                            }
-                            _ = shutdown.changed() => {
-                                close = Some((CLOSE_GOING_AWAY, "server shutting down".to_string()));
-                                break;
-                            }
+                            reason = &mut kill => break Ending::killed(reason),
+                            _ = shutdown.changed() => break Ending::going_away(),
                             sent = sink.send(WsMessage::Binary(frame.into())) => {
                                 if let Err(e) = sent {
-                                    error = Some(format!("send failed: {e}"));
-                                    break;
+                                    break Ending::failed(format!("send failed: {e}"));
                                 }
                             }
                         }
                     }
-                    Some(Outbound::Close(reason)) => {
-                        close = Some((CLOSE_POLICY, reason.clone()));
-                        error = Some(reason);
-                        break;
-                    }
-                    None => break,
+                    Some(Outbound::Close(reason)) => break Ending::policy(reason),
+                    None => break Ending::normal(),
                 },
                 frame = stream.next() => {
                     if let Some(Ok(frame)) = &frame {
                         idle_deadline = Instant::now() + idle_timeout;
                         let data = matches!(frame, WsMessage::Binary(_) | WsMessage::Text(_));
                         if data && !rate.admit(Instant::now().into_std()) {
-                            let reason = format!(
+                            break Ending::refusal(format!(
                                 "message rate limit exceeded ({} messages per second, burst {})",
                                 self.config.peer_messages_per_second_max,
                                 self.config.peer_messages_burst_max
-                            );
-                            info!(conn = self.conn, "closing: {reason}");
-                            close = Some((CLOSE_POLICY, reason.clone()));
-                            farewell = Some(reason.clone());
-                            error = Some(reason);
-                            break;
+                            ));
                         }
                     }
                     match frame {
-                    Some(Ok(WsMessage::Binary(bytes))) => {
-                        session.bytes_in += bytes.len() as u64;
-                        let input = match wire::decode(&bytes, self.config.message_bytes_max) {
-                            Ok(message) => {
-                                if let Message::Join { sender_id, .. } = &message {
-                                    if let Some(identity) = &self.identity {
-                                        if !identity.may_join_as(sender_id.as_str()) {
-                                            let reason = format!(
-                                                "peer id {sender_id} is not allowed for device {}",
-                                                identity.device
-                                            );
-                                            close = Some((CLOSE_POLICY, reason.clone()));
-                                            farewell = Some(reason.clone());
-                                            error = Some(reason);
-                                            break;
+                        Some(Ok(WsMessage::Binary(bytes))) => {
+                            session.bytes_in += bytes.len() as u64;
+                            let input = match wire::decode(&bytes, self.config.message_bytes_max) {
+                                Ok(message) => {
+                                    if let Message::Join { sender_id, .. } = &message {
+                                        if let Some(identity) = &self.identity {
+                                            if !identity.may_join_as(sender_id.as_str()) {
+                                                break Ending::refusal(format!(
+                                                    "peer id {sender_id} is not allowed for device {}",
+                                                    identity.device
+                                                ));
+                                            }
                                         }
+                                        if !joined {
+                                            joined_as = Some(sender_id.clone());
+                                        }
+                                        joined = true;
                                     }
-                                    if !joined {
-                                        joined_as = Some(sender_id.clone());
-                                    }
-                                    joined = true;
+                                    HubInput::Message { conn: self.conn, message }
                                 }
-                                HubInput::Message { conn: self.conn, message }
+                                Err(e) => {
+                                    debug!(conn = self.conn, "undecodable frame: {e}");
+                                    HubInput::DecodeFailed { conn: self.conn, reason: e.to_string() }
+                                }
+                            };
+                            if self.hub.send(input).await.is_err() {
+                                break Ending::going_away();
                             }
-                            Err(e) => {
-                                debug!(conn = self.conn, "undecodable frame: {e}");
-                                HubInput::DecodeFailed { conn: self.conn, reason: e.to_string() }
-                            }
-                        };
-                        if self.hub.send(input).await.is_err() {
-                            close = Some((CLOSE_GOING_AWAY, "server shutting down".to_string()));
-                            break;
                         }
-                    }
-                    Some(Ok(WsMessage::Text(_))) => {
-                        let reason = "text frames are not part of the protocol; send binary CBOR".to_string();
-                        let _ = self.hub.send(HubInput::DecodeFailed { conn: self.conn, reason }).await;
-                    }
-                    Some(Ok(WsMessage::Close(_))) | None => break,
-                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
-                    Some(Err(e)) => {
-                        error = Some(format!("socket error: {e}"));
-                        break;
-                    }
+                        Some(Ok(WsMessage::Text(_))) => {
+                            let reason = "text frames are not part of the protocol; send binary CBOR".to_string();
+                            let _ = self.hub.send(HubInput::DecodeFailed { conn: self.conn, reason }).await;
+                        }
+                        Some(Ok(WsMessage::Close(_))) | None => break Ending::normal(),
+                        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+                        Some(Err(e)) => break Ending::failed(format!("socket error: {e}")),
                     }
                 },
                 _ = tokio::time::sleep_until(idle_deadline) => {
-                    let reason = format!("idle for {} ms (no message, no pong)", self.config.idle_timeout_ms);
-                    info!(conn = self.conn, "closing: {reason}");
-                    close = Some((CLOSE_POLICY, reason.clone()));
-                    farewell = Some(reason.clone());
-                    error = Some(reason);
-                    break;
+                    break Ending::refusal(format!(
+                        "idle for {} ms (no message, no pong)",
+                        self.config.idle_timeout_ms
+                    ));
                 }
                 _ = tokio::time::sleep_until(join_deadline), if !joined => {
-                    let reason = format!("no join within {} ms", self.config.join_timeout_ms);
-                    close = Some((CLOSE_POLICY, reason.clone()));
-                    error = Some(reason);
-                    break;
+                    break Ending::policy(format!("no join within {} ms", self.config.join_timeout_ms));
                 }
                 _ = ping.tick() => {
                     if sink.send(WsMessage::Ping(Default::default())).await.is_err() {
-                        error = Some("keepalive ping failed".to_string());
-                        break;
+                        break Ending::failed("keepalive ping failed".to_string());
                     }
                 }
             }
-        }
-        let (code, reason) = close.unwrap_or((CLOSE_NORMAL, String::new()));
-        let frame = CloseFrame {
-            code,
-            reason: truncate(&reason, CLOSE_REASON_BYTES_MAX).into(),
         };
-        let farewell = farewell.map(|message| {
+        if ending.farewell {
+            info!(conn = self.conn, "closing: {}", ending.reason);
+        }
+        let frame = CloseFrame {
+            code: ending.code,
+            reason: truncate(&ending.reason, CLOSE_REASON_BYTES_MAX).into(),
+        };
+        let farewell = ending.farewell.then(|| {
             wire::encode(&Message::Error {
                 sender_id: None,
                 target_id: joined_as,
-                message,
+                message: ending.reason.clone(),
             })
         });
         // A peer that does not read cannot take a close frame either.
@@ -341,7 +294,7 @@ impl Connection {
             let _ = sink.close().await;
         };
         let _ = tokio::time::timeout(Duration::from_millis(CLOSE_SEND_TIMEOUT_MS), goodbye).await;
-        error
+        ending.error
     }
 }
 
@@ -372,6 +325,67 @@ async fn changed(
     match changes {
         Some(receiver) => receiver.changed().await,
         None => std::future::pending().await,
+    }
+}
+
+/// How a session ends: the close frame's code and reason, the error kept in
+/// the sync log, and whether the peer is told with an `error` message first.
+struct Ending {
+    code: u16,
+    reason: String,
+    error: Option<String>,
+    farewell: bool,
+}
+
+impl Ending {
+    /// The peer closed, or the hub let the connection go.
+    fn normal() -> Self {
+        Self {
+            code: CLOSE_NORMAL,
+            reason: String::new(),
+            error: None,
+            farewell: false,
+        }
+    }
+
+    fn going_away() -> Self {
+        Self {
+            code: CLOSE_GOING_AWAY,
+            reason: "server shutting down".to_string(),
+            error: None,
+            farewell: false,
+        }
+    }
+
+    /// The server closes for a reason the close frame carries.
+    fn policy(reason: String) -> Self {
+        Self {
+            code: CLOSE_POLICY,
+            error: Some(reason.clone()),
+            reason,
+            farewell: false,
+        }
+    }
+
+    /// As [`Ending::policy`], and the peer gets an `error` message first.
+    fn refusal(reason: String) -> Self {
+        Self {
+            farewell: true,
+            ..Self::policy(reason)
+        }
+    }
+
+    /// The hub task pulled the kill switch (a slow peer).
+    fn killed(reason: Result<String, oneshot::error::RecvError>) -> Self {
+        Self::policy(reason.unwrap_or_else(|_| "disconnected by server".to_string()))
+    }
+
+    /// The socket failed; nothing useful can be said to the peer.
+    fn failed(error: String) -> Self {
+        Self {
+            error: Some(error),
+            ..Self::normal()
+        }
     }
 }
 
