@@ -617,16 +617,11 @@ fn read_ledger_focused<R: ReadDoc>(
                 if lines.is_empty() {
                     p.push(Problem::EmptySale);
                 }
-                match (
-                    checked_sum(lines.iter().map(|l| l.line_total_cents)),
+                check_total(
+                    lines.iter().map(|l| l.line_total_cents),
                     stored_total,
-                ) {
-                    (Err(AmountOverflow), _) => p.push(Problem::AmountOverflow),
-                    (Ok(derived), Some(stored)) if derived != stored => {
-                        p.push(Problem::SaleTotalMismatch { stored, derived })
-                    }
-                    _ => {}
-                }
+                    &mut p,
+                );
             }
             if let (Some(owner), Some(seller)) = (&owner, &seller) {
                 let device_seller = id
@@ -810,16 +805,7 @@ fn read_ledger_focused<R: ReadDoc>(
                 if lines.is_empty() {
                     p.push(Problem::EmptySale);
                 }
-                match (
-                    checked_sum(lines.iter().map(|l| l.refund_cents)),
-                    stored_refund,
-                ) {
-                    (Err(AmountOverflow), _) => p.push(Problem::AmountOverflow),
-                    (Ok(derived), Some(stored)) if derived != stored => {
-                        p.push(Problem::SaleTotalMismatch { stored, derived })
-                    }
-                    _ => {}
-                }
+                check_total(lines.iter().map(|l| l.refund_cents), stored_refund, &mut p);
             }
             if let (Some(sale), Some(lines)) = (&sale, &lines) {
                 if p.0.is_empty() {
@@ -950,6 +936,17 @@ fn read_sale_lines<R: ReadDoc>(
         )));
     }
     lines
+}
+
+/// A stored total must equal the sum of its lines (sale total, refund).
+fn check_total(amounts: impl Iterator<Item = i64>, stored: Option<i64>, p: &mut Problems) {
+    match (checked_sum(amounts), stored) {
+        (Err(AmountOverflow), _) => p.push(Problem::AmountOverflow),
+        (Ok(derived), Some(stored)) if derived != stored => {
+            p.push(Problem::SaleTotalMismatch { stored, derived })
+        }
+        _ => {}
+    }
 }
 
 fn read_return_lines<R: ReadDoc>(

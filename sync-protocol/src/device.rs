@@ -320,8 +320,3 @@ impl DeviceCore {
         }
     }
 }
-
-/// The heads of a document on the device, for display and tests.
-pub fn heads(doc: &Automerge) -> Vec<ChangeHash> {
-    doc.get_heads()
-}

@@ -1088,8 +1088,3 @@ fn compact(document_id: DocumentId, doc: &mut DocState, effects: &mut Vec<Effect
     });
     doc.chunks_since_snapshot = 0;
 }
-
-/// Heads as hex strings, the way automerge-repo prints them.
-pub fn heads_hex(heads: &[ChangeHash]) -> Vec<String> {
-    heads.iter().map(|h| h.to_string()).collect()
-}
