@@ -29,6 +29,10 @@ use crate::domain::{self, DocKind, Violation};
 
 /// Minimum time between two reviews of one document.
 pub const REVIEW_INTERVAL_MS: u64 = 2_000;
+/// Documents reviewed in one tick. A review runs on the hub task and reads
+/// the whole document, so this bounds how long one tick can hold every
+/// peer up; the rest wait for the next tick.
+pub const REVIEWS_PER_TICK_MAX: usize = 8;
 /// Violations kept in one report; the total is always counted.
 pub const VIOLATIONS_REPORTED_MAX: usize = 1_000;
 /// Documents remembered as reviewed; past it the memory is cleared (a
@@ -156,6 +160,7 @@ impl Review {
                     .get(id)
                     .is_none_or(|at| now_ms.saturating_sub(*at) >= REVIEW_INTERVAL_MS)
             })
+            .take(REVIEWS_PER_TICK_MAX)
             .copied()
             .collect();
         if self.reviewed_at_ms.len() >= REVIEWED_DOCS_MAX {
@@ -221,5 +226,50 @@ impl Review {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_tick_reviews_at_most_the_bound_and_the_rest_wait() {
+        let mut review = Review::default();
+        let total = REVIEWS_PER_TICK_MAX * 2 + 1;
+        for n in 0..total {
+            review.touched(DocumentId::from_bytes(
+                [u8::try_from(n).expect("small"); 16],
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for tick in 0..3 {
+            let due = review.due(1_000 + tick, |_| true, |_| true);
+            assert!(
+                due.len() <= REVIEWS_PER_TICK_MAX,
+                "tick {tick}: {}",
+                due.len()
+            );
+            seen.extend(due);
+        }
+        assert_eq!(
+            seen.len(),
+            total,
+            "every touched document is reviewed in the end"
+        );
+        assert!(review.due(2_000, |_| true, |_| true).is_empty());
+    }
+
+    #[test]
+    fn a_document_is_not_reviewed_again_within_the_interval() {
+        let mut review = Review::default();
+        let id = DocumentId::from_bytes([1; 16]);
+        review.touched(id);
+        assert_eq!(review.due(0, |_| true, |_| true), vec![id]);
+        review.touched(id);
+        assert!(review
+            .due(REVIEW_INTERVAL_MS - 1, |_| true, |_| true)
+            .is_empty());
+        assert_eq!(review.due(REVIEW_INTERVAL_MS, |_| true, |_| true), vec![id]);
     }
 }

@@ -427,3 +427,47 @@ fn changes_at_the_byte_limit_apply_and_one_byte_more_disconnects() {
     assert!(closes(&effects, 1), "{effects:?}");
     assert!(!effects.iter().any(|e| matches!(e, Effect::Persist { .. })));
 }
+
+#[test]
+fn messages_waiting_on_a_flushing_document_are_bounded_per_document() {
+    let mut config = HubConfig::new(PeerId::new("server"));
+    config.doc_queue_messages_max = 2;
+    let mut hub = Hub::new(config);
+    let document_id = DocumentId::from_bytes([6; 16]);
+    join(&mut hub, 1, "writer");
+    let effects = push_changes(&mut hub, 1, "writer", document_id, &mut doc_with_ops(3));
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Flush { .. })),
+        "the write must leave a flush pending: {effects:?}"
+    );
+    // While the flush is in flight, messages for the document wait.
+    let waiting = |name: &str| Message::Sync {
+        sender_id: PeerId::new(name),
+        target_id: PeerId::new("server"),
+        document_id,
+        data: first_sync_message(&Automerge::new()),
+    };
+    for (conn, name) in [(2, "b"), (3, "c")] {
+        join(&mut hub, conn, name);
+        let effects = hub.receive(conn, waiting(name), NOW_MS);
+        assert!(
+            effects.is_empty(),
+            "message {name} must wait, got {effects:?}"
+        );
+    }
+    join(&mut hub, 4, "d");
+    let effects = hub.receive(4, waiting("d"), NOW_MS);
+    assert!(
+        closes(&effects, 4),
+        "the third waiting message is over the bound: {effects:?}"
+    );
+    assert!(!closes(&effects, 2) && !closes(&effects, 3));
+    // The two that waited are answered once the flush completes.
+    let effects = hub.flushed(1, NOW_MS);
+    for conn in [2, 3] {
+        assert!(
+            effects.iter().any(|e| matches!(e, Effect::Send { conn: c, message: Message::Sync { .. } } if *c == conn)),
+            "conn {conn} must be answered after the flush: {effects:?}"
+        );
+    }
+}
