@@ -10,52 +10,27 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{header, HeaderValue};
 use ventas::client::{Client, ClientConfig};
-use ventas::server::auth::{AuthMode, Credentials, IssueRequest, Role};
+use ventas::server::auth::Role;
 use ventas::storage::{DocStore, SledStore};
 use ventas_sync_protocol::ids::PeerId;
 use ventas_sync_protocol::wire::Message;
 
-use crate::harness::{http_get, http_request, put, wait_for_keys, within, RawPeer, TestServer};
+use crate::harness::{
+    bearer, http_get, http_request, issue_credentials, put, wait_for_keys, within, RawPeer,
+    TestServer,
+};
 
 /// How long a revoked or expired credential's connection may stay open.
 const CLOSE_AFTER_REVOKE_MS_MAX: u64 = 2_000;
 
-/// Issues credentials into the data directory of a server yet to start.
-/// Each entry is (device, role, expires_at_ms); returns the tokens in order.
+/// Issues `acme`/`ana` credentials into the data directory of a server yet
+/// to start. Each entry is (device, role, expires_at_ms).
 fn issue(dir: &Path, wanted: &[(&str, Role, Option<u64>)]) -> Vec<String> {
-    issue_for(dir, "acme", wanted)
-}
-
-/// [`issue`] for any tenant (seller `ana`).
-pub(crate) fn issue_for(
-    dir: &Path,
-    tenant: &str,
-    wanted: &[(&str, Role, Option<u64>)],
-) -> Vec<String> {
-    let data_dir = TestServer::data_dir_in(dir);
-    std::fs::create_dir_all(&data_dir).expect("data dir");
-    let store: Arc<dyn DocStore> = Arc::new(SledStore::open(&data_dir).expect("store"));
-    let credentials = Credentials::load(Arc::clone(&store), AuthMode::Auto).expect("load");
-    let tokens = wanted
+    let wanted: Vec<_> = wanted
         .iter()
-        .map(|(device, role, expires_at_ms)| {
-            credentials
-                .issue(
-                    IssueRequest {
-                        tenant: tenant.to_string(),
-                        seller: "ana".to_string(),
-                        device: device.to_string(),
-                        role: *role,
-                        expires_at_ms: *expires_at_ms,
-                    },
-                    ventas::now_ms(),
-                )
-                .expect("issue")
-                .token
-        })
+        .map(|(device, role, expires)| ("acme", "ana", *device, *role, *expires))
         .collect();
-    store.flush().expect("flush");
-    tokens
+    issue_credentials(dir, &wanted)
 }
 
 /// A server whose store holds the given credentials (auth mode auto, so
@@ -82,15 +57,6 @@ async fn refused_status(
         }
         Err(other) => panic!("expected an HTTP refusal, got {other}"),
     }
-}
-
-fn bearer(url: &str, token: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
-    let mut request = url.into_client_request().expect("request");
-    request.headers_mut().insert(
-        header::AUTHORIZATION,
-        HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
-    );
-    request
 }
 
 /// Connects with `request` and completes the join as `name`.

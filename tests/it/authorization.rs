@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use automerge::sync::{State, SyncDoc};
@@ -20,12 +19,11 @@ use ventas::domain::{
     create_catalog_doc, create_ledger_doc, create_stock_doc, put_location, Location, LocationId,
     LocationKind, Period, SellerId, TenantId,
 };
-use ventas::server::auth::{AuthMode, Credentials, IssueRequest, Role};
-use ventas::storage::{DocStore, SledStore};
+use ventas::server::auth::Role;
 use ventas_sync_protocol::ids::{DocumentId, PeerId};
 use ventas_sync_protocol::wire::Message;
 
-use crate::harness::{http_request, within, RawPeer, TestServer};
+use crate::harness::{http_request, issue_credentials, within, RawPeer, TestServer};
 
 /// How long a raw device waits for more messages before it takes the
 /// conversation as finished.
@@ -49,30 +47,16 @@ async fn server() -> (TestServer, HashMap<&'static str, String>) {
 }
 
 fn issue(dir: &Path) -> HashMap<&'static str, String> {
-    let data_dir = TestServer::data_dir_in(dir);
-    std::fs::create_dir_all(&data_dir).expect("data dir");
-    let store: Arc<dyn DocStore> = Arc::new(SledStore::open(&data_dir).expect("store"));
-    let credentials = Credentials::load(Arc::clone(&store), AuthMode::Auto).expect("load");
-    let tokens = PEOPLE
+    let wanted: Vec<_> = PEOPLE
         .iter()
-        .map(|(tenant, seller, device, role)| {
-            let issued = credentials
-                .issue(
-                    IssueRequest {
-                        tenant: tenant.to_string(),
-                        seller: seller.to_string(),
-                        device: device.to_string(),
-                        role: *role,
-                        expires_at_ms: None,
-                    },
-                    ventas::now_ms(),
-                )
-                .expect("issue");
-            (*device, issued.token)
-        })
+        .map(|(tenant, seller, device, role)| (*tenant, *seller, *device, *role, None))
         .collect();
-    store.flush().expect("flush");
-    tokens
+    let tokens = issue_credentials(dir, &wanted);
+    PEOPLE
+        .iter()
+        .map(|(_, _, device, _)| *device)
+        .zip(tokens)
+        .collect()
 }
 
 /// A device client (the office, here) with its credential.

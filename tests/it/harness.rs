@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use automerge::transaction::Transactable;
@@ -13,7 +14,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use ventas::client::{Client, ClientConfig, DocHandle};
 use ventas::config::ServerConfig;
+use ventas::server::auth::{AuthMode, Credentials, IssueRequest, Role};
 use ventas::server::{self, RunningServer};
+use ventas::storage::{DocStore, SledStore};
 use ventas_sync_protocol::ids::{DocumentId, PeerId};
 use ventas_sync_protocol::wire::{self, Message, MESSAGE_BYTES_MAX_DEFAULT};
 
@@ -355,6 +358,73 @@ pub async fn node(script: &str, args: &[&str]) -> serde_json::Value {
         output.status
     );
     value
+}
+
+/// Issues credentials into the data directory of a server yet to start
+/// (see [`TestServer::start_in`]). Each entry is (tenant, seller, device,
+/// role, expires_at_ms); returns the tokens in order.
+pub fn issue_credentials(
+    dir: &Path,
+    wanted: &[(&str, &str, &str, Role, Option<u64>)],
+) -> Vec<String> {
+    let data_dir = TestServer::data_dir_in(dir);
+    std::fs::create_dir_all(&data_dir).expect("data dir");
+    let store: Arc<dyn DocStore> = Arc::new(SledStore::open(&data_dir).expect("store"));
+    let credentials = Credentials::load(Arc::clone(&store), AuthMode::Auto).expect("load");
+    let tokens = wanted
+        .iter()
+        .map(|(tenant, seller, device, role, expires_at_ms)| {
+            credentials
+                .issue(
+                    IssueRequest {
+                        tenant: tenant.to_string(),
+                        seller: seller.to_string(),
+                        device: device.to_string(),
+                        role: *role,
+                        expires_at_ms: *expires_at_ms,
+                    },
+                    ventas::now_ms(),
+                )
+                .expect("issue")
+                .token
+        })
+        .collect();
+    store.flush().expect("flush");
+    tokens
+}
+
+/// An upgrade request carrying `Authorization: Bearer <token>`.
+pub fn bearer(
+    url: &str,
+    token: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::{header, HeaderValue};
+    let mut request = url.into_client_request().expect("request");
+    request.headers_mut().insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+    );
+    request
+}
+
+/// The sync-log entry of the session that joined as `peer`, once closed.
+pub async fn ended_session(server: &TestServer, peer: &str) -> serde_json::Value {
+    for _ in 0..200 {
+        let (_, body) = http_get(server.addr(), "/v1/sync-sessions?limit=500").await;
+        let page: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let found = page["sessions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["peer_id"] == peer && !s["disconnected_at_ms"].is_null())
+            .cloned();
+        if let Some(session) = found {
+            return session;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no ended session for {peer}");
 }
 
 /// Path of the JS harness.

@@ -9,25 +9,6 @@ use ventas_sync_protocol::wire::{encode, Message};
 
 use crate::harness::*;
 
-/// The sync-log entry of the session that joined as `peer`, once closed.
-async fn ended_session(server: &TestServer, peer: &str) -> Value {
-    for _ in 0..200 {
-        let (_, body) = http_get(server.addr(), "/v1/sync-sessions?limit=500").await;
-        let page: Value = serde_json::from_str(&body).expect("json");
-        let found = page["sessions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|s| s["peer_id"] == peer && !s["disconnected_at_ms"].is_null())
-            .cloned();
-        if let Some(session) = found {
-            return session;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("no ended session for {peer}");
-}
-
 /// An ephemeral message of exactly `bytes` encoded bytes.
 fn ephemeral_of_size(
     sender: &str,

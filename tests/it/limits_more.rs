@@ -10,10 +10,8 @@ use automerge::sync::{State, SyncDoc};
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ReadDoc, ROOT};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::{header, HeaderValue};
 use tokio_tungstenite::Connector;
-use ventas::server::auth::{AuthMode, Credentials, IssueRequest, Role};
-use ventas::storage::{DocStore, SledStore};
+use ventas::server::auth::Role;
 use ventas_sync_protocol::ids::{DocumentId, PeerId};
 use ventas_sync_protocol::wire::Message;
 
@@ -33,25 +31,6 @@ fn ephemeral(sender: &PeerId, server: &PeerId, count: u64) -> Message {
         document_id: DocumentId::from_bytes([9; 16]),
         data: vec![1],
     }
-}
-
-/// The sync-log entry of the session that joined as `peer`, once closed.
-async fn ended_session(server: &TestServer, peer: &str) -> serde_json::Value {
-    for _ in 0..200 {
-        let (_, body) = http_get(server.addr(), "/v1/sync-sessions?limit=500").await;
-        let page: serde_json::Value = serde_json::from_str(&body).expect("json");
-        let found = page["sessions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|s| s["peer_id"] == peer && !s["disconnected_at_ms"].is_null())
-            .cloned();
-        if let Some(session) = found {
-            return session;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("no ended session for {peer}");
 }
 
 /// The HTTP status a refused upgrade got.
@@ -143,39 +122,11 @@ async fn connections_past_the_per_address_limit_get_http_429_and_a_freed_slot_is
 /// Issues seller credentials, (tenant, device) each, into the data
 /// directory of a server yet to start; returns the tokens in order.
 fn issue(dir: &Path, wanted: &[(&str, &str)]) -> Vec<String> {
-    let data_dir = TestServer::data_dir_in(dir);
-    std::fs::create_dir_all(&data_dir).expect("data dir");
-    let store: Arc<dyn DocStore> = Arc::new(SledStore::open(&data_dir).expect("store"));
-    let credentials = Credentials::load(Arc::clone(&store), AuthMode::Auto).expect("load");
-    let tokens = wanted
+    let wanted: Vec<_> = wanted
         .iter()
-        .map(|(tenant, device)| {
-            credentials
-                .issue(
-                    IssueRequest {
-                        tenant: tenant.to_string(),
-                        seller: "ana".to_string(),
-                        device: device.to_string(),
-                        role: Role::Seller,
-                        expires_at_ms: None,
-                    },
-                    ventas::now_ms(),
-                )
-                .expect("issue")
-                .token
-        })
+        .map(|(tenant, device)| (*tenant, "ana", *device, Role::Seller, None))
         .collect();
-    store.flush().expect("flush");
-    tokens
-}
-
-fn bearer(url: &str, token: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
-    let mut request = url.into_client_request().expect("request");
-    request.headers_mut().insert(
-        header::AUTHORIZATION,
-        HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
-    );
-    request
+    issue_credentials(dir, &wanted)
 }
 
 #[tokio::test]

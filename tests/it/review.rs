@@ -224,16 +224,17 @@ async fn a_ledger_record_that_breaks_a_rule_is_reported_and_kept() {
 async fn a_violation_report_is_shown_only_to_its_own_tenant() {
     use ventas::server::auth::Role;
     let dir = tempfile::tempdir().expect("dir");
-    let acme = crate::auth::issue_for(
+    let acme = issue_credentials(
         dir.path(),
-        "acme",
         &[
-            ("office-1", Role::Office, None),
-            ("report-1", Role::Reporting, None),
+            ("acme", "ana", "office-1", Role::Office, None),
+            ("acme", "ana", "report-1", Role::Reporting, None),
         ],
     );
-    let globex =
-        crate::auth::issue_for(dir.path(), "globex", &[("report-2", Role::Reporting, None)]);
+    let globex = issue_credentials(
+        dir.path(),
+        &[("globex", "ana", "report-2", Role::Reporting, None)],
+    );
     let clients_dir = tempfile::tempdir().expect("dir");
     let server = TestServer::start_in(dir, |_| {}).await;
 
