@@ -171,6 +171,12 @@ pub trait DocStore: Send + Sync + 'static {
     /// not an error.
     fn meta_remove(&self, key: &[u8]) -> Result<(), StoreError>;
 
+    /// Removes the metadata record under `key` only if it still holds
+    /// exactly `expected` (an atomic compare-and-remove). Returns whether it
+    /// was removed; a record rewritten meanwhile stays. Used to clear a
+    /// marker without losing one set again while its work was being done.
+    fn meta_remove_if(&self, key: &[u8], expected: &[u8]) -> Result<bool, StoreError>;
+
     /// Metadata entries whose key starts with `prefix`, in descending key
     /// order (newest first when keys embed a big-endian increasing id),
     /// starting strictly before `before` if given, at most `limit`
@@ -234,6 +240,10 @@ impl<T: DocStore + ?Sized> DocStore for Arc<T> {
 
     fn meta_remove(&self, key: &[u8]) -> Result<(), StoreError> {
         (**self).meta_remove(key)
+    }
+
+    fn meta_remove_if(&self, key: &[u8], expected: &[u8]) -> Result<bool, StoreError> {
+        (**self).meta_remove_if(key, expected)
     }
 
     fn meta_scan_prefix_rev(

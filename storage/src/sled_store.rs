@@ -572,6 +572,15 @@ impl DocStore for SledStore {
         self.meta.remove(key).map_err(from_sled).map(drop)
     }
 
+    fn meta_remove_if(&self, key: &[u8], expected: &[u8]) -> Result<bool, StoreError> {
+        check_size("metadata key", key, META_KEY_BYTES_MAX)?;
+        let swapped = self
+            .meta
+            .compare_and_swap(key, Some(expected), None::<&[u8]>)
+            .map_err(from_sled)?;
+        Ok(swapped.is_ok())
+    }
+
     fn meta_scan_prefix_rev(
         &self,
         prefix: &[u8],

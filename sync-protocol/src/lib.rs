@@ -33,6 +33,7 @@ pub mod doc_sync;
 pub mod fuzzing;
 pub mod hub;
 pub mod ids;
+pub mod stored;
 pub mod wire;
 
 pub use automerge;

@@ -167,3 +167,18 @@ fn meta_records_and_next_id_survive_reopen_and_ids_keep_growing() -> Result<(), 
     }
     Ok(())
 }
+
+#[test]
+fn remove_if_removes_only_the_expected_value() -> Result<(), StoreError> {
+    let store = SledStore::temporary()?;
+    store.meta_put(b"marker", b"first")?;
+    // Rewritten meanwhile: the older value no longer matches and stays.
+    store.meta_put(b"marker", b"second")?;
+    assert!(!store.meta_remove_if(b"marker", b"first")?);
+    assert_eq!(store.meta_get(b"marker")?, Some(b"second".to_vec()));
+    assert!(store.meta_remove_if(b"marker", b"second")?);
+    assert_eq!(store.meta_get(b"marker")?, None);
+    // A missing key is not removed and is not an error.
+    assert!(!store.meta_remove_if(b"marker", b"second")?);
+    Ok(())
+}
