@@ -34,6 +34,7 @@
 pub mod client;
 pub mod config;
 pub mod domain;
+pub mod export;
 pub mod server;
 
 pub use ventas_storage as storage;

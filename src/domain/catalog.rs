@@ -196,35 +196,72 @@ pub(crate) fn creator(id: &ObjId) -> Option<String> {
     }
 }
 
-/// Parses every record of a top-level map. Records that parse go to the
-/// result; the others become violations. A key written by two replicas is
-/// reported (its hidden copies are lost from view) and its visible copy is
-/// still parsed.
-pub(crate) fn read_records<R: ReadDoc, K: Ord, T>(
-    doc: &R,
-    collection: &str,
-    violations: &mut Vec<Violation>,
-    parse: impl FnMut(&str, &ObjId) -> Result<(K, T), Vec<Problem>>,
-) -> BTreeMap<K, T> {
-    let everything = (Bound::Unbounded, Bound::Unbounded);
-    read_records_where(doc, collection, everything, |_| true, violations, parse)
+/// Parses the records of a top-level map (every key or the selected
+/// ones; see [`KeySelection`]) that `keep` accepts (checked before
+/// parsing; it sees the key and the record's object). Records that parse
+/// go to the result; the others become violations. A key written by two
+/// replicas is reported (its hidden copies are lost from view) and its
+/// visible copy is still parsed.
+///
+/// Which keys of a collection a selective reader parses: every key, or
+/// the listed ones (each looked up on its own, so the cost follows the
+/// selection, not the size of the collection).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum KeySelection<'a> {
+    All,
+    Only(&'a std::collections::BTreeSet<String>),
 }
 
-/// [`read_records`] restricted to keys in `range` and to records `keep`
-/// accepts (checked before parsing): for reading one sale and its
-/// corrections without parsing the whole ledger.
-pub(crate) fn read_records_where<R: ReadDoc, K: Ord, T>(
+/// [`read_records_where`] over a [`KeySelection`], with a `keep` that also
+/// sees the key: what the export reads when a few records changed.
+pub(crate) fn read_records_selected<R: ReadDoc, K: Ord, T>(
     doc: &R,
     collection: &str,
-    range: (Bound<String>, Bound<String>),
-    keep: impl Fn(&ObjId) -> bool,
+    keys: KeySelection<'_>,
+    keep: impl Fn(&str, &ObjId) -> bool,
     violations: &mut Vec<Violation>,
     mut parse: impl FnMut(&str, &ObjId) -> Result<(K, T), Vec<Problem>>,
 ) -> BTreeMap<K, T> {
     let mut out = BTreeMap::new();
+    match keys {
+        KeySelection::All => read_records_into(
+            doc,
+            collection,
+            (Bound::Unbounded, Bound::Unbounded),
+            &keep,
+            violations,
+            &mut parse,
+            &mut out,
+        ),
+        KeySelection::Only(keys) => {
+            for key in keys {
+                read_records_into(
+                    doc,
+                    collection,
+                    (Bound::Included(key.clone()), Bound::Included(key.clone())),
+                    &keep,
+                    violations,
+                    &mut parse,
+                    &mut out,
+                );
+            }
+        }
+    }
+    out
+}
+
+fn read_records_into<R: ReadDoc, K: Ord, T>(
+    doc: &R,
+    collection: &str,
+    range: (Bound<String>, Bound<String>),
+    keep: impl Fn(&str, &ObjId) -> bool,
+    violations: &mut Vec<Violation>,
+    mut parse: impl FnMut(&str, &ObjId) -> Result<(K, T), Vec<Problem>>,
+    out: &mut BTreeMap<K, T>,
+) {
     let Ok(map) = super::read::get_map(doc, &ROOT, collection) else {
         // Reported by `check_root`.
-        return out;
+        return;
     };
     for (key, copies) in super::read::keys_with_conflicts_in(doc, &map, range) {
         let value = match get_value(doc, &map, &key) {
@@ -235,7 +272,7 @@ pub(crate) fn read_records_where<R: ReadDoc, K: Ord, T>(
             }
         };
         let Some((value, id)) = value else { continue };
-        if value == automerge::Value::Object(ObjType::Map) && !keep(&id) {
+        if value == automerge::Value::Object(ObjType::Map) && !keep(&key, &id) {
             continue;
         }
         let actor = creator(&id);
@@ -265,7 +302,6 @@ pub(crate) fn read_records_where<R: ReadDoc, K: Ord, T>(
             }
         }
     }
-    out
 }
 
 /// Collects field errors while parsing one record, so a record reports
@@ -302,9 +338,21 @@ fn parse_key<T>(
 
 /// Reads the catalog; never fails, reports what it cannot read.
 pub fn read_catalog<R: ReadDoc>(doc: &R) -> CatalogView {
+    read_catalog_selected(doc, |_| KeySelection::All)
+}
+
+/// [`read_catalog`] restricted to the keys `select` names per collection
+/// (`products`, `customers`, `sellers`, `devices`, `locations`,
+/// `directory`); the root checks always run. For the export of a catalog
+/// of which a few records changed.
+pub(crate) fn read_catalog_selected<'a, R: ReadDoc>(
+    doc: &R,
+    select: impl Fn(&str) -> KeySelection<'a>,
+) -> CatalogView {
     let mut violations = check_root(doc, DocKind::Catalog);
     let meta = doc_meta(doc).ok();
-    let products = read_records(doc, "products", &mut violations, |key, obj| {
+    let all = |_: &str, _: &ObjId| true;
+    let products = read_records_selected(doc, "products", select("products"), all, &mut violations, |key, obj| {
         let id = parse_key(key, |k| ProductId::new(k))?;
         let mut p = Problems::default();
         let name = p.take(get_string(doc, obj, "name"));
@@ -331,17 +379,17 @@ pub fn read_catalog<R: ReadDoc>(doc: &R) -> CatalogView {
             _ => Err(p.0),
         }
     });
-    let customers = read_records(doc, "customers", &mut violations, |key, obj| {
+    let customers = read_records_selected(doc, "customers", select("customers"), all, &mut violations, |key, obj| {
         let id = parse_key(key, |k| CustomerId::new(k))?;
         let name = get_string(doc, obj, "name").map_err(|e| vec![e.into()])?;
         Ok((id.clone(), Customer { id, name }))
     });
-    let sellers = read_records(doc, "sellers", &mut violations, |key, obj| {
+    let sellers = read_records_selected(doc, "sellers", select("sellers"), all, &mut violations, |key, obj| {
         let id = parse_key(key, |k| SellerId::new(k))?;
         let name = get_string(doc, obj, "name").map_err(|e| vec![e.into()])?;
         Ok((id.clone(), Seller { id, name }))
     });
-    let devices = read_records(doc, "devices", &mut violations, |key, obj| {
+    let devices = read_records_selected(doc, "devices", select("devices"), all, &mut violations, |key, obj| {
         let id = parse_key(key, |k| DeviceId::new(k))?;
         let mut p = Problems::default();
         let seller = p.take(get_parsed(doc, obj, "seller", SellerId::new));
@@ -358,7 +406,7 @@ pub fn read_catalog<R: ReadDoc>(doc: &R) -> CatalogView {
             _ => Err(p.0),
         }
     });
-    let locations = read_records(doc, "locations", &mut violations, |key, obj| {
+    let locations = read_records_selected(doc, "locations", select("locations"), all, &mut violations, |key, obj| {
         let id = parse_key(key, |k| LocationId::new(k))?;
         let mut p = Problems::default();
         let name = p.take(get_string(doc, obj, "name"));
@@ -387,7 +435,20 @@ pub fn read_catalog<R: ReadDoc>(doc: &R) -> CatalogView {
     });
     let mut directory = BTreeMap::new();
     if let Ok(map) = super::read::get_map(doc, &ROOT, "directory") {
-        for (key, _) in super::read::keys_with_conflicts(doc, &map) {
+        let keys = match select("directory") {
+            KeySelection::All => super::read::keys_with_conflicts(doc, &map),
+            KeySelection::Only(keys) => keys
+                .iter()
+                .flat_map(|key| {
+                    super::read::keys_with_conflicts_in(
+                        doc,
+                        &map,
+                        (Bound::Included(key.clone()), Bound::Included(key.clone())),
+                    )
+                })
+                .collect(),
+        };
+        for (key, _) in keys {
             match get_string(doc, &map, &key) {
                 Ok(url) => {
                     directory.insert(key, url);

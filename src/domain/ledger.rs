@@ -8,13 +8,12 @@
 //! quantities and catalog prices when it is recorded, stored for readers that
 //! want them (JS), and recomputed and checked on every read.
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
+use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ObjId, ObjType, ReadDoc};
 
-use super::catalog::{read_records_where, CatalogView, Problems};
+use super::catalog::{read_records_selected, CatalogView, KeySelection, Problems};
 use super::device::{
     allocate_record_id, highest_seq_in_ledger, read_device, receipt_number, DeviceInfo,
 };
@@ -579,26 +578,77 @@ fn read_ledger_focused<R: ReadDoc>(
     catalog: Option<&CatalogView>,
     focus: Option<&RecordId>,
 ) -> LedgerView {
-    let focus_key = focus.map(RecordId::to_string);
-    let sale_range = match &focus_key {
-        Some(key) => (Bound::Included(key.clone()), Bound::Included(key.clone())),
-        None => (Bound::Unbounded, Bound::Unbounded),
+    match focus {
+        None => read_ledger_selected(doc, catalog, None),
+        Some(sale) => {
+            let selection = LedgerSelection {
+                sales: BTreeSet::from([sale.to_string()]),
+                ..LedgerSelection::default()
+            };
+            read_ledger_selected(doc, catalog, Some(&selection))
+        }
+    }
+}
+
+/// Which records of a ledger [`read_ledger_selected`] reads: the `sales`
+/// listed, every correction (void, payment, return) that refers to one of
+/// them, and the corrections listed by key whatever they refer to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct LedgerSelection {
+    pub sales: BTreeSet<String>,
+    pub voids: BTreeSet<String>,
+    pub payments: BTreeSet<String>,
+    pub returns: BTreeSet<String>,
+}
+
+impl LedgerSelection {
+    pub fn corrections(&self, collection: &str) -> Option<&BTreeSet<String>> {
+        match collection {
+            "voids" => Some(&self.voids),
+            "payments" => Some(&self.payments),
+            "returns" => Some(&self.returns),
+            _ => None,
+        }
+    }
+}
+
+/// [`read_ledger`] restricted to a [`LedgerSelection`] (`None`: the whole
+/// ledger). A correction's validity depends on its sale and, for returns,
+/// on the earlier returns of the same sale; reading a sale with every
+/// correction that refers to it gives each selected record exactly the
+/// verdict the whole read gives it. Corrections are found by reading the
+/// `sale` field of each (one field, not the record).
+pub(crate) fn read_ledger_selected<R: ReadDoc>(
+    doc: &R,
+    catalog: Option<&CatalogView>,
+    selection: Option<&LedgerSelection>,
+) -> LedgerView {
+    let sale_keys = match selection {
+        Some(selection) => KeySelection::Only(&selection.sales),
+        None => KeySelection::All,
     };
-    let everything = || (Bound::Unbounded, Bound::Unbounded);
-    let refers_to_focus = |obj: &ObjId| match &focus_key {
-        None => true,
-        Some(key) => get_string(doc, obj, "sale").is_ok_and(|sale| &sale == key),
+    let everything = || KeySelection::All;
+    let refers_to_focus = |collection: &'static str| {
+        move |key: &str, obj: &ObjId| match selection {
+            None => true,
+            Some(selection) => {
+                selection
+                    .corrections(collection)
+                    .is_some_and(|keys| keys.contains(key))
+                    || get_string(doc, obj, "sale").is_ok_and(|sale| selection.sales.contains(&sale))
+            }
+        }
     };
     let mut violations = check_root(doc, DocKind::Ledger);
     let meta = doc_meta(doc).ok();
     let owner = meta.as_ref().map(|meta| meta.owner.clone());
     let period = meta.as_ref().and_then(|meta| meta.period);
 
-    let sales = read_records_where(
+    let sales = read_records_selected(
         doc,
         "sales",
-        sale_range,
-        |_| true,
+        sale_keys,
+        |_, _| true,
         &mut violations,
         |key, obj| {
             let mut p = Problems::default();
@@ -703,11 +753,11 @@ fn read_ledger_focused<R: ReadDoc>(
         }
     };
 
-    let voids = read_records_where(
+    let voids = read_records_selected(
         doc,
         "voids",
         everything(),
-        refers_to_focus,
+        refers_to_focus("voids"),
         &mut violations,
         |key, obj| {
             let mut p = Problems::default();
@@ -730,11 +780,11 @@ fn read_ledger_focused<R: ReadDoc>(
         },
     );
 
-    let payments = read_records_where(
+    let payments = read_records_selected(
         doc,
         "payments",
         everything(),
-        refers_to_focus,
+        refers_to_focus("payments"),
         &mut violations,
         |key, obj| {
             let mut p = Problems::default();
@@ -784,11 +834,11 @@ fn read_ledger_focused<R: ReadDoc>(
     // Returns are checked in id order so that, of concurrent returns that
     // together exceed what was sold, the same ones are rejected everywhere.
     let mut returned: BTreeMap<(RecordId, ProductId), i64> = BTreeMap::new();
-    let returns = read_records_where(
+    let returns = read_records_selected(
         doc,
         "returns",
         everything(),
-        refers_to_focus,
+        refers_to_focus("returns"),
         &mut violations,
         |key, obj| {
             let mut p = Problems::default();

@@ -97,6 +97,12 @@ pub use stock::{
 };
 pub use validate::{Problem, Violation};
 
+// Selective readers for the export: the same parsing and rules as the
+// public readers, over the records a change touched.
+pub(crate) use catalog::{read_catalog_selected, KeySelection};
+pub(crate) use ledger::{read_ledger_selected, LedgerSelection};
+pub(crate) use stock::read_stock_selected;
+
 /// Why a domain operation was refused. Expected refusals (unknown product,
 /// sale already voided, ...) are values here; a document from a peer that
 /// cannot be read where we need it is `Malformed`.

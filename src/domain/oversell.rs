@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ObjType, ReadDoc};
 
-use super::catalog::{read_records, Problems};
+use super::catalog::{read_records_selected, KeySelection, Problems};
 use super::ids::{LocationId, ProductId};
 use super::meta::{container, expect_kind, DocKind};
 use super::read::{get_int, get_list, get_parsed, list_strings};
@@ -51,7 +51,7 @@ pub enum AlertStatus {
 }
 
 impl AlertStatus {
-    fn as_str(&self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             AlertStatus::Open => "open",
             AlertStatus::Cleared => "cleared",
@@ -216,9 +216,10 @@ pub fn record_oversell_alerts(
 /// Reads the `alerts` map (used by [`super::read_stock`]).
 pub(crate) fn read_alerts<R: ReadDoc>(
     doc: &R,
+    keys: KeySelection<'_>,
     violations: &mut Vec<Violation>,
 ) -> BTreeMap<String, StoredAlert> {
-    read_records(doc, "alerts", violations, |key, obj| {
+    read_records_selected(doc, "alerts", keys, |_, _| true, violations, |key, obj| {
         let mut p = Problems::default();
         let location = p.take(get_parsed(doc, obj, "location", LocationId::new));
         let product = p.take(get_parsed(doc, obj, "product", ProductId::new));

@@ -19,9 +19,9 @@
 use std::collections::BTreeMap;
 
 use automerge::transaction::Transactable;
-use automerge::{Automerge, ObjType, ReadDoc, ScalarValue, ROOT};
+use automerge::{Automerge, ObjId, ObjType, ReadDoc, ScalarValue, ROOT};
 
-use super::catalog::{read_records, Problems};
+use super::catalog::{read_records_selected, KeySelection, Problems};
 use super::ids::{LocationId, Period, ProductId, TenantId};
 use super::ledger::{Sale, SaleReturn};
 use super::meta::{
@@ -353,6 +353,27 @@ pub fn stock_level<R: ReadDoc>(stock: &R, product: &ProductId) -> Result<i64, Do
 /// Reads and checks a stock document: counters, movements, alerts. A
 /// counter that differs from the sum of its movements is reported.
 pub fn read_stock<R: ReadDoc>(doc: &R) -> StockView {
+    read_stock_where(doc, KeySelection::All, KeySelection::All, true)
+}
+
+/// [`read_stock`] with every level but only the selected movements and
+/// alerts, and without the counter check (which needs every movement of a
+/// product; the export derives it in SQL). A movement's validity depends
+/// only on itself and on which products have a counter.
+pub(crate) fn read_stock_selected<R: ReadDoc>(
+    doc: &R,
+    movement_keys: KeySelection<'_>,
+    alert_keys: KeySelection<'_>,
+) -> StockView {
+    read_stock_where(doc, movement_keys, alert_keys, false)
+}
+
+fn read_stock_where<R: ReadDoc>(
+    doc: &R,
+    movement_keys: KeySelection<'_>,
+    alert_keys: KeySelection<'_>,
+    check_counters: bool,
+) -> StockView {
     let mut violations = check_root(doc, DocKind::Stock);
     let meta = doc_meta(doc).ok();
     let mut levels = BTreeMap::new();
@@ -395,7 +416,8 @@ pub fn read_stock<R: ReadDoc>(doc: &R) -> StockView {
             }
         }
     }
-    let movements = read_records(doc, "movements", &mut violations, |key, obj| {
+    let all = |_: &str, _: &ObjId| true;
+    let movements = read_records_selected(doc, "movements", movement_keys, all, &mut violations, |key, obj| {
         let mut p = Problems::default();
         let kind = p.take(get_parsed(doc, obj, "kind", |s| {
             MovementKind::parse(&s).ok_or_else(|| format!("unknown movement kind {s:?}"))
@@ -440,10 +462,28 @@ pub fn read_stock<R: ReadDoc>(doc: &R) -> StockView {
             _ => Err(p.0),
         }
     });
-    // Every increment comes with its movement in one change, so a counter
-    // equals the sum of its valid movements unless a movement was rejected
-    // above or someone wrote the counter without one.
-    for (product, level) in &levels {
+    if check_counters {
+        violations.extend(counter_drift(&levels, &movements));
+    }
+    let alerts = read_alerts(doc, alert_keys, &mut violations);
+    StockView {
+        meta,
+        levels,
+        movements,
+        alerts,
+        violations,
+    }
+}
+
+/// Every increment comes with its movement in one change, so a counter
+/// equals the sum of its valid movements unless a movement was rejected or
+/// someone wrote the counter without one.
+fn counter_drift(
+    levels: &BTreeMap<ProductId, i64>,
+    movements: &BTreeMap<String, Movement>,
+) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    for (product, level) in levels {
         let sum = checked_sum(
             movements
                 .values()
@@ -469,14 +509,7 @@ pub fn read_stock<R: ReadDoc>(doc: &R) -> StockView {
             )),
         }
     }
-    let alerts = read_alerts(doc, &mut violations);
-    StockView {
-        meta,
-        levels,
-        movements,
-        alerts,
-        violations,
-    }
+    violations
 }
 
 fn stock_period(meta: &DocMeta) -> Result<Period, DomainError> {

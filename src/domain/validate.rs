@@ -53,6 +53,39 @@ impl std::fmt::Display for Violation {
     }
 }
 
+impl Problem {
+    /// A stable name for the rule broken (the variant's name in
+    /// snake_case), for reports and the `invalid_records` table.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Problem::Field(_) => "field",
+            Problem::ContainerCreatedTwice { .. } => "container_created_twice",
+            Problem::KeyWrittenTwice { .. } => "key_written_twice",
+            Problem::KeyMismatch { .. } => "key_mismatch",
+            Problem::EmptySale => "empty_sale",
+            Problem::NonPositiveQuantity { .. } => "non_positive_quantity",
+            Problem::NegativePrice { .. } => "negative_price",
+            Problem::LineTotalMismatch { .. } => "line_total_mismatch",
+            Problem::SaleTotalMismatch { .. } => "sale_total_mismatch",
+            Problem::AmountOverflow => "amount_overflow",
+            Problem::UnknownProduct { .. } => "unknown_product",
+            Problem::UnknownDevice { .. } => "unknown_device",
+            Problem::ForeignSeller { .. } => "foreign_seller",
+            Problem::WrongPeriod { .. } => "wrong_period",
+            Problem::UnknownSale { .. } => "unknown_sale",
+            Problem::CurrencyMismatch { .. } => "currency_mismatch",
+            Problem::NonPositiveAmount { .. } => "non_positive_amount",
+            Problem::ReturnExceedsSold { .. } => "return_exceeds_sold",
+            Problem::ProductNotInSale { .. } => "product_not_in_sale",
+            Problem::WrongSign { .. } => "wrong_sign",
+            Problem::NoCounter { .. } => "no_counter",
+            Problem::UnknownWriter => "unknown_writer",
+            Problem::WrittenByOtherDevice { .. } => "written_by_other_device",
+            Problem::CounterDrift { .. } => "counter_drift",
+        }
+    }
+}
+
 /// Why a record is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
