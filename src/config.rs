@@ -105,6 +105,10 @@ pub struct ServerConfig {
     /// Whether connections and the sync log need a credential; see
     /// [`AuthMode`] (default `Auto`: required once any credential exists).
     pub auth_mode: AuthMode,
+    /// PostgreSQL to keep the reporting tables in (`postgres://...`, with
+    /// `sslmode=require` for TLS); none runs on sled alone. See
+    /// `server::exporter`.
+    pub postgres_url: Option<String>,
 }
 
 /// Settings that cannot work together.
@@ -149,6 +153,7 @@ impl ServerConfig {
             store_cache_bytes: STORE_CACHE_BYTES_DEFAULT,
             unsafe_skip_flush: false,
             auth_mode: AuthMode::default(),
+            postgres_url: None,
         }
     }
 

@@ -148,6 +148,11 @@ struct ServeArgs {
     /// warning, until then); required: always; off: never.
     #[arg(long, env = "VENTAS_AUTH", default_value = "auto")]
     auth: AuthMode,
+    /// Keep PostgreSQL reporting tables up to date
+    /// (postgres://user:password@host:port/db[?sslmode=require]); without
+    /// it the server runs on sled alone.
+    #[arg(long, env = "DATABASE_URL")]
+    postgres_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -195,6 +200,7 @@ impl ServeArgs {
         config.tls_key = self.tls_key;
         config.unsafe_skip_flush = self.unsafe_skip_flush;
         config.auth_mode = self.auth;
+        config.postgres_url = self.postgres_url;
         config
     }
 }

@@ -25,6 +25,7 @@ use ventas_sync_protocol::wire::{self, Message};
 
 use super::access::{CatalogIndex, ConnectionAccess, SharedCatalogIndex};
 use super::auth::Identity;
+use super::exporter::ExportMarks;
 use super::review::{self, Review};
 use crate::now_ms;
 
@@ -85,6 +86,7 @@ struct ConnHandle {
 pub fn spawn(
     hub_config: HubConfig,
     store: Arc<dyn DocStore>,
+    export_marks: Arc<ExportMarks>,
     inbox_messages_max: usize,
     tick_interval_ms: u64,
     skip_flush: bool,
@@ -108,6 +110,7 @@ pub fn spawn(
         review: Review::default(),
         catalogs: CatalogIndex::shared(Arc::clone(&store)),
         store,
+        export_marks,
     };
     let join = tokio::spawn(task.run(inbox_rx, flush_report_rx, tick_interval_ms));
     (inbox_tx, join)
@@ -143,6 +146,8 @@ struct HubTask {
     /// Each tenant's stock locations and their sellers, for the access
     /// policies of authenticated connections.
     catalogs: SharedCatalogIndex,
+    /// Marks each persisted document for the export to PostgreSQL.
+    export_marks: Arc<ExportMarks>,
 }
 
 impl HubTask {
@@ -367,6 +372,11 @@ impl HubTask {
                     match self.store.append_chunk(document_id.as_bytes(), &chunk) {
                         Ok(seq) => {
                             self.hub.chunk_persisted(&document_id, seq);
+                            // Flushed with the chunk, so durable exactly
+                            // when the change is.
+                            if let Err(error) = self.export_marks.document_changed(&document_id) {
+                                error!(%document_id, "cannot mark the change for export: {error}");
+                            }
                             self.catalog_changed(document_id);
                         }
                         Err(error) => {

@@ -9,6 +9,9 @@
 //! `@automerge/automerge-repo-network-websocket` clients use).
 //! `GET /v1/sync-sessions` lists the sync log, newest first.
 //! `GET /health` answers `ok` (always open).
+//! `GET /v1/export/status` tells how far behind the export to PostgreSQL is
+//! (pending documents and sessions, seconds behind, lag percentiles, last
+//! error); office or reporting credential, like the sync log.
 //! `GET /v1/tokens`, `POST /v1/tokens` (JSON `{tenant, seller, device,
 //! role, expires?}`) and `POST /v1/tokens/{id}/revoke` manage credentials on
 //! the running server; they need an office credential in every auth mode.
@@ -25,6 +28,7 @@
 pub mod access;
 pub mod auth;
 mod connection;
+pub mod exporter;
 pub mod hub_task;
 pub mod limits;
 pub mod review;
@@ -56,6 +60,7 @@ use crate::config::{ConfigError, ServerConfig, SYNC_SESSIONS_PAGE_MAX};
 pub use auth::{AllowAnonymous, AuthError, Authenticator, Identity};
 use auth::{AuthMode, CredentialError, Credentials, IssueRequest, Role};
 use connection::Connection;
+use exporter::{ExportMarks, ExportState};
 use hub_task::HubInput;
 use limits::ConnectionCounts;
 use sessions::SessionLog;
@@ -91,6 +96,8 @@ struct AppState {
     shutdown: watch::Receiver<bool>,
     authenticator: Arc<dyn Authenticator>,
     store: Arc<dyn DocStore>,
+    export_marks: Arc<ExportMarks>,
+    export_state: Arc<ExportState>,
 }
 
 /// A server running in this process.
@@ -203,19 +210,31 @@ async fn serve_with_tls(
     hub_config.docs_in_memory_max = config.docs_in_memory_max;
     hub_config.doc_idle_evict_after_ms = config.doc_idle_evict_after_ms;
     hub_config.doc_queue_messages_max = config.doc_queue_messages_max;
+    let export_marks = ExportMarks::open(Arc::clone(&store), config.postgres_url.is_some())?;
+    let export_state = Arc::new(ExportState::default());
     let (hub, hub_join) = hub_task::spawn(
         hub_config,
         Arc::clone(&store),
+        Arc::clone(&export_marks),
         config.hub_inbox_messages_max,
         config.tick_interval_ms,
         config.unsafe_skip_flush,
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let exporter_join = config.postgres_url.clone().map(|url| {
+        exporter::spawn(
+            url,
+            Arc::clone(&store),
+            Arc::clone(&export_marks),
+            Arc::clone(&export_state),
+            shutdown_rx.clone(),
+        )
+    });
     let connections = Arc::new(Semaphore::new(config.connections_max));
     let state = AppState {
         config: config.clone(),
         hub: hub.clone(),
-        sessions: SessionLog::new(Arc::clone(&store)),
+        sessions: SessionLog::new(Arc::clone(&store)).with_export_marks(Arc::clone(&export_marks)),
         connections: Arc::clone(&connections),
         connection_counts: ConnectionCounts::new(
             config.connections_per_address_max,
@@ -225,12 +244,15 @@ async fn serve_with_tls(
         shutdown: shutdown_rx,
         authenticator,
         store: Arc::clone(&store),
+        export_marks,
+        export_state,
     };
     let app = Router::new()
         .route("/", get(upgrade))
         .route("/health", get(|| async { "ok" }))
         .route("/v1/sync-sessions", get(list_sessions))
         .route("/v1/documents/{id}/violations", get(document_violations))
+        .route("/v1/export/status", get(export_status))
         .route("/v1/tokens", get(list_tokens).post(issue_token))
         .route("/v1/tokens/{id}/revoke", post(revoke_token))
         .with_state(state);
@@ -277,6 +299,11 @@ async fn serve_with_tls(
         let _ = done_rx.await;
     }
     let _ = hub_join.await;
+    if let Some(exporter_join) = exporter_join {
+        // The exporter saw the shutdown signal; it stops between items, and
+        // whatever it had not committed is still marked for the next run.
+        let _ = exporter_join.await;
+    }
     store.flush()?;
     info!("stopped");
     Ok(())
@@ -383,6 +410,36 @@ async fn list_sessions(
             (StatusCode::INTERNAL_SERVER_ERROR, "sync log unavailable").into_response()
         }
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "sync log unavailable").into_response(),
+    }
+}
+
+/// How far behind the export to PostgreSQL is (see [`exporter`]).
+async fn export_status(
+    State(state): State<AppState>,
+    Query(raw_query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = require_reader(&state, &headers, &raw_query) {
+        return refused.into_response();
+    }
+    let marks = Arc::clone(&state.export_marks);
+    let export_state = Arc::clone(&state.export_state);
+    let status = tokio::task::spawn_blocking(move || exporter::status(&marks, &export_state)).await;
+    match status {
+        Ok(Ok(status)) => Json(status).into_response(),
+        Ok(Err(error)) => {
+            error!("export status read failed: {error}");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "export status unavailable",
+            )
+                .into_response()
+        }
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "export status unavailable",
+        )
+            .into_response(),
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use super::exporter::ExportMarks;
 use serde::{Deserialize, Serialize};
 use ventas_storage::{DocStore, StoreError};
 
@@ -70,6 +71,8 @@ pub enum SessionLogError {
 pub struct SessionLog {
     store: Arc<dyn DocStore>,
     kept_max: u64,
+    /// Marks each written session for the export to PostgreSQL.
+    export_marks: Option<Arc<ExportMarks>>,
 }
 
 impl SessionLog {
@@ -79,7 +82,17 @@ impl SessionLog {
 
     /// A log that keeps at most `kept_max` sessions (by id distance).
     pub fn with_limit(store: Arc<dyn DocStore>, kept_max: u64) -> Self {
-        Self { store, kept_max }
+        Self {
+            store,
+            kept_max,
+            export_marks: None,
+        }
+    }
+
+    /// The same log, marking every session it writes for export.
+    pub fn with_export_marks(mut self, marks: Arc<ExportMarks>) -> Self {
+        self.export_marks = Some(marks);
+        self
     }
 
     /// Removes every session more than `kept_max` ids older than
@@ -118,7 +131,23 @@ impl SessionLog {
             reason: e.to_string(),
         })?;
         self.store.meta_put(&key(session.id), &value)?;
+        if let Some(marks) = &self.export_marks {
+            marks.session_written(session.id)?;
+        }
         Ok(())
+    }
+
+    /// One session, if the log still holds it.
+    pub fn get(&self, id: u64) -> Result<Option<SyncSession>, SessionLogError> {
+        let Some(value) = self.store.meta_get(&key(id))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&value)
+            .map(Some)
+            .map_err(|e| SessionLogError::Corrupt {
+                id,
+                reason: e.to_string(),
+            })
     }
 
     /// Sessions newest first, older than `before` if given.

@@ -143,8 +143,14 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub async fn spawn(data_dir: &Path, port: u16) -> Self {
+        Self::spawn_with(data_dir, port, &[]).await
+    }
+
+    /// Starts the binary with more `serve` arguments.
+    pub async fn spawn_with(data_dir: &Path, port: u16, args: &[&str]) -> Self {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ventas"))
             .arg("serve")
+            .args(args)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
@@ -430,4 +436,115 @@ pub async fn ended_session(server: &TestServer, peer: &str) -> serde_json::Value
 /// Path of the JS harness.
 pub fn js_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js")
+}
+
+/// The PostgreSQL the export tests use (`.ci/run` makes sure it runs).
+pub const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A database of this test's own, dropped when the value is.
+pub struct TestDatabase {
+    pub name: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let name = format!("ventas_t_{:016x}", rand::random::<u64>());
+        let admin = postgres_client(POSTGRES_ADMIN_URL).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        Self { name }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+
+    /// The same database through another host and port (a proxy).
+    pub fn url_via(&self, addr: SocketAddr) -> String {
+        format!("postgres://postgres@{addr}/{}", self.name)
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        postgres_client(&self.url()).await
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside a runtime; the drop needs its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let admin = postgres_client(POSTGRES_ADMIN_URL).await;
+                admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}", self.name);
+        }
+    }
+}
+
+/// A plain connection (no TLS) for checking what the export wrote.
+pub async fn postgres_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url} must be running: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// A TCP proxy to PostgreSQL that a test can cut (every connection
+/// dropped, new ones refused) and restore: a database outage without
+/// stopping the shared server.
+pub struct CuttableProxy {
+    pub addr: SocketAddr,
+    open: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl CuttableProxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (open, _) = tokio::sync::watch::channel(true);
+        let open = Arc::new(open);
+        let accepting = Arc::clone(&open);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*accepting.borrow() {
+                    continue; // dropped: connection refused, in effect
+                }
+                let mut cut = accepting.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.wait_for(|open| !*open) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, open }
+    }
+
+    pub fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.open.send_replace(true);
+    }
 }

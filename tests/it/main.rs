@@ -6,10 +6,12 @@
 mod auth;
 mod authorization;
 mod domain_interop;
+mod export_live;
 mod harness;
 mod hostile;
 mod js_interop;
 mod limits;
 mod limits_more;
+mod office;
 mod review;
 mod sync;

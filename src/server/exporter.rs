@@ -1,0 +1,728 @@
+//! The live export to PostgreSQL: keeps the reporting tables of
+//! [`crate::export`] up to date while the server runs.
+//!
+//! **Markers.** When the hub task persists a change to a document, and when
+//! the sync log records a session, [`ExportMarks`] writes a marker into the
+//! metadata keyspace (`export-pending/d<document>` or
+//! `export-pending/s<session id>`), in the same sled epoch as the change, so
+//! a marker is durable exactly when its change is. The markers are the
+//! exporter's queue: they survive restarts, crashes and Postgres outages,
+//! and a document changed a thousand times while Postgres was down has one
+//! marker.
+//!
+//! **Exporter task.** Sweeps the markers; for each document it reads the
+//! heads last exported (from Postgres), loads the document from the store,
+//! flushes the store (so nothing it exports can be lost by a crash), builds
+//! the rows that changed since those heads ([`crate::export::build_rows`],
+//! on a blocking thread) and applies them with the new heads in one
+//! transaction ([`crate::export::apply`]). Only then is the marker removed,
+//! and only if it was not set again meanwhile (`meta_remove_if`). A crash at
+//! any point leaves the marker, and the next export starts from the heads
+//! that committed: nothing is lost and nothing is written twice.
+//!
+//! **Outages.** Any Postgres error drops the connection and retries with
+//! exponential backoff ([`EXPORT_RETRY_DELAY_MIN_MS`] to
+//! [`EXPORT_RETRY_DELAY_MAX_MS`]); the hub and every device go on as usual.
+//! `GET /v1/export/status` ([`status`]) tells how far behind the export is.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use automerge::{ChangeHash, ReadDoc};
+use serde::Serialize;
+use tokio::sync::{watch, Notify};
+use tracing::{debug, info, warn};
+use ventas_storage::{DocStore, StoreError};
+use ventas_sync_protocol::ids::DocumentId;
+
+use super::sessions::SessionLog;
+use crate::export::{self, ExportError};
+use crate::now_ms;
+
+/// Markers read from the store in one page of a sweep.
+pub const EXPORT_MARKERS_PER_PAGE: usize = 64;
+/// First delay after a failed export; doubles on each failure in a row.
+pub const EXPORT_RETRY_DELAY_MIN_MS: u64 = 200;
+/// Longest delay between two attempts while Postgres keeps failing.
+pub const EXPORT_RETRY_DELAY_MAX_MS: u64 = 10_000;
+/// Longest wait for new markers before sweeping again anyway.
+pub const EXPORT_IDLE_SWEEP_MS: u64 = 1_000;
+/// Export lags remembered for the status percentiles.
+pub const EXPORT_LAG_SAMPLES_MAX: usize = 4_096;
+/// Markers counted by one status request; past it the count is a floor.
+pub const EXPORT_STATUS_COUNT_MAX: usize = 100_000;
+/// Longest a lag line may wait in the log while the export is behind.
+const EXPORT_LAG_LOG_INTERVAL_MS: u64 = 10_000;
+
+const MARKER_PREFIX: &[u8] = b"export-pending/";
+const DOC_TAG: u8 = b'd';
+const SESSION_TAG: u8 = b's';
+/// Present while every change since it was set has been marked; a server
+/// run without export removes it, so the next run with export marks every
+/// document once.
+const MARKING_KEY: &[u8] = b"export/marking";
+/// Marker value: when the first unexported change was marked (ms), then a
+/// random token so a marker set again is never mistaken for the old one.
+const MARKER_VALUE_BYTES: usize = 16;
+
+/// Why the exporter could not export one item.
+#[derive(Debug, thiserror::Error)]
+pub enum ExporterError {
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("document {document_id} does not load from the store: {reason}")]
+    Load {
+        document_id: DocumentId,
+        reason: String,
+    },
+    #[error("sync session record {id} is unreadable: {reason}")]
+    Session { id: u64, reason: String },
+    #[error("export worker thread failed: {0}")]
+    Join(String),
+}
+
+/// Writes export markers (a no-op when the export is off).
+pub struct ExportMarks {
+    store: Arc<dyn DocStore>,
+    enabled: bool,
+    wake: Notify,
+}
+
+/// An export marker's key: which document or session is pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    Document(DocumentId),
+    Session(u64),
+}
+
+impl Pending {
+    fn key(&self) -> Vec<u8> {
+        let mut key = MARKER_PREFIX.to_vec();
+        match self {
+            Self::Document(id) => {
+                key.push(DOC_TAG);
+                key.extend_from_slice(id.as_bytes());
+            }
+            Self::Session(id) => {
+                key.push(SESSION_TAG);
+                key.extend_from_slice(&id.to_be_bytes());
+            }
+        }
+        key
+    }
+
+    fn parse(key: &[u8]) -> Option<Self> {
+        let rest = key.strip_prefix(MARKER_PREFIX)?;
+        let (tag, body) = rest.split_first()?;
+        match *tag {
+            DOC_TAG => {
+                let bytes: [u8; 16] = body.try_into().ok()?;
+                Some(Self::Document(DocumentId::from_bytes(bytes)))
+            }
+            SESSION_TAG => Some(Self::Session(u64::from_be_bytes(body.try_into().ok()?))),
+            _ => None,
+        }
+    }
+}
+
+fn marker_first_ms(value: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(value.get(..8)?.try_into().ok()?))
+}
+
+impl ExportMarks {
+    /// Markers for a server whose export is `enabled`. When the export is
+    /// turned on after a run without it, every stored document is marked
+    /// once (their changes in between were not).
+    pub fn open(store: Arc<dyn DocStore>, enabled: bool) -> Result<Arc<Self>, StoreError> {
+        let marks = Arc::new(Self {
+            store,
+            enabled,
+            wake: Notify::new(),
+        });
+        if !enabled {
+            marks.store.meta_remove(MARKING_KEY)?;
+            return Ok(marks);
+        }
+        if marks.store.meta_get(MARKING_KEY)?.is_none() {
+            let marked = marks.mark_every_document()?;
+            marks.store.meta_put(MARKING_KEY, b"1")?;
+            marks.store.flush()?;
+            info!(
+                documents = marked,
+                "export: every stored document marked for export"
+            );
+        }
+        Ok(marks)
+    }
+
+    /// A disabled marker writer, for servers without export.
+    pub fn disabled(store: Arc<dyn DocStore>) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            enabled: false,
+            wake: Notify::new(),
+        })
+    }
+
+    fn mark_every_document(&self) -> Result<u64, StoreError> {
+        let mut after = None;
+        let mut marked = 0;
+        loop {
+            let page = self
+                .store
+                .list_docs(after.as_ref(), ventas_storage::LIST_LIMIT_MAX)?;
+            let Some(last) = page.last().copied() else {
+                return Ok(marked);
+            };
+            for key in page {
+                self.mark(Pending::Document(DocumentId::from_bytes(key)))?;
+                marked += 1;
+            }
+            after = Some(last);
+        }
+    }
+
+    /// A change to `document_id` was appended to the store (not yet
+    /// flushed: the marker is flushed with it).
+    pub fn document_changed(&self, document_id: &DocumentId) -> Result<(), StoreError> {
+        self.mark(Pending::Document(*document_id))
+    }
+
+    /// The sync log wrote session `id`.
+    pub fn session_written(&self, id: u64) -> Result<(), StoreError> {
+        self.mark(Pending::Session(id))
+    }
+
+    fn mark(&self, pending: Pending) -> Result<(), StoreError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let marked = self.try_mark(pending);
+        if marked.is_err() {
+            // A change may now be unmarked: the next start marks every
+            // document again (if the store lets us say so).
+            let _ = self.store.meta_remove(MARKING_KEY);
+        }
+        marked
+    }
+
+    fn try_mark(&self, pending: Pending) -> Result<(), StoreError> {
+        let key = pending.key();
+        let first_ms = match self.store.meta_get(&key)? {
+            Some(value) => marker_first_ms(&value).unwrap_or_else(now_ms),
+            None => now_ms(),
+        };
+        let mut value = [0u8; MARKER_VALUE_BYTES];
+        value[..8].copy_from_slice(&first_ms.to_be_bytes());
+        value[8..].copy_from_slice(&rand::random::<u64>().to_be_bytes());
+        self.store.meta_put(&key, &value)?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Counts pending markers (at most [`EXPORT_STATUS_COUNT_MAX`]) and
+    /// finds the oldest first-marked time among them.
+    fn backlog(&self) -> Result<Backlog, StoreError> {
+        let mut backlog = Backlog::default();
+        let mut before: Option<Vec<u8>> = None;
+        loop {
+            let page = self.store.meta_scan_prefix_rev(
+                MARKER_PREFIX,
+                before.as_deref(),
+                ventas_storage::LIST_LIMIT_MAX,
+            )?;
+            let Some((last, _)) = page.last() else {
+                return Ok(backlog);
+            };
+            before = Some(last.clone());
+            for (key, value) in &page {
+                match Pending::parse(key) {
+                    Some(Pending::Document(_)) => backlog.documents += 1,
+                    Some(Pending::Session(_)) => backlog.sessions += 1,
+                    None => continue,
+                }
+                if let Some(first_ms) = marker_first_ms(value) {
+                    backlog.oldest_ms =
+                        Some(backlog.oldest_ms.map_or(first_ms, |o| o.min(first_ms)));
+                }
+            }
+            if backlog.documents + backlog.sessions >= EXPORT_STATUS_COUNT_MAX as u64 {
+                backlog.capped = true;
+                return Ok(backlog);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Backlog {
+    documents: u64,
+    sessions: u64,
+    oldest_ms: Option<u64>,
+    capped: bool,
+}
+
+/// What `GET /v1/export/status` answers.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ExportStatus {
+    pub enabled: bool,
+    /// Whether the exporter holds a working Postgres connection.
+    pub connected: bool,
+    /// Documents changed and not yet exported.
+    pub pending_documents: u64,
+    /// Sync sessions written and not yet exported.
+    pub pending_sessions: u64,
+    /// The pending counts stopped at [`EXPORT_STATUS_COUNT_MAX`].
+    pub pending_counts_capped: bool,
+    /// How long the oldest unexported change has waited (0 when none).
+    pub seconds_behind: f64,
+    pub documents_exported_total: u64,
+    pub sessions_exported_total: u64,
+    /// Failed attempts since the server started.
+    pub failures_total: u64,
+    pub last_error: Option<String>,
+    pub last_error_at_ms: Option<u64>,
+    pub last_export_at_ms: Option<u64>,
+    /// Time from a change being marked to its rows committing, over the
+    /// last [`EXPORT_LAG_SAMPLES_MAX`] exports.
+    pub lag_ms_p50: Option<u64>,
+    pub lag_ms_p99: Option<u64>,
+    pub lag_ms_max: Option<u64>,
+}
+
+/// Shared between the exporter task and the status endpoint.
+#[derive(Default)]
+pub struct ExportState {
+    inner: Mutex<StateInner>,
+    documents_exported: AtomicU64,
+    sessions_exported: AtomicU64,
+    failures: AtomicU64,
+}
+
+#[derive(Default)]
+struct StateInner {
+    connected: bool,
+    last_error: Option<(String, u64)>,
+    last_export_at_ms: Option<u64>,
+    lags_ms: std::collections::VecDeque<u64>,
+}
+
+impl ExportState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StateInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn exported(&self, lag_ms: u64, at_ms: u64) {
+        let mut inner = self.lock();
+        inner.last_export_at_ms = Some(at_ms);
+        if inner.lags_ms.len() == EXPORT_LAG_SAMPLES_MAX {
+            inner.lags_ms.pop_front();
+        }
+        inner.lags_ms.push_back(lag_ms);
+    }
+
+    fn failed(&self, error: &ExporterError) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let mut inner = self.lock();
+        inner.connected = false;
+        inner.last_error = Some((error.to_string(), now_ms()));
+    }
+
+    fn set_connected(&self, connected: bool) {
+        self.lock().connected = connected;
+    }
+}
+
+/// The export status: counters from the exporter, backlog from the markers
+/// (a blocking scan; call it off the async runtime).
+pub fn status(marks: &ExportMarks, state: &ExportState) -> Result<ExportStatus, StoreError> {
+    let backlog = if marks.enabled {
+        marks.backlog()?
+    } else {
+        Backlog::default()
+    };
+    let now = now_ms();
+    let inner = state.lock();
+    let mut lags: Vec<u64> = inner.lags_ms.iter().copied().collect();
+    lags.sort_unstable();
+    let percentile = |p: usize| -> Option<u64> {
+        let last = lags.len().checked_sub(1)?;
+        lags.get(last * p / 100).copied()
+    };
+    Ok(ExportStatus {
+        enabled: marks.enabled,
+        connected: inner.connected,
+        pending_documents: backlog.documents,
+        pending_sessions: backlog.sessions,
+        pending_counts_capped: backlog.capped,
+        seconds_behind: backlog
+            .oldest_ms
+            .map_or(0.0, |oldest| now.saturating_sub(oldest) as f64 / 1_000.0),
+        documents_exported_total: state.documents_exported.load(Ordering::Relaxed),
+        sessions_exported_total: state.sessions_exported.load(Ordering::Relaxed),
+        failures_total: state.failures.load(Ordering::Relaxed),
+        last_error: inner.last_error.as_ref().map(|(error, _)| error.clone()),
+        last_error_at_ms: inner.last_error.as_ref().map(|(_, at)| *at),
+        last_export_at_ms: inner.last_export_at_ms,
+        lag_ms_p50: percentile(50),
+        lag_ms_p99: percentile(99),
+        lag_ms_max: lags.last().copied(),
+    })
+}
+
+/// Starts the exporter task for `postgres_url`; it stops when `shutdown`
+/// turns true.
+pub fn spawn(
+    postgres_url: String,
+    store: Arc<dyn DocStore>,
+    marks: Arc<ExportMarks>,
+    state: Arc<ExportState>,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let exporter = Exporter {
+        postgres_url,
+        store: Arc::clone(&store),
+        sessions: SessionLog::new(store),
+        marks,
+        state,
+        client: None,
+        last_lag_log_ms: 0,
+    };
+    tokio::spawn(exporter.run(shutdown))
+}
+
+struct Exporter {
+    postgres_url: String,
+    store: Arc<dyn DocStore>,
+    sessions: SessionLog,
+    marks: Arc<ExportMarks>,
+    state: Arc<ExportState>,
+    client: Option<tokio_postgres::Client>,
+    last_lag_log_ms: u64,
+}
+
+/// What one sweep did.
+enum Sweep {
+    /// Every marker seen was exported; `exported` of them.
+    Done {
+        exported: usize,
+    },
+    Failed(ExporterError),
+}
+
+impl Exporter {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        info!("export to PostgreSQL started");
+        let mut delay_ms = EXPORT_RETRY_DELAY_MIN_MS;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let wait_ms = match self.sweep().await {
+                Sweep::Done { exported } => {
+                    delay_ms = EXPORT_RETRY_DELAY_MIN_MS;
+                    if exported > 0 {
+                        // More may have arrived while we worked.
+                        continue;
+                    }
+                    EXPORT_IDLE_SWEEP_MS
+                }
+                Sweep::Failed(error) => {
+                    warn!(retry_in_ms = delay_ms, "export failed: {error}");
+                    self.state.failed(&error);
+                    if matches!(error, ExporterError::Export(_)) {
+                        // A Postgres error may have broken the session.
+                        self.client = None;
+                    }
+                    let wait = delay_ms;
+                    delay_ms = delay_ms.saturating_mul(2).min(EXPORT_RETRY_DELAY_MAX_MS);
+                    wait
+                }
+            };
+            tokio::select! {
+                _ = self.marks.wake.notified(), if wait_ms == EXPORT_IDLE_SWEEP_MS => {}
+                _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        info!("export to PostgreSQL stopped");
+    }
+
+    async fn connected(&mut self) -> Result<&mut tokio_postgres::Client, ExporterError> {
+        if self
+            .client
+            .as_ref()
+            .is_some_and(|client| client.is_closed())
+        {
+            self.client = None;
+        }
+        if self.client.is_none() {
+            let mut client = export::connect(&self.postgres_url).await?;
+            export::migrate(&mut client).await?;
+            info!("export: connected to PostgreSQL");
+            self.state.set_connected(true);
+            self.client = Some(client);
+        }
+        match self.client.as_mut() {
+            Some(client) => Ok(client),
+            None => Err(ExporterError::Join("no client".to_string())),
+        }
+    }
+
+    /// Exports every pending marker, page by page.
+    async fn sweep(&mut self) -> Sweep {
+        let mut exported = 0;
+        let mut before: Option<Vec<u8>> = None;
+        loop {
+            let store = Arc::clone(&self.store);
+            let cursor = before.clone();
+            let page = tokio::task::spawn_blocking(move || {
+                store.meta_scan_prefix_rev(
+                    MARKER_PREFIX,
+                    cursor.as_deref(),
+                    EXPORT_MARKERS_PER_PAGE,
+                )
+            })
+            .await;
+            let page = match page {
+                Ok(Ok(page)) => page,
+                Ok(Err(error)) => return Sweep::Failed(error.into()),
+                Err(error) => return Sweep::Failed(ExporterError::Join(error.to_string())),
+            };
+            let Some((last, _)) = page.last() else {
+                return Sweep::Done { exported };
+            };
+            before = Some(last.clone());
+            let mut sessions = Vec::new();
+            for (key, value) in page {
+                match Pending::parse(&key) {
+                    Some(Pending::Document(document_id)) => {
+                        if let Err(error) = self.export_document(document_id, &key, &value).await {
+                            return Sweep::Failed(error);
+                        }
+                        exported += 1;
+                    }
+                    Some(Pending::Session(id)) => sessions.push((id, key, value)),
+                    None => {
+                        warn!(?key, "export: dropping an unreadable marker");
+                        if let Err(error) = self.store.meta_remove(&key) {
+                            return Sweep::Failed(error.into());
+                        }
+                    }
+                }
+            }
+            if !sessions.is_empty() {
+                let count = sessions.len();
+                if let Err(error) = self.export_sessions(sessions).await {
+                    return Sweep::Failed(error);
+                }
+                exported += count;
+            }
+            self.log_lag();
+        }
+    }
+
+    async fn export_document(
+        &mut self,
+        document_id: DocumentId,
+        key: &[u8],
+        marker: &[u8],
+    ) -> Result<(), ExporterError> {
+        let client = self.connected().await?;
+        let previous = export::exported_heads(client, &document_id).await?;
+        let store = Arc::clone(&self.store);
+        let since = previous.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            build_from_store(store.as_ref(), document_id, since.as_deref())
+        })
+        .await
+        .map_err(|error| ExporterError::Join(error.to_string()))??;
+        if let Some(export) = built {
+            let client = self.connected().await?;
+            export::apply(client, &export, previous.as_deref()).await?;
+            debug!(%document_id, "exported");
+        }
+        self.state
+            .documents_exported
+            .fetch_add(1, Ordering::Relaxed);
+        self.done(key, marker)
+    }
+
+    async fn export_sessions(
+        &mut self,
+        pending: Vec<(u64, Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), ExporterError> {
+        let log = self.sessions.clone();
+        let ids: Vec<u64> = pending.iter().map(|(id, _, _)| *id).collect();
+        let sessions = tokio::task::spawn_blocking(move || {
+            let mut sessions = Vec::with_capacity(ids.len());
+            for id in ids {
+                match log.get(id) {
+                    Ok(Some(session)) => sessions.push(session),
+                    // Pruned from the sync log before it was exported.
+                    Ok(None) => {}
+                    Err(error) => {
+                        return Err(ExporterError::Session {
+                            id,
+                            reason: error.to_string(),
+                        })
+                    }
+                }
+            }
+            Ok(sessions)
+        })
+        .await
+        .map_err(|error| ExporterError::Join(error.to_string()))??;
+        let client = self.connected().await?;
+        export::apply_sessions(client, &sessions).await?;
+        self.state
+            .sessions_exported
+            .fetch_add(sessions.len() as u64, Ordering::Relaxed);
+        for (_, key, marker) in pending {
+            self.done(&key, &marker)?;
+        }
+        Ok(())
+    }
+
+    /// The marker's rows are committed: remove it unless it was set again.
+    fn done(&self, key: &[u8], marker: &[u8]) -> Result<(), ExporterError> {
+        self.store.meta_remove_if(key, marker)?;
+        let now = now_ms();
+        let lag_ms = marker_first_ms(marker).map_or(0, |first| now.saturating_sub(first));
+        self.state.exported(lag_ms, now);
+        Ok(())
+    }
+
+    fn log_lag(&mut self) {
+        let now = now_ms();
+        if now.saturating_sub(self.last_lag_log_ms) < EXPORT_LAG_LOG_INTERVAL_MS {
+            return;
+        }
+        self.last_lag_log_ms = now;
+        let inner = self.state.lock();
+        if let Some(lag_ms) = inner.lags_ms.back() {
+            info!(last_lag_ms = lag_ms, "export: catching up");
+        }
+    }
+}
+
+/// Loads a document and builds its export since `since` (the heads last
+/// exported; a full export if none, or if they are not in the document,
+/// e.g. the database came from elsewhere). `None` when there is nothing to
+/// write: the document is gone, or its heads are the exported ones.
+fn build_from_store(
+    store: &dyn DocStore,
+    document_id: DocumentId,
+    since: Option<&[ChangeHash]>,
+) -> Result<Option<export::DocExport>, ExporterError> {
+    let Some(stored) = store.load(document_id.as_bytes())? else {
+        return Ok(None);
+    };
+    let doc =
+        ventas_sync_protocol::stored::load_document(stored.snapshot.as_deref(), &stored.chunks)
+            .map_err(|error| ExporterError::Load {
+                document_id,
+                reason: error.to_string(),
+            })?;
+    // What was read must be durable before anything is exported from it.
+    store.flush()?;
+    let heads = doc.get_heads();
+    let since = since.unwrap_or(&[]);
+    if !since.is_empty() && same_heads(since, &heads) {
+        return Ok(None);
+    }
+    let since: &[ChangeHash] = if since
+        .iter()
+        .all(|hash| doc.get_change_by_hash(hash).is_some())
+    {
+        since
+    } else {
+        &[]
+    };
+    Ok(Some(export::build_rows(&document_id, &doc, since)?))
+}
+
+fn same_heads(a: &[ChangeHash], b: &[ChangeHash]) -> bool {
+    let mut a = a.to_vec();
+    let mut b = b.to_vec();
+    a.sort_unstable();
+    b.sort_unstable();
+    a == b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ventas_storage::SledStore;
+
+    fn marks(enabled: bool) -> (Arc<dyn DocStore>, Arc<ExportMarks>) {
+        let store: Arc<dyn DocStore> = Arc::new(SledStore::temporary().expect("store"));
+        let marks = ExportMarks::open(Arc::clone(&store), enabled).expect("marks");
+        (store, marks)
+    }
+
+    #[test]
+    fn marker_keys_round_trip() {
+        let doc = DocumentId::from_bytes([7; 16]);
+        for pending in [Pending::Document(doc), Pending::Session(42)] {
+            assert_eq!(Pending::parse(&pending.key()), Some(pending));
+        }
+        assert_eq!(Pending::parse(b"export-pending/x"), None);
+        assert_eq!(Pending::parse(b"export-pending/d123"), None);
+    }
+
+    #[test]
+    fn a_document_changed_many_times_has_one_marker_with_its_first_time() {
+        let (_store, marks) = marks(true);
+        let doc = DocumentId::from_bytes([1; 16]);
+        marks.document_changed(&doc).expect("mark");
+        let first = marks.backlog().expect("backlog");
+        marks.document_changed(&doc).expect("mark again");
+        marks.session_written(9).expect("session");
+        let backlog = marks.backlog().expect("backlog");
+        assert_eq!((backlog.documents, backlog.sessions), (1, 1));
+        assert_eq!(backlog.oldest_ms, first.oldest_ms);
+    }
+
+    #[test]
+    fn a_marker_set_again_during_its_export_stays() {
+        let (store, marks) = marks(true);
+        let doc = DocumentId::from_bytes([2; 16]);
+        marks.document_changed(&doc).expect("mark");
+        let key = Pending::Document(doc).key();
+        let seen = store.meta_get(&key).expect("get").expect("marker");
+        marks
+            .document_changed(&doc)
+            .expect("changed during the export");
+        assert!(!store.meta_remove_if(&key, &seen).expect("remove_if"));
+        assert_eq!(marks.backlog().expect("backlog").documents, 1);
+    }
+
+    #[test]
+    fn disabled_marks_write_nothing_and_reenabling_marks_every_document() {
+        let store: Arc<dyn DocStore> = Arc::new(SledStore::temporary().expect("store"));
+        for byte in 0..3u8 {
+            store.append_chunk(&[byte; 16], b"chunk").expect("append");
+        }
+        let off = ExportMarks::open(Arc::clone(&store), false).expect("marks");
+        off.document_changed(&DocumentId::from_bytes([0; 16]))
+            .expect("mark");
+        assert_eq!(store.meta_get(MARKING_KEY).expect("get"), None);
+        let on = ExportMarks::open(Arc::clone(&store), true).expect("marks");
+        assert_eq!(on.backlog().expect("backlog").documents, 3);
+        // Marking stays continuous: a second start marks nothing new.
+        for (key, value) in store
+            .meta_scan_prefix_rev(MARKER_PREFIX, None, 10)
+            .expect("scan")
+        {
+            assert!(store.meta_remove_if(&key, &value).expect("remove"));
+        }
+        let again = ExportMarks::open(Arc::clone(&store), true).expect("marks");
+        assert_eq!(again.backlog().expect("backlog").documents, 0);
+    }
+}

@@ -1,0 +1,247 @@
+//! The live export to PostgreSQL (`server::exporter`) against the real
+//! PostgreSQL on 127.0.0.1:5432: rows follow the documents while devices
+//! sync, an outage of the database loses nothing and disturbs no device,
+//! and a server killed mid-export neither loses nor duplicates a row.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use ventas::domain::*;
+
+use crate::harness::*;
+use crate::office::*;
+
+/// Records `count` sales of 1..=3 soaps on the office's device.
+fn record_sales(office: &Office, count: usize) {
+    let catalog = office.catalog_view();
+    for n in 0..count {
+        let sale = change_both(&office.device, &office.ledger, |device, ledger| {
+            record_sale(
+                device,
+                ledger,
+                &catalog,
+                &SaleInput {
+                    customer: id(CustomerId::new, "shop-9"),
+                    location: id(LocationId::new, "van-ana"),
+                    at_ms: sale_time_ms() + n as i64,
+                    lines: vec![SaleLineInput {
+                        product: id(ProductId::new, "soap"),
+                        quantity: 1 + (n % 3) as i64,
+                    }],
+                },
+            )
+            .expect("sale")
+        });
+        office
+            .stock
+            .change(|doc| apply_sale_to_stock(doc, &sale))
+            .expect("change applies")
+            .expect("stock moved");
+    }
+}
+
+/// Sales and their total in the office's ledger, as the domain reads it.
+fn ledger_totals(office: &Office) -> (i64, i64) {
+    office
+        .ledger
+        .read(|doc| {
+            let view = read_ledger(doc, None);
+            assert!(view.violations.is_empty(), "{:?}", view.violations);
+            let total: i64 = view.sales.values().map(|sale| sale.total_cents).sum();
+            (view.sales.len() as i64, total)
+        })
+        .expect("read")
+}
+
+/// The same figures for the ledger's rows in PostgreSQL.
+async fn exported_totals(db: &TestDatabase, ledger: &str) -> (i64, i64) {
+    let client = db.client().await;
+    // Before the first export the tables may not exist yet.
+    match client
+        .query_one(
+            "SELECT count(*), coalesce(sum(total_cents), 0)::bigint FROM sales WHERE document_id = $1",
+            &[&ledger],
+        )
+        .await
+    {
+        Ok(row) => (row.get(0), row.get(1)),
+        Err(_) => (0, 0),
+    }
+}
+
+async fn export_status(addr: std::net::SocketAddr) -> Value {
+    let (status, body) = http_get(addr, "/v1/export/status").await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("status is JSON")
+}
+
+/// Waits until the ledger's rows in PostgreSQL match the document and the
+/// exporter has nothing pending.
+async fn wait_until_exported(
+    addr: std::net::SocketAddr,
+    db: &TestDatabase,
+    office: &Office,
+) -> Value {
+    let expected = ledger_totals(office);
+    let ledger = office.ledger.document_id().to_string();
+    within("the export to catch up", async {
+        loop {
+            let status = export_status(addr).await;
+            if status["pending_documents"] == 0 && exported_totals(db, &ledger).await == expected {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn live_sales_reach_postgres_once_with_the_document_heads() {
+    let db = TestDatabase::create().await;
+    let url = db.url();
+    let server = TestServer::start_with(|config| config.postgres_url = Some(url)).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let office = Office::set_up(&server.url(), dir.path(), "tab-7", "K7Q").await;
+
+    record_sales(&office, 12);
+    office.synced().await;
+    let status = wait_until_exported(server.addr(), &db, &office).await;
+    assert_eq!(status["enabled"], true);
+    assert_eq!(status["connected"], true);
+    assert!(
+        status["documents_exported_total"].as_u64() >= Some(4),
+        "{status}"
+    );
+    assert!(status["lag_ms_p99"].is_u64(), "{status}");
+    assert_eq!(ledger_totals(&office).0, 12);
+
+    // The rows and the heads they were built from committed together.
+    let client = db.client().await;
+    let ledger = office.ledger.document_id().to_string();
+    let row = client
+        .query_one(
+            "SELECT heads FROM export_state WHERE document_id = $1",
+            &[&ledger],
+        )
+        .await
+        .expect("export state");
+    let mut exported: Vec<String> = row.get(0);
+    exported.sort();
+    let mut heads: Vec<String> = office
+        .ledger
+        .read(|doc| doc.get_heads().iter().map(|h| h.to_string()).collect())
+        .expect("read");
+    heads.sort();
+    assert_eq!(exported, heads);
+
+    // A trickle afterwards adds exactly its own rows.
+    record_sales(&office, 3);
+    office.synced().await;
+    wait_until_exported(server.addr(), &db, &office).await;
+    let distinct: i64 = client
+        .query_one(
+            "SELECT count(DISTINCT sale_id) FROM sales WHERE document_id = $1",
+            &[&ledger],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(distinct, 15);
+
+    // Sessions end up in the sync log table once their connection ends.
+    office.close().await;
+    within("sessions exported", async {
+        loop {
+            let sessions: i64 = client
+                .query_one("SELECT count(*) FROM sync_sessions", &[])
+                .await
+                .map(|row| row.get(0))
+                .unwrap_or(0);
+            let status = export_status(server.addr()).await;
+            if sessions >= 1 && status["pending_sessions"] == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    server.running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_postgres_outage_disturbs_no_device_and_loses_no_row() {
+    let db = TestDatabase::create().await;
+    let proxy = CuttableProxy::start("127.0.0.1:5432".parse().expect("addr")).await;
+    let url = db.url_via(proxy.addr);
+    let server = TestServer::start_with(|config| config.postgres_url = Some(url)).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let office = Office::set_up(&server.url(), dir.path(), "tab-7", "K7Q").await;
+    record_sales(&office, 5);
+    office.synced().await;
+    wait_until_exported(server.addr(), &db, &office).await;
+
+    // Postgres goes away: devices keep syncing and being acknowledged.
+    proxy.cut();
+    record_sales(&office, 10);
+    office.synced().await;
+    let behind = within("the outage to show", async {
+        loop {
+            let status = export_status(server.addr()).await;
+            if status["connected"] == false
+                && status["pending_documents"].as_u64() >= Some(1)
+                && status["last_error"].is_string()
+            {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(behind["failures_total"].as_u64() >= Some(1), "{behind}");
+    let ledger = office.ledger.document_id().to_string();
+    assert_eq!(exported_totals(&db, &ledger).await.0, 5);
+
+    // It comes back: the export catches up from sled.
+    proxy.restore();
+    let status = wait_until_exported(server.addr(), &db, &office).await;
+    assert_eq!(status["connected"], true);
+    assert_eq!(exported_totals(&db, &ledger).await.0, 15);
+    office.close().await;
+    server.running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_server_killed_while_exporting_neither_loses_nor_duplicates_rows() {
+    let db = TestDatabase::create().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let data_dir = dir.path().join("server");
+    let port = free_port();
+    let args = ["--postgres-url", &db.url()];
+    let mut server = ServerProcess::spawn_with(&data_dir, port, &args).await;
+    let office = Office::set_up(&server.url(), dir.path(), "tab-7", "K7Q").await;
+
+    // Kill -9 three times while sales stream in and the exporter works.
+    for round in 0..3 {
+        record_sales(&office, 8);
+        tokio::time::sleep(Duration::from_millis(30 + 40 * round)).await;
+        server.kill().await;
+        server = ServerProcess::spawn_with(&data_dir, port, &args).await;
+    }
+    office.synced().await;
+    wait_until_exported(server.addr, &db, &office).await;
+    let client = db.client().await;
+    let ledger = office.ledger.document_id().to_string();
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT sale_id) FROM sales WHERE document_id = $1",
+            &[&ledger],
+        )
+        .await
+        .expect("count");
+    let (rows, distinct): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!((rows, distinct), (24, 24));
+    assert_eq!(ledger_totals(&office).0, 24);
+    office.close().await;
+    server.kill().await;
+}

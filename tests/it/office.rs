@@ -1,0 +1,179 @@
+//! The office's set-up shared by tests that need business documents: a
+//! tenant's catalog, a device document, its seller's ledger and its van's
+//! stock, created through a real client and synced to the server.
+
+use automerge::Automerge;
+use ventas::client::{Client, DocHandle};
+use ventas::domain::*;
+
+use crate::harness::*;
+
+/// An instant inside the ledger's month.
+pub(crate) fn sale_time_ms() -> i64 {
+    Period::parse("2026-11").expect("period").start_ms() + 3_600_000
+}
+
+pub(crate) fn id<T>(make: impl FnOnce(String) -> Result<T, IdError>, value: &str) -> T {
+    make(value.to_owned()).expect("valid id")
+}
+
+/// Starts syncing a document made by a `create_*_doc` function:
+/// `Client::create_with` keeps its creating change (the office's actor) and
+/// writes with the client's own actor from then on.
+pub(crate) fn create_in(client: &Client, created: Automerge) -> DocHandle {
+    client.create_with(created).expect("create")
+}
+
+/// Runs a domain write that needs two documents at once (the device
+/// document and a ledger): `DocHandle::change` holds the client's lock, so
+/// the write runs on copies (same actors) and each handle merges its copy's
+/// new changes.
+pub(crate) fn change_both<R>(
+    first: &DocHandle,
+    second: &DocHandle,
+    write: impl FnOnce(&mut Automerge, &mut Automerge) -> R,
+) -> R {
+    let mut first_copy = first.read(Automerge::clone).expect("read");
+    let mut second_copy = second.read(Automerge::clone).expect("read");
+    let result = write(&mut first_copy, &mut second_copy);
+    for (handle, copy) in [(first, &mut first_copy), (second, &mut second_copy)] {
+        handle
+            .change(|doc| doc.merge(copy))
+            .expect("change applies")
+            .expect("merge");
+    }
+    result
+}
+
+/// What the office set up for one device: the tenant's catalog, the
+/// device's document, its seller's ledger for the month and its van's stock.
+pub(crate) struct Office {
+    pub(crate) client: Client,
+    pub(crate) catalog: DocHandle,
+    pub(crate) device: DocHandle,
+    pub(crate) ledger: DocHandle,
+    pub(crate) stock: DocHandle,
+}
+
+impl Office {
+    /// Creates the four documents for `device` (seller `ana`, van `van-ana`,
+    /// products `soap` at 2.50 EUR and `brush` at 11.99 EUR) and waits until
+    /// the server has them.
+    pub(crate) async fn set_up(
+        url: &str,
+        dir: &std::path::Path,
+        device: &str,
+        prefix: &str,
+    ) -> Self {
+        let client = crate::harness::device(url, dir, "office");
+        let tenant = id(TenantId::new, "acme");
+        let seller = id(SellerId::new, "ana");
+        let van = id(LocationId::new, "van-ana");
+        let device_id = id(DeviceId::new, device);
+        let period = Period::of_ms(sale_time_ms());
+        let products = [id(ProductId::new, "soap"), id(ProductId::new, "brush")];
+
+        let device_doc = create_in(
+            &client,
+            create_device_doc(&tenant, &device_id, &seller, prefix).expect("device doc"),
+        );
+        let ledger = create_in(
+            &client,
+            create_ledger_doc(&tenant, &seller, period).expect("ledger doc"),
+        );
+        let stock = create_in(
+            &client,
+            create_stock_doc(&tenant, &van, period, &products).expect("stock doc"),
+        );
+
+        let mut catalog = create_catalog_doc(&tenant).expect("catalog doc");
+        let eur = Currency::new("EUR").expect("currency");
+        for (product, name, unit_price_cents) in
+            [(&products[0], "Soap", 250), (&products[1], "Brush", 1_199)]
+        {
+            put_product(
+                &mut catalog,
+                &Product {
+                    id: product.clone(),
+                    name: name.into(),
+                    unit_price_cents,
+                    currency: eur,
+                    active: true,
+                },
+            )
+            .expect("product");
+        }
+        put_customer(
+            &mut catalog,
+            &Customer {
+                id: id(CustomerId::new, "shop-9"),
+                name: "Corner shop".into(),
+            },
+        )
+        .expect("customer");
+        put_seller(
+            &mut catalog,
+            &Seller {
+                id: seller.clone(),
+                name: "Ana".into(),
+            },
+        )
+        .expect("seller");
+        put_device(
+            &mut catalog,
+            &DeviceRecord {
+                id: device_id.clone(),
+                seller: seller.clone(),
+                receipt_prefix: prefix.into(),
+            },
+        )
+        .expect("device");
+        put_location(
+            &mut catalog,
+            &Location {
+                id: van.clone(),
+                name: "Ana's van".into(),
+                kind: LocationKind::Vehicle,
+                seller: Some(seller.clone()),
+            },
+        )
+        .expect("location");
+        for (key, handle) in [
+            (DocKey::device(&device_id), &device_doc),
+            (DocKey::ledger(&seller, period), &ledger),
+            (DocKey::stock(&van, period), &stock),
+        ] {
+            put_directory_entry(&mut catalog, &key, &handle.url()).expect("directory");
+        }
+        let catalog = create_in(&client, catalog);
+        let office = Self {
+            client,
+            catalog,
+            device: device_doc,
+            ledger,
+            stock,
+        };
+        office.synced().await;
+        office
+    }
+
+    pub(crate) fn handles(&self) -> [&DocHandle; 4] {
+        [&self.catalog, &self.device, &self.ledger, &self.stock]
+    }
+
+    pub(crate) async fn synced(&self) {
+        for handle in self.handles() {
+            within("office documents synced", handle.synced())
+                .await
+                .expect("synced");
+        }
+    }
+
+    pub(crate) fn catalog_view(&self) -> CatalogView {
+        self.catalog.read(read_catalog).expect("read")
+    }
+
+    pub(crate) async fn close(self) {
+        self.client.close().await.expect("close");
+    }
+}
