@@ -23,7 +23,9 @@ use ventas_sync_protocol::hub::{ConnId, ConnStats, Effect, Hub, HubConfig, Loade
 use ventas_sync_protocol::ids::DocumentId;
 use ventas_sync_protocol::wire::{self, Message};
 
-use super::access::{CatalogIndex, ConnectionAccess, SharedCatalogIndex};
+use super::access::{
+    ActorBindings, CatalogIndex, ConnectionAccess, SharedActorBindings, SharedCatalogIndex,
+};
 use super::auth::Identity;
 use super::review::{self, Review};
 use crate::now_ms;
@@ -107,6 +109,7 @@ pub fn spawn(
         flush_requests: flush_request_tx,
         review: Review::default(),
         catalogs: CatalogIndex::shared(Arc::clone(&store)),
+        actors: ActorBindings::shared(Arc::clone(&store)),
         store,
     };
     let join = tokio::spawn(task.run(inbox_rx, flush_report_rx, tick_interval_ms));
@@ -143,6 +146,8 @@ struct HubTask {
     /// Each tenant's stock locations and their sellers, for the access
     /// policies of authenticated connections.
     catalogs: SharedCatalogIndex,
+    /// Which device each Automerge actor belongs to.
+    actors: SharedActorBindings,
 }
 
 impl HubTask {
@@ -213,7 +218,11 @@ impl HubTask {
             } => {
                 match identity {
                     Some(identity) => {
-                        let access = ConnectionAccess::new(identity, Arc::clone(&self.catalogs));
+                        let access = ConnectionAccess::new(
+                            identity,
+                            Arc::clone(&self.catalogs),
+                            Arc::clone(&self.actors),
+                        );
                         self.hub.connect_with_access(conn, Box::new(access));
                     }
                     None => self.hub.connect(conn),
