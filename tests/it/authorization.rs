@@ -63,7 +63,7 @@ fn issue(dir: &Path) -> HashMap<&'static str, String> {
 }
 
 /// A device client (the office, here) with its credential.
-fn client(url: &str, dir: &Path, device: &str, token: &str) -> Client {
+pub(crate) fn client(url: &str, dir: &Path, device: &str, token: &str) -> Client {
     let mut config = ClientConfig::new(url, dir.join(device));
     config.peer_id = Some(device.to_string());
     config.token = Some(token.to_string());
@@ -85,7 +85,7 @@ fn van() -> LocationId {
 }
 
 /// The office creates `doc` on the server.
-async fn created(office: &Client, doc: Automerge) -> DocHandle {
+pub(crate) async fn created(office: &Client, doc: Automerge) -> DocHandle {
     let handle = office.create_with(doc).expect("import");
     within("document saved", handle.synced())
         .await
@@ -286,7 +286,7 @@ fn errors(heard: &[Message]) -> Vec<String> {
 
 /// A fresh office device reads `document_id` as the server holds it, once
 /// its heads equal `server_heads`.
-async fn server_copy(
+pub(crate) async fn server_copy(
     server: SocketAddr,
     token: &str,
     document_id: DocumentId,
@@ -310,7 +310,7 @@ async fn server_copy(
 }
 
 /// The sync log's record of the session of `subject`, once it ended.
-async fn ended_session(server: SocketAddr, office_token: &str, subject: &str) -> Value {
+pub(crate) async fn ended_session(server: SocketAddr, office_token: &str, subject: &str) -> Value {
     let auth = format!("Bearer {office_token}");
     for _ in 0..200 {
         let (status, body) = http_request(
