@@ -34,6 +34,22 @@
 //! keyspace so it can be read back after a restart. Without a known catalog
 //! a seller may only read stock.
 //!
+//! # Actors
+//!
+//! Every Automerge change names the actor that wrote it. [`ActorBindings`]
+//! binds each actor to the device (`<tenant>/<device>` of the credential)
+//! whose connection first delivered a *new* change written by it, and keeps
+//! the binding under `actor/<actor bytes>` in the metadata keyspace (with
+//! an in-memory cache of at most [`ACTOR_BINDINGS_CACHED_MAX`] entries).
+//! The hub asks [`ConnectionAccess::admit_actors`] about the actors of the
+//! new changes of each message it may apply: a seller's message carrying a
+//! change under an actor bound to another device is refused whole (an
+//! `error`, counted in the sync log; the session goes on). Only *new*
+//! changes count: re-sending a change the server already has is harmless
+//! relaying. The office may also relay new changes of other devices'
+//! actors (say, a broken phone's backup); actors it shows first are bound
+//! to it. Actor ids longer than [`ACTOR_ID_BYTES_MAX`] are refused.
+//!
 //! ```
 //! use ventas::server::access::{decide, DocClass};
 //! use ventas::server::auth::{Identity, Role};
@@ -49,10 +65,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use automerge::{Automerge, ChangeHash};
+use automerge::{ActorId, Automerge, ChangeHash};
 use tracing::warn;
-use ventas_storage::DocStore;
-use ventas_sync_protocol::hub::{Access, AccessPolicy};
+use ventas_storage::{DocStore, StoreError};
+use ventas_sync_protocol::hub::{Access, AccessPolicy, Denial};
 use ventas_sync_protocol::ids::DocumentId;
 
 use super::auth::{Identity, Role};
@@ -272,16 +288,115 @@ fn catalog_key(tenant: &str) -> Vec<u8> {
     key
 }
 
+/// Metadata key prefix of actor bindings: `actor/<actor bytes>` ->
+/// `<tenant>/<device>`.
+const ACTOR_PREFIX: &[u8] = b"actor/";
+
+/// Actor bindings kept in memory; past it the cache starts afresh (the
+/// store holds every binding).
+pub const ACTOR_BINDINGS_CACHED_MAX: usize = 65_536;
+
+/// Longest actor id the server binds (automerge's own are 16 bytes); a
+/// change under a longer one is refused.
+pub const ACTOR_ID_BYTES_MAX: usize = 64;
+
+/// Who an actor belongs to, as [`ActorBindings::owner`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActorOwner {
+    /// Bound to no device yet.
+    Nobody,
+    /// Bound to this device (`<tenant>/<device>`).
+    Device(String),
+}
+
+/// Which device each Automerge actor belongs to (see the module
+/// documentation). Shared by every [`ConnectionAccess`] of the hub task.
+pub struct ActorBindings {
+    store: Arc<dyn DocStore>,
+    cache: HashMap<ActorId, String>,
+}
+
+impl fmt::Debug for ActorBindings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActorBindings")
+            .field("cached", &self.cache.len())
+            .finish()
+    }
+}
+
+/// The bindings as the hub task shares them with its connections' policies.
+pub type SharedActorBindings = Arc<Mutex<ActorBindings>>;
+
+impl ActorBindings {
+    pub fn new(store: Arc<dyn DocStore>) -> Self {
+        Self {
+            store,
+            cache: HashMap::new(),
+        }
+    }
+
+    pub fn shared(store: Arc<dyn DocStore>) -> SharedActorBindings {
+        Arc::new(Mutex::new(Self::new(store)))
+    }
+
+    /// The device `actor` is bound to.
+    pub fn owner(&mut self, actor: &ActorId) -> Result<ActorOwner, StoreError> {
+        if let Some(device) = self.cache.get(actor) {
+            return Ok(ActorOwner::Device(device.clone()));
+        }
+        let Some(bytes) = self.store.meta_get(&actor_key(actor))? else {
+            return Ok(ActorOwner::Nobody);
+        };
+        let device = String::from_utf8_lossy(&bytes).into_owned();
+        self.remember(actor, &device);
+        Ok(ActorOwner::Device(device))
+    }
+
+    /// Binds an unbound `actor` to `device` (written to the store; durable
+    /// with the next flush, which the changes it came with wait for).
+    pub fn bind(&mut self, actor: &ActorId, device: &str) -> Result<(), StoreError> {
+        self.store.meta_put(&actor_key(actor), device.as_bytes())?;
+        self.remember(actor, device);
+        Ok(())
+    }
+
+    fn remember(&mut self, actor: &ActorId, device: &str) {
+        if self.cache.len() >= ACTOR_BINDINGS_CACHED_MAX {
+            self.cache.clear();
+        }
+        self.cache.insert(actor.clone(), device.to_string());
+    }
+}
+
+fn actor_key(actor: &ActorId) -> Vec<u8> {
+    let mut key = ACTOR_PREFIX.to_vec();
+    key.extend_from_slice(actor.to_bytes());
+    key
+}
+
 /// The [`AccessPolicy`] of one authenticated connection.
 #[derive(Debug)]
 pub struct ConnectionAccess {
     identity: Identity,
+    /// `<tenant>/<device>`: what this connection's actors are bound to.
+    device: String,
     catalogs: SharedCatalogIndex,
+    actors: SharedActorBindings,
 }
 
 impl ConnectionAccess {
-    pub fn new(identity: Identity, catalogs: SharedCatalogIndex) -> Self {
-        Self { identity, catalogs }
+    pub fn new(
+        identity: Identity,
+        catalogs: SharedCatalogIndex,
+        actors: SharedActorBindings,
+    ) -> Self {
+        let device = format!("{}/{}", identity.tenant, identity.device);
+        Self {
+            identity,
+            device,
+            catalogs,
+            actors,
+        }
     }
 }
 
@@ -304,6 +419,51 @@ impl AccessPolicy for ConnectionAccess {
             DocClass::NoMeta => None,
         };
         decide(&self.identity, &class, location_seller.as_deref())
+    }
+
+    /// Binds the actors nobody has yet to this device; refuses the message
+    /// if one of them belongs to another device (the office may relay).
+    /// Nothing is bound when the message is refused.
+    fn admit_actors(&mut self, document_id: &DocumentId, actors: &[ActorId]) -> Result<(), Denial> {
+        if let Some(actor) = actors
+            .iter()
+            .find(|actor| actor.to_bytes().len() > ACTOR_ID_BYTES_MAX)
+        {
+            return Err(Denial {
+                reason: format!(
+                    "actor id of {} bytes (max {ACTOR_ID_BYTES_MAX})",
+                    actor.to_bytes().len()
+                ),
+            });
+        }
+        let mut bindings = self.actors.lock().unwrap_or_else(PoisonError::into_inner);
+        let cannot_check = |error: StoreError| {
+            warn!(%document_id, "cannot read or record an actor binding: {error}");
+            Denial {
+                reason: "the server cannot check who wrote these changes now; try again later"
+                    .to_string(),
+            }
+        };
+        let mut unbound = Vec::new();
+        for actor in actors {
+            match bindings.owner(actor).map_err(cannot_check)? {
+                ActorOwner::Nobody => unbound.push(actor),
+                ActorOwner::Device(device) if device == self.device => {}
+                // The office may hand in other devices' changes.
+                ActorOwner::Device(_) if self.identity.role == Role::Office => {}
+                ActorOwner::Device(_) => {
+                    return Err(Denial {
+                        reason: format!(
+                            "changes by actor {actor}, which belongs to another device"
+                        ),
+                    })
+                }
+            }
+        }
+        for actor in unbound {
+            bindings.bind(actor, &self.device).map_err(cannot_check)?;
+        }
+        Ok(())
     }
 }
 
@@ -453,8 +613,8 @@ mod tests {
         let stock = create_stock_doc(&tenant, &van, period(), &[]).expect("doc");
         let [_, ana, bob, _] = identities("acme");
         let catalogs = CatalogIndex::shared(Arc::clone(&store));
-        let mut as_ana = ConnectionAccess::new(ana.clone(), Arc::clone(&catalogs));
-        let mut as_bob = ConnectionAccess::new(bob.clone(), Arc::clone(&catalogs));
+        let mut as_ana = ConnectionAccess::new(ana.clone(), Arc::clone(&catalogs), actors(&store));
+        let mut as_bob = ConnectionAccess::new(bob.clone(), Arc::clone(&catalogs), actors(&store));
         let stock_id = DocumentId::from_bytes([8; 16]);
         // No catalog yet: sellers may only read stock.
         assert_eq!(as_ana.access(&stock_id, &stock), Read);
@@ -495,7 +655,78 @@ mod tests {
 
         // After a restart the index reads the recorded catalog from the
         // store (here: the version that gives the van to ana).
-        let mut fresh = ConnectionAccess::new(ana, CatalogIndex::shared(store));
+        let mut fresh = ConnectionAccess::new(
+            ana,
+            CatalogIndex::shared(Arc::clone(&store)),
+            actors(&store),
+        );
         assert_eq!(fresh.access(&stock_id, &stock), ReadWrite);
+    }
+
+    fn actors(store: &Arc<dyn DocStore>) -> SharedActorBindings {
+        ActorBindings::shared(Arc::clone(store))
+    }
+
+    #[test]
+    fn an_actor_belongs_to_the_device_that_first_wrote_with_it() {
+        let store: Arc<dyn DocStore> = Arc::new(SledStore::temporary().expect("store"));
+        let bindings = actors(&store);
+        let [office, ana, bob, _] = identities("acme");
+        let catalogs = CatalogIndex::shared(Arc::clone(&store));
+        let policy = |who: &Identity, bindings: &SharedActorBindings| {
+            ConnectionAccess::new(who.clone(), Arc::clone(&catalogs), Arc::clone(bindings))
+        };
+        let (mut as_ana, mut as_bob) = (policy(&ana, &bindings), policy(&bob, &bindings));
+        let doc = DocumentId::from_bytes([1; 16]);
+        let anas = ActorId::random();
+        let bobs = ActorId::random();
+
+        as_ana
+            .admit_actors(&doc, std::slice::from_ref(&anas))
+            .expect("first use binds");
+        as_ana
+            .admit_actors(&doc, std::slice::from_ref(&anas))
+            .expect("her own actor");
+        let refused = as_bob
+            .admit_actors(&doc, std::slice::from_ref(&anas))
+            .expect_err("ana's actor");
+        assert!(refused.reason.contains("another device"), "{refused:?}");
+        // A refused message binds nothing, not even its other actors.
+        as_bob
+            .admit_actors(&doc, &[bobs.clone(), anas.clone()])
+            .expect_err("mixed");
+        assert_eq!(
+            bindings.lock().expect("lock").owner(&bobs).expect("read"),
+            ActorOwner::Nobody
+        );
+
+        // The office relays ana's changes; actors it shows first are its.
+        let mut as_office = policy(&office, &bindings);
+        let offices = ActorId::random();
+        as_office
+            .admit_actors(&doc, &[anas.clone(), offices.clone()])
+            .expect("the office relays");
+        as_ana
+            .admit_actors(&doc, &[offices])
+            .expect_err("the office's actor");
+
+        // Another tenant's device with the same device id is another device.
+        let twin = identity("globex", "ana", "tab-1", Role::Seller);
+        policy(&twin, &bindings)
+            .admit_actors(&doc, std::slice::from_ref(&anas))
+            .expect_err("same device id, other tenant");
+
+        let long = ActorId::from(vec![7u8; ACTOR_ID_BYTES_MAX + 1]);
+        let refused = as_ana.admit_actors(&doc, &[long]).expect_err("too long");
+        assert!(refused.reason.contains("max 64"), "{refused:?}");
+        as_ana
+            .admit_actors(&doc, &[ActorId::from(vec![7u8; ACTOR_ID_BYTES_MAX])])
+            .expect("at the bound");
+
+        // The bindings are in the store: a fresh cache (a restart) knows them.
+        let fresh = actors(&store);
+        policy(&bob, &fresh)
+            .admit_actors(&doc, &[anas])
+            .expect_err("still ana's after a restart");
     }
 }

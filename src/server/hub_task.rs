@@ -23,7 +23,9 @@ use ventas_sync_protocol::hub::{ConnId, ConnStats, Effect, Hub, HubConfig, Loade
 use ventas_sync_protocol::ids::DocumentId;
 use ventas_sync_protocol::wire::{self, Message};
 
-use super::access::{CatalogIndex, ConnectionAccess, SharedCatalogIndex};
+use super::access::{
+    ActorBindings, CatalogIndex, ConnectionAccess, SharedActorBindings, SharedCatalogIndex,
+};
 use super::auth::Identity;
 use super::exporter::ExportMarks;
 use super::review::{self, Review};
@@ -109,6 +111,7 @@ pub fn spawn(
         flush_requests: flush_request_tx,
         review: Review::default(),
         catalogs: CatalogIndex::shared(Arc::clone(&store)),
+        actors: ActorBindings::shared(Arc::clone(&store)),
         store,
         export_marks,
     };
@@ -148,6 +151,8 @@ struct HubTask {
     catalogs: SharedCatalogIndex,
     /// Marks each persisted document for the export to PostgreSQL.
     export_marks: Arc<ExportMarks>,
+    /// Which device each Automerge actor belongs to.
+    actors: SharedActorBindings,
 }
 
 impl HubTask {
@@ -218,7 +223,11 @@ impl HubTask {
             } => {
                 match identity {
                     Some(identity) => {
-                        let access = ConnectionAccess::new(identity, Arc::clone(&self.catalogs));
+                        let access = ConnectionAccess::new(
+                            identity,
+                            Arc::clone(&self.catalogs),
+                            Arc::clone(&self.actors),
+                        );
                         self.hub.connect_with_access(conn, Box::new(access));
                     }
                     None => self.hub.connect(conn),

@@ -5,9 +5,15 @@
 //! so the caller can persist exactly the new changes (`save_after`), and
 //! generating a message reports how many changes it carried, for the sync
 //! log. Both sides (server hub and device) use this type.
+//!
+//! The server also asks, before anything applies, who wrote the *new*
+//! changes of a message ([`PeerDocSync::receive_admitting`]): the actors of
+//! the changes the document does not hold yet go to a caller's check, and a
+//! [`Denial`] keeps every change of the message out while the rest of it
+//! (heads, have, need) still applies.
 
-use automerge::sync::{Message as AutomergeSyncMessage, State, SyncDoc};
-use automerge::{Automerge, ChangeHash, ReadDoc};
+use automerge::sync::{ChunkList, Message as AutomergeSyncMessage, State, SyncDoc};
+use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 
 /// Why an incoming automerge sync message could not be applied.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
@@ -24,6 +30,13 @@ pub enum SyncError {
     Rejected(String),
 }
 
+/// Why the changes of a message were kept out (see
+/// [`PeerDocSync::receive_admitting`]); the peer is told `reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub reason: String,
+}
+
 /// What applying one incoming sync message did to the document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
@@ -32,6 +45,9 @@ pub struct Applied {
     pub heads_before: Vec<ChangeHash>,
     /// Number of changes the document gained.
     pub changes_added: usize,
+    /// Set when the admission check refused the message's changes: none of
+    /// them applied, the rest of the message did.
+    pub denied: Option<Denial>,
 }
 
 impl Applied {
@@ -70,13 +86,29 @@ const CHUNK_TYPE_CHANGE_COMPRESSED: u8 = 2;
 /// The same pass enforces [`ChangeLimits`]: decoded bytes and operations of
 /// all change chunks in the message, and of the changes inside a
 /// whole-document chunk (loaded once more to count them, only when limits
-/// are set).
+/// are set or actors are wanted).
+///
+/// With `new_in`, it also returns the actors (sorted, once each) of the
+/// changes that document does not hold yet: changes the receiver already
+/// has are not new, whoever relays them.
 fn check_change_chunks(
     message: &AutomergeSyncMessage,
     limits: &ChangeLimits,
-) -> Result<(), SyncError> {
+    new_in: Option<&Automerge>,
+) -> Result<Vec<ActorId>, SyncError> {
     let mut change_bytes: usize = 0;
     let mut change_ops: usize = 0;
+    let mut new_actors: Vec<ActorId> = Vec::new();
+    let mut note_actor = |change: &automerge::Change| {
+        let Some(doc) = new_in else {
+            return;
+        };
+        if doc.get_change_meta_by_hash(&change.hash()).is_none()
+            && !new_actors.contains(change.actor_id())
+        {
+            new_actors.push(change.actor_id().clone());
+        }
+    };
     for (index, entry) in message.changes.iter().enumerate() {
         let refuse = |what: &str| SyncError::Rejected(format!("change chunk {index} {what}"));
         let mut rest = entry;
@@ -99,8 +131,10 @@ fn check_change_chunks(
                     .map_err(|error| refuse(&format!("is corrupt: {error}")))?;
                 change_bytes = change_bytes.saturating_add(change.raw_bytes().len());
                 change_ops = change_ops.saturating_add(change.len());
+                note_actor(&change);
             } else if kind == CHUNK_TYPE_DOCUMENT
-                && (limits.change_bytes_max, limits.change_ops_max) != (usize::MAX, usize::MAX)
+                && (new_in.is_some()
+                    || (limits.change_bytes_max, limits.change_ops_max) != (usize::MAX, usize::MAX))
             {
                 // A peer sending most of a document sends it whole (a V2
                 // message). Counting its changes means loading it once more;
@@ -110,6 +144,7 @@ fn check_change_chunks(
                 for change in whole.get_changes(&[]) {
                     change_bytes = change_bytes.saturating_add(change.raw_bytes().len());
                     change_ops = change_ops.saturating_add(change.len());
+                    note_actor(&change);
                 }
             }
             if change_bytes > limits.change_bytes_max {
@@ -127,7 +162,8 @@ fn check_change_chunks(
             rest = after;
         }
     }
-    Ok(())
+    new_actors.sort();
+    Ok(new_actors)
 }
 
 /// An unsigned LEB128 number and how many bytes it took; `None` if it runs
@@ -200,9 +236,40 @@ impl PeerDocSync {
     /// automerge validated before the bad one; the caller persists whatever
     /// the heads moved by (see [`Applied::heads_before`]) either way.
     pub fn receive(&mut self, doc: &mut Automerge, data: &[u8]) -> Result<Applied, SyncError> {
-        let message = AutomergeSyncMessage::decode(data)
+        self.receive_checked(doc, data, None::<fn(&[ActorId]) -> Result<(), Denial>>)
+    }
+
+    /// Like [`PeerDocSync::receive`], but first hands the actors of the
+    /// message's new changes (changes `doc` does not hold yet; sorted, once
+    /// each) to `admit`, only if there are any. A [`Denial`] keeps all the
+    /// message's changes out (reported in [`Applied::denied`]); the rest of
+    /// the message still applies, so the sync state learns the peer's heads.
+    pub fn receive_admitting(
+        &mut self,
+        doc: &mut Automerge,
+        data: &[u8],
+        admit: impl FnOnce(&[ActorId]) -> Result<(), Denial>,
+    ) -> Result<Applied, SyncError> {
+        self.receive_checked(doc, data, Some(admit))
+    }
+
+    fn receive_checked(
+        &mut self,
+        doc: &mut Automerge,
+        data: &[u8],
+        admit: Option<impl FnOnce(&[ActorId]) -> Result<(), Denial>>,
+    ) -> Result<Applied, SyncError> {
+        let mut message = AutomergeSyncMessage::decode(data)
             .map_err(|error| SyncError::Malformed(error.to_string()))?;
-        check_change_chunks(&message, &self.limits)?;
+        let new_in = admit.as_ref().map(|_| &*doc);
+        let new_actors = check_change_chunks(&message, &self.limits, new_in)?;
+        let mut denied = None;
+        if let Some(admit) = admit.filter(|_| !new_actors.is_empty()) {
+            if let Err(denial) = admit(&new_actors) {
+                message.changes = ChunkList::empty();
+                denied = Some(denial);
+            }
+        }
         let heads_before = doc.get_heads();
         doc.receive_sync_message(&mut self.state, message)
             .map_err(|error| SyncError::Rejected(error.to_string()))?;
@@ -216,6 +283,7 @@ impl PeerDocSync {
         Ok(Applied {
             heads_before,
             changes_added,
+            denied,
         })
     }
 

@@ -42,11 +42,16 @@
 //! peer: a sync message that carries changes gets an `error` message (not a
 //! close), is applied without its changes (so the sync state still learns
 //! the peer's heads), and is counted in [`ConnStats::writes_denied`].
+//! Where the access is [`Access::ReadWrite`], the policy also sees the
+//! Automerge actors of the message's *new* changes
+//! ([`AccessPolicy::admit_actors`]) and may refuse them the same way; the
+//! server uses this to bind each actor to one device.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
-use automerge::{Automerge, ChangeHash};
+use automerge::{ActorId, Automerge, ChangeHash};
 
+pub use crate::doc_sync::Denial;
 use crate::doc_sync::{ChangeLimits, PeerDocSync, SyncError};
 use crate::ids::{DocumentId, PeerId, StorageId};
 use crate::wire::{Message, PeerMetadata, PROTOCOL_VERSION};
@@ -90,6 +95,23 @@ pub enum Access {
 /// a document can become visible once its content arrives.
 pub trait AccessPolicy: std::fmt::Debug + Send {
     fn access(&mut self, document_id: &DocumentId, doc: &Automerge) -> Access;
+
+    /// Whether the peer may add changes written by `actors`: the actors of
+    /// the changes in one of its sync messages that the document does not
+    /// hold yet (sorted, once each, never empty; changes the server already
+    /// has are not new, whoever relays them). Asked only where
+    /// [`AccessPolicy::access`] gave [`Access::ReadWrite`], right before the
+    /// message applies. A [`Denial`] keeps every change of the message out,
+    /// exactly like a write to a read-only document: an `error` to the
+    /// peer, counted in [`ConnStats`], the session goes on. The default
+    /// admits every actor.
+    fn admit_actors(
+        &mut self,
+        _document_id: &DocumentId,
+        _actors: &[ActorId],
+    ) -> Result<(), Denial> {
+        Ok(())
+    }
 }
 
 /// The policy of [`Hub::connect`]: every document, read and write.
@@ -754,13 +776,7 @@ impl Hub {
                         "document {document_id}: this connection may only read it; \
                          {chunks} change chunk(s) not applied"
                     );
-                    conn_state.diverged.insert(document_id);
-                    let stats = &mut conn_state.stats;
-                    stats.writes_denied += 1;
-                    if stats.denials.len() < DENIALS_KEPT_MAX {
-                        stats.denials.push(format!("{document_id}: read-only"));
-                    }
-                    self.send_error(conn, reason, effects);
+                    self.deny_write(conn, document_id, reason, "read-only", effects);
                 }
                 Err(error) => {
                     let reason = format!("document {document_id}: {error}");
@@ -774,17 +790,45 @@ impl Hub {
         else {
             return;
         };
-        let Some(sync) = conn_state.docs.get_mut(&document_id) else {
+        let Conn {
+            docs,
+            access,
+            stats,
+            ..
+        } = conn_state;
+        let Some(sync) = docs.get_mut(&document_id) else {
             return;
         };
-        match sync.receive(&mut doc.doc, &data) {
-            Ok(applied) => conn_state.stats.changes_in += applied.changes_added as u64,
+        // Who wrote the new changes is the policy's to judge too (e.g.
+        // each actor belongs to one device).
+        let received = sync.receive_admitting(&mut doc.doc, &data, |actors| {
+            access.admit_actors(&document_id, actors)
+        });
+        match received {
+            Ok(applied) => {
+                stats.changes_in += applied.changes_added as u64;
+                if let Some(denial) = applied.denied {
+                    let reason = format!(
+                        "document {document_id}: {}; the message's changes were not applied",
+                        denial.reason
+                    );
+                    self.deny_write(conn, document_id, reason, &denial.reason, effects);
+                }
+            }
             Err(error) => {
                 let reason = format!("document {document_id}: {error}");
                 self.fail(conn, reason, effects);
                 return;
             }
         }
+        let (Some(conn_state), Some(doc)) =
+            (self.conns.get_mut(&conn), self.docs.get(&document_id))
+        else {
+            return;
+        };
+        let Some(sync) = conn_state.docs.get(&document_id) else {
+            return;
+        };
         let heads = doc.doc.get_heads();
         if heads != batch_heads_before {
             // Answered after the flush, with every other subscriber.
@@ -798,6 +842,29 @@ impl Hub {
             return;
         }
         self.generate_for(conn, document_id, effects);
+    }
+
+    /// The peer's changes to a document were refused (`what`: why, short,
+    /// for the sync log): it is told `reason`, the refusal is counted, and
+    /// the connection goes on.
+    fn deny_write(
+        &mut self,
+        conn: ConnId,
+        document_id: DocumentId,
+        reason: String,
+        what: &str,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(conn_state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        conn_state.diverged.insert(document_id);
+        let stats = &mut conn_state.stats;
+        stats.writes_denied += 1;
+        if stats.denials.len() < DENIALS_KEPT_MAX {
+            stats.denials.push(format!("{document_id}: {what}"));
+        }
+        self.send_error(conn, reason, effects);
     }
 
     fn maybe_start_flush(&mut self, effects: &mut Vec<Effect>) {

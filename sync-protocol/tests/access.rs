@@ -1,11 +1,15 @@
 //! Per-connection access policies on the bare hub: hidden documents look
 //! missing, read-only peers are served but never write, and a document can
-//! become visible once its content arrives.
+//! become visible once its content arrives; a policy that binds actors to
+//! connections refuses changes written under another connection's actor.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use automerge::sync::{State, SyncDoc};
 use automerge::transaction::Transactable;
-use automerge::{Automerge, ReadDoc, ROOT};
-use ventas_sync_protocol::hub::{Access, AccessPolicy, Effect, Hub, HubConfig};
+use automerge::{ActorId, Automerge, ReadDoc, ROOT};
+use ventas_sync_protocol::hub::{Access, AccessPolicy, Denial, Effect, Hub, HubConfig};
 use ventas_sync_protocol::ids::{DocumentId, PeerId};
 use ventas_sync_protocol::wire::Message;
 
@@ -307,4 +311,144 @@ fn ephemeral_messages_about_a_hidden_document_are_dropped() {
         NOW_MS,
     );
     assert!(effects.is_empty(), "{effects:?}");
+}
+
+/// Every actor belongs to the first connection whose new changes it wrote;
+/// records each call, so a test sees which actors were asked about.
+#[derive(Debug)]
+struct ActorsBoundToConnections {
+    conn: u64,
+    owners: Arc<Mutex<HashMap<ActorId, u64>>>,
+    asked: Arc<Mutex<Vec<Vec<ActorId>>>>,
+}
+
+impl AccessPolicy for ActorsBoundToConnections {
+    fn access(&mut self, _document_id: &DocumentId, _doc: &Automerge) -> Access {
+        Access::ReadWrite
+    }
+
+    fn admit_actors(
+        &mut self,
+        _document_id: &DocumentId,
+        actors: &[ActorId],
+    ) -> Result<(), Denial> {
+        self.asked.lock().expect("lock").push(actors.to_vec());
+        let mut owners = self.owners.lock().expect("lock");
+        if let Some(actor) = actors
+            .iter()
+            .find(|actor| owners.get(*actor).is_some_and(|owner| *owner != self.conn))
+        {
+            return Err(Denial {
+                reason: format!("actor {actor} belongs to another connection"),
+            });
+        }
+        for actor in actors {
+            owners.insert(actor.clone(), self.conn);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn changes_under_another_connections_actor_are_refused_and_the_peer_stays_connected() {
+    let mut hub = hub_with_document();
+    let owners = Arc::new(Mutex::new(HashMap::new()));
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let mut bound = |conn: u64, name: &str| {
+        hub.connect_with_access(
+            conn,
+            Box::new(ActorsBoundToConnections {
+                conn,
+                owners: Arc::clone(&owners),
+                asked: Arc::clone(&asked),
+            }),
+        );
+        Peer::joined(&mut hub, conn, name)
+    };
+    let mut writer = bound(1, "writer");
+    let mut forger = bound(2, "forger");
+    let mut relay = bound(3, "relay");
+    writer.put("created");
+    writer.sync(&mut hub);
+    let writers_actor = writer.doc.get_actor().clone();
+    assert_eq!(owners.lock().expect("lock").get(&writers_actor), Some(&1));
+
+    // The forger fetches the document, then writes as the writer.
+    forger.sync(&mut hub);
+    assert!(forger.doc.get(ROOT, "created").expect("read").is_some());
+    let forgers_actor = forger.doc.get_actor().clone();
+    forger.doc.set_actor(writers_actor.clone());
+    forger.put("forged");
+    let heads_before = hub.doc(&DOCUMENT).expect("loaded").get_heads();
+    let effects = forger.sync(&mut hub);
+    assert_eq!(
+        hub.doc(&DOCUMENT).expect("loaded").get_heads(),
+        heads_before,
+        "the document is unchanged"
+    );
+    assert!(!server_has(&hub, "forged"));
+    assert!(!effects
+        .iter()
+        .any(|e| matches!(e, Effect::Persist { .. } | Effect::Close { .. })));
+    let errors: Vec<String> = sent_to(&effects, 2)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Error { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 1, "{effects:?}");
+    assert!(
+        errors[0].contains(&format!("actor {writers_actor}")),
+        "{}",
+        errors[0]
+    );
+    assert!(sent_to(&effects, 1).is_empty(), "the writer hears nothing");
+    let stats = hub.conn_stats(2).expect("still connected");
+    assert_eq!((stats.writes_denied, stats.changes_in), (1, 0));
+    assert!(stats.denials[0].contains("another connection"), "{stats:?}");
+
+    // The writer goes on writing, and the forger, still subscribed, hears
+    // of it (its own replica cannot take the change: it made another one
+    // with the same actor and sequence number, its own problem).
+    writer.put("later");
+    let effects = writer.sync(&mut hub);
+    assert!(server_has(&hub, "later"));
+    assert!(
+        sent_to(&effects, 2)
+            .iter()
+            .any(|m| matches!(m, Message::Sync { .. })),
+        "{effects:?}"
+    );
+
+    // Relaying a change the server already has is not writing: the policy
+    // is not even asked. The relay holds the writer's history and sends
+    // the writer's first change again.
+    let asked_before = asked.lock().expect("lock").len();
+    relay.doc = writer.doc.fork();
+    relay.doc.set_actor(forgers_actor);
+    let mut first = relay
+        .doc
+        .generate_sync_message(&mut relay.state)
+        .expect("first message");
+    let mut already_there = writer.doc.get_changes(&[]);
+    first.changes = vec![already_there.remove(0).bytes().to_vec()].into();
+    let mut effects = Vec::new();
+    send(&mut hub, 3, sync_message(&relay, first), &mut effects);
+    assert!(
+        !sent_to(&effects, 3)
+            .iter()
+            .any(|m| matches!(m, Message::Error { .. })),
+        "{effects:?}"
+    );
+    assert_eq!(asked.lock().expect("lock").len(), asked_before);
+}
+
+fn sync_message(peer: &Peer, message: automerge::sync::Message) -> Message {
+    Message::Sync {
+        sender_id: peer.name.clone(),
+        target_id: PeerId::new("server"),
+        document_id: DOCUMENT,
+        data: message.encode(),
+    }
 }

@@ -2,9 +2,11 @@
 //! only its tenant's documents its role may read, and writes only those it
 //! may write (see `ventas::server::access`). Refused writes get an `error`,
 //! change nothing on the server, leave the connection serving, and are in
-//! the sync log.
+//! the sync log. Each Automerge actor belongs to the device that first
+//! wrote with it: another device's changes under that actor are refused.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -16,8 +18,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{header, HeaderValue};
 use ventas::client::{Client, ClientConfig, DocHandle};
 use ventas::domain::{
-    create_catalog_doc, create_ledger_doc, create_stock_doc, put_location, Location, LocationId,
-    LocationKind, Period, SellerId, TenantId,
+    create_catalog_doc, create_device_doc, create_ledger_doc, create_stock_doc, put_location,
+    DeviceId, Location, LocationId, LocationKind, Period, SellerId, TenantId,
 };
 use ventas::server::auth::Role;
 use ventas_sync_protocol::ids::{DocumentId, PeerId};
@@ -33,6 +35,7 @@ const QUIET_MS: u64 = 300;
 const PEOPLE: &[(&str, &str, &str, Role)] = &[
     ("acme", "boss", "office-1", Role::Office),
     ("acme", "ana", "tab-ana", Role::Seller),
+    ("acme", "ana", "phone-ana", Role::Seller),
     ("acme", "bob", "tab-bob", Role::Seller),
     ("acme", "audit", "rep-1", Role::Reporting),
     ("globex", "gus", "tab-gus", Role::Seller),
@@ -60,7 +63,7 @@ fn issue(dir: &Path) -> HashMap<&'static str, String> {
 }
 
 /// A device client (the office, here) with its credential.
-fn client(url: &str, dir: &Path, device: &str, token: &str) -> Client {
+pub(crate) fn client(url: &str, dir: &Path, device: &str, token: &str) -> Client {
     let mut config = ClientConfig::new(url, dir.join(device));
     config.peer_id = Some(device.to_string());
     config.token = Some(token.to_string());
@@ -82,7 +85,7 @@ fn van() -> LocationId {
 }
 
 /// The office creates `doc` on the server.
-async fn created(office: &Client, doc: Automerge) -> DocHandle {
+pub(crate) async fn created(office: &Client, doc: Automerge) -> DocHandle {
     let handle = office.create_with(doc).expect("import");
     within("document saved", handle.synced())
         .await
@@ -209,6 +212,17 @@ impl RawDevice {
         doc.get_heads().iter().all(|head| theirs.contains(head))
     }
 
+    /// Writes from now on as `actor` (a forger's move).
+    fn write_as(&mut self, document_id: DocumentId, actor: automerge::ActorId) {
+        if let Some((doc, _)) = self.docs.get_mut(&document_id) {
+            doc.set_actor(actor);
+        }
+    }
+
+    fn actor(&self, document_id: DocumentId) -> automerge::ActorId {
+        self.docs[&document_id].0.get_actor().clone()
+    }
+
     fn has(&self, document_id: DocumentId, key: &str) -> bool {
         self.docs
             .get(&document_id)
@@ -272,14 +286,14 @@ fn errors(heard: &[Message]) -> Vec<String> {
 
 /// A fresh office device reads `document_id` as the server holds it, once
 /// its heads equal `server_heads`.
-async fn server_copy(
-    server: &TestServer,
+pub(crate) async fn server_copy(
+    server: SocketAddr,
     token: &str,
     document_id: DocumentId,
     server_heads: Vec<automerge::ChangeHash>,
 ) -> Automerge {
     let dir = tempfile::tempdir().expect("dir");
-    let reader = client(&server.url(), dir.path(), "office-1", token);
+    let reader = client(&format!("ws://{server}"), dir.path(), "office-1", token);
     let handle = reader
         .open_url(&format!("automerge:{document_id}"))
         .expect("open");
@@ -296,11 +310,11 @@ async fn server_copy(
 }
 
 /// The sync log's record of the session of `subject`, once it ended.
-async fn ended_session(server: &TestServer, office_token: &str, subject: &str) -> Value {
+pub(crate) async fn ended_session(server: SocketAddr, office_token: &str, subject: &str) -> Value {
     let auth = format!("Bearer {office_token}");
     for _ in 0..200 {
         let (status, body) = http_request(
-            server.addr(),
+            server,
             "GET",
             "/v1/sync-sessions",
             &[("Authorization", auth.as_str())],
@@ -358,7 +372,13 @@ async fn another_tenants_document_is_unavailable_exactly_like_a_missing_one() {
     let heard = outsider.converse().await;
     assert!(heard.is_empty(), "{heard:?}");
     let heads = ledger.read(|d| d.get_heads()).expect("read");
-    let copy = server_copy(&server, &tokens["office-1"], ledger.document_id(), heads).await;
+    let copy = server_copy(
+        server.addr(),
+        &tokens["office-1"],
+        ledger.document_id(),
+        heads,
+    )
+    .await;
     assert!(copy.get(ROOT, "forged").expect("read").is_none());
 
     drop(ledger);
@@ -428,7 +448,13 @@ async fn a_seller_sees_only_its_own_ledger_and_cannot_write_the_catalog() {
     // Neither refused change is on the server.
     for handle in [&catalog, &bob_ledger] {
         let heads = handle.read(|d| d.get_heads()).expect("read");
-        let copy = server_copy(&server, &tokens["office-1"], handle.document_id(), heads).await;
+        let copy = server_copy(
+            server.addr(),
+            &tokens["office-1"],
+            handle.document_id(),
+            heads,
+        )
+        .await;
         for key in ["forged", "cheaper"] {
             assert!(copy.get(ROOT, key).expect("read").is_none(), "{key}");
         }
@@ -436,7 +462,7 @@ async fn a_seller_sees_only_its_own_ledger_and_cannot_write_the_catalog() {
 
     // The sync log shows the refusal.
     ana.close().await;
-    let session = ended_session(&server, &tokens["office-1"], "acme/ana/tab-ana").await;
+    let session = ended_session(server.addr(), &tokens["office-1"], "acme/ana/tab-ana").await;
     assert_eq!(session["writes_denied"], 1, "{session}");
     let denials = session["denials"].as_array().cloned().unwrap_or_default();
     assert_eq!(denials.len(), 1, "{session}");
@@ -484,7 +510,13 @@ async fn reporting_reads_every_ledger_of_its_tenant_but_writes_none() {
     assert!(errors(&heard).is_empty(), "{heard:?}");
     assert!(audit.has(ledger.document_id(), "second-note"));
     let heads = ledger.read(|d| d.get_heads()).expect("read");
-    let copy = server_copy(&server, &tokens["office-1"], ledger.document_id(), heads).await;
+    let copy = server_copy(
+        server.addr(),
+        &tokens["office-1"],
+        ledger.document_id(),
+        heads,
+    )
+    .await;
     assert!(copy.get(ROOT, "audited").expect("read").is_none());
 
     drop(ledger);
@@ -607,4 +639,117 @@ async fn after_a_restart_the_server_still_knows_whose_van_a_stock_document_is() 
     assert!(ana.acknowledged(stock_id));
     ana.close().await;
     running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_device_writing_under_another_devices_actor_is_refused_even_after_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tokens = issue(dir.path());
+    let config = ventas::config::ServerConfig::for_test(TestServer::data_dir_in(dir.path()));
+    let running = ventas::server::start(config.clone()).await.expect("server");
+    let url = format!("ws://{}", running.addr);
+    let devices = tempfile::tempdir().expect("dir");
+    let office = client(&url, devices.path(), "office-1", &tokens["office-1"]);
+    let ana = SellerId::new("ana").expect("id");
+    let ledger = created(
+        &office,
+        create_ledger_doc(&tenant(), &ana, period()).expect("doc"),
+    )
+    .await;
+    let phone_doc = created(
+        &office,
+        create_device_doc(
+            &tenant(),
+            &DeviceId::new("phone-ana").expect("id"),
+            &ana,
+            "K",
+        )
+        .expect("doc"),
+    )
+    .await;
+    let ledger_id = ledger.document_id();
+
+    // Ana's tablet writes her ledger: its actor is the tablet's from now on.
+    let mut tablet = RawDevice::connect(&url, "tab-ana", &tokens["tab-ana"]).await;
+    tablet.fetch(ledger_id).await.expect("ana's ledger");
+    tablet.mark(ledger_id, "from-tablet");
+    let heard = tablet.push(ledger_id).await;
+    assert!(errors(&heard).is_empty(), "{heard:?}");
+    assert!(tablet.acknowledged(ledger_id));
+    let tablets_actor = tablet.actor(ledger_id);
+
+    // Her phone may write the same ledger, but not as the tablet.
+    let mut phone = RawDevice::connect(&url, "phone-ana", &tokens["phone-ana"]).await;
+    phone.fetch(ledger_id).await.expect("ana's ledger");
+    assert!(phone.has(ledger_id, "from-tablet"));
+    phone.write_as(ledger_id, tablets_actor.clone());
+    phone.mark(ledger_id, "forged");
+    let heard = phone.push(ledger_id).await;
+    let refused = errors(&heard);
+    assert_eq!(refused.len(), 1, "{heard:?}");
+    assert!(refused[0].contains("another device"), "{}", refused[0]);
+    assert!(
+        !refused[0].contains("tab-ana"),
+        "names no device: {}",
+        refused[0]
+    );
+    assert!(!phone.acknowledged(ledger_id));
+
+    // The phone's own document still syncs on the same connection.
+    phone
+        .fetch(phone_doc.document_id())
+        .await
+        .expect("its device doc");
+    phone.mark(phone_doc.document_id(), "phone-was-here");
+    let heard = phone.push(phone_doc.document_id()).await;
+    assert!(errors(&heard).is_empty(), "{heard:?}");
+    assert!(phone.acknowledged(phone_doc.document_id()));
+    phone.close().await;
+
+    // The tablet writes on, unaffected.
+    tablet.mark(ledger_id, "tablet-again");
+    let heard = tablet.push(ledger_id).await;
+    assert!(errors(&heard).is_empty(), "{heard:?}");
+    assert!(tablet.acknowledged(ledger_id));
+    tablet.close().await;
+
+    // The server's copy holds the tablet's changes and not the forgery.
+    within(
+        "the office has the tablet's change",
+        ledger.wait_until(|doc| doc.get(ROOT, "tablet-again").ok().flatten().is_some()),
+    )
+    .await
+    .expect("alive");
+    let heads = ledger.read(|d| d.get_heads()).expect("read");
+    let copy = server_copy(running.addr, &tokens["office-1"], ledger_id, heads).await;
+    assert!(copy.get(ROOT, "forged").expect("read").is_none());
+    assert!(copy.get(ROOT, "tablet-again").expect("read").is_some());
+    let session = ended_session(running.addr, &tokens["office-1"], "acme/ana/phone-ana").await;
+    assert_eq!(session["writes_denied"], 1, "{session}");
+    let denial = session["denials"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        denial.starts_with(&ledger_id.to_string()) && denial.contains("another device"),
+        "{session}"
+    );
+    drop((ledger, phone_doc));
+    office.close().await.expect("close");
+
+    // After a restart the binding holds: a fresh phone replica still
+    // cannot write as the tablet.
+    running.shutdown().await.expect("shutdown");
+    let running = ventas::server::start(config).await.expect("restart");
+    let url = format!("ws://{}", running.addr);
+    let mut phone = RawDevice::connect(&url, "phone-ana", &tokens["phone-ana"]).await;
+    phone.fetch(ledger_id).await.expect("ana's ledger");
+    phone.write_as(ledger_id, tablets_actor);
+    phone.mark(ledger_id, "forged-after-restart");
+    let heard = phone.push(ledger_id).await;
+    assert_eq!(errors(&heard).len(), 1, "{heard:?}");
+    assert!(!phone.acknowledged(ledger_id));
+    phone.close().await;
+    running.shutdown().await.expect("shutdown");
+    drop(dir);
 }
