@@ -72,6 +72,31 @@ pub enum Outbound {
     Close(String),
 }
 
+/// What a review thread found in one document.
+#[derive(Debug)]
+struct ReviewDone {
+    document_id: DocumentId,
+    finding: Result<review::Finding, String>,
+}
+
+/// Loads a document from the store, makes what was read durable, and
+/// reads it as business data (see [`review::examine`]). Blocking.
+fn examine_stored(
+    store: &dyn DocStore,
+    document_id: DocumentId,
+) -> Result<review::Finding, String> {
+    let stored = store
+        .load(document_id.as_bytes())
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "not in the store".to_string())?;
+    let doc =
+        ventas_sync_protocol::stored::load_document(stored.snapshot.as_deref(), &stored.chunks)
+            .map_err(|e| e.to_string())?;
+    // Alerts are written from this reading: nothing in it may vanish.
+    store.flush().map_err(|e| e.to_string())?;
+    Ok(review::examine(&doc))
+}
+
 /// Reports from the flusher thread.
 #[derive(Debug)]
 enum FlushReport {
@@ -105,17 +130,19 @@ pub fn spawn(
         .spawn(move || flusher(flusher_store, flush_request_rx, flush_report_tx, skip_flush))
         .map_err(|e| error!("cannot start flusher thread: {e}"))
         .ok();
+    let (review_tx, review_rx) = mpsc::unbounded_channel();
     let task = HubTask {
         hub: Hub::new(hub_config),
         conns: HashMap::new(),
         flush_requests: flush_request_tx,
         review: Review::default(),
+        reviews_done: review_tx,
         catalogs: CatalogIndex::shared(Arc::clone(&store)),
         actors: ActorBindings::shared(Arc::clone(&store)),
         store,
         export_marks,
     };
-    let join = tokio::spawn(task.run(inbox_rx, flush_report_rx, tick_interval_ms));
+    let join = tokio::spawn(task.run(inbox_rx, flush_report_rx, review_rx, tick_interval_ms));
     (inbox_tx, join)
 }
 
@@ -146,6 +173,9 @@ struct HubTask {
     conns: HashMap<ConnId, ConnHandle>,
     flush_requests: std::sync::mpsc::Sender<u64>,
     review: Review,
+    /// Where review threads send what they found (at most
+    /// `REVIEWS_IN_FLIGHT_MAX` outstanding, so unbounded is bounded).
+    reviews_done: mpsc::UnboundedSender<ReviewDone>,
     /// Each tenant's stock locations and their sellers, for the access
     /// policies of authenticated connections.
     catalogs: SharedCatalogIndex,
@@ -160,6 +190,7 @@ impl HubTask {
         mut self,
         mut inbox: mpsc::Receiver<HubInput>,
         mut flush_reports: mpsc::UnboundedReceiver<FlushReport>,
+        mut reviews_done: mpsc::UnboundedReceiver<ReviewDone>,
         tick_interval_ms: u64,
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(tick_interval_ms));
@@ -169,6 +200,7 @@ impl HubTask {
             tokio::select! {
                 biased;
                 Some(report) = flush_reports.recv() => self.on_flush_report(report).await,
+                Some(done) = reviews_done.recv() => self.on_review_done(done),
                 input = inbox.recv(), if shutdown_done.is_none() => match input {
                     Some(HubInput::Shutdown { done }) => {
                         let effects = self.hub.shutdown();
@@ -265,9 +297,10 @@ impl HubTask {
         }
     }
 
-    /// Reviews the documents whose changes are durable and due (see
-    /// [`review`]): stock alerts are written back through the hub, rule
-    /// violations go to the document's report.
+    /// Sends the documents whose changes are durable and due for review
+    /// (see [`review`]) to blocking threads: each loads the document from
+    /// the store and reads it there, so a large ledger never holds the hub
+    /// task up.
     fn review_due(&mut self) {
         let now = now_ms();
         let hub = &self.hub;
@@ -275,43 +308,68 @@ impl HubTask {
             .review
             .due(now, |id| hub.doc_is_durable(id), |id| hub.doc(id).is_some());
         for document_id in due {
-            let Some(doc) = self.hub.doc(&document_id) else {
-                continue;
-            };
-            let finding = review::examine(doc);
-            if let Err(error) = self
-                .review
-                .report(self.store.as_ref(), document_id, &finding, now)
-            {
-                warn!(%document_id, "cannot store the violation report: {error}");
-            }
-            let Some((view, detected)) = &finding.stock else {
-                continue;
-            };
-            let at_ms = i64::try_from(now).unwrap_or(i64::MAX);
-            let recorded = self.hub.change_local(document_id, now, |doc| {
-                crate::domain::record_oversell_alerts(doc, view, detected, at_ms)
+            let store = Arc::clone(&self.store);
+            let done = self.reviews_done.clone();
+            tokio::task::spawn_blocking(move || {
+                let finding = examine_stored(store.as_ref(), document_id);
+                let _ = done.send(ReviewDone {
+                    document_id,
+                    finding,
+                });
             });
-            match recorded {
-                Some((Ok(changes), effects)) => {
-                    if !changes.is_empty() {
-                        warn!(
-                            %document_id,
-                            opened = ?changes.opened,
-                            updated = ?changes.updated,
-                            cleared = ?changes.cleared,
-                            "oversell alerts"
-                        );
-                    }
-                    self.execute(effects);
-                }
-                Some((Err(error), effects)) => {
-                    warn!(%document_id, "cannot record oversell alerts: {error}");
-                    self.execute(effects);
-                }
-                // Changed meanwhile: reviewed again on a later tick.
-                None => self.review.touched(document_id),
+        }
+    }
+
+    /// A review came back: its report is stored, and a stock document's
+    /// alerts are written through the hub (idempotent, pushed to every
+    /// subscriber).
+    fn on_review_done(&mut self, done: ReviewDone) {
+        let ReviewDone {
+            document_id,
+            finding,
+        } = done;
+        self.review.finished(&document_id);
+        let finding = match finding {
+            Ok(finding) => finding,
+            Err(reason) => {
+                warn!(%document_id, "cannot review: {reason}");
+                return;
             }
+        };
+        let now = now_ms();
+        if let Err(error) = self
+            .review
+            .report(self.store.as_ref(), document_id, &finding, now)
+        {
+            warn!(%document_id, "cannot store the violation report: {error}");
+        }
+        let Some((view, detected)) = &finding.stock else {
+            return;
+        };
+        let at_ms = i64::try_from(now).unwrap_or(i64::MAX);
+        let recorded = self.hub.change_local(document_id, now, |doc| {
+            crate::domain::record_oversell_alerts(doc, view, detected, at_ms)
+        });
+        match recorded {
+            Some((Ok(changes), effects)) => {
+                if !changes.is_empty() {
+                    warn!(
+                        %document_id,
+                        opened = ?changes.opened,
+                        updated = ?changes.updated,
+                        cleared = ?changes.cleared,
+                        "oversell alerts"
+                    );
+                }
+                self.execute(effects);
+            }
+            Some((Err(error), effects)) => {
+                warn!(%document_id, "cannot record oversell alerts: {error}");
+                self.execute(effects);
+            }
+            // Changed meanwhile, or left memory: reviewed again on a later
+            // tick if it is still loaded (else when it next changes).
+            None => self.review.touched(document_id),
         }
     }
 

@@ -4,7 +4,9 @@
 //! The hub task marks a document when it persists changes to it
 //! ([`Review::touched`]); on each tick, documents whose changes are all
 //! flushed and whose last review is at least [`REVIEW_INTERVAL_MS`] old are
-//! read with the [`crate::domain`] functions:
+//! loaded from the store and read with the [`crate::domain`] functions on a
+//! blocking thread (at most [`REVIEWS_IN_FLIGHT_MAX`] at once), never on the
+//! hub task; what they find comes back to the hub task:
 //!
 //! - a **stock** document: oversells are detected and recorded as alert
 //!   records in the document itself (a server change, flushed and pushed to
@@ -29,10 +31,12 @@ use crate::domain::{self, DocKind, Violation};
 
 /// Minimum time between two reviews of one document.
 pub const REVIEW_INTERVAL_MS: u64 = 2_000;
-/// Documents reviewed in one tick. A review runs on the hub task and reads
-/// the whole document, so this bounds how long one tick can hold every
-/// peer up; the rest wait for the next tick.
+/// Documents sent for review in one tick; the rest wait for the next tick.
 pub const REVIEWS_PER_TICK_MAX: usize = 8;
+/// Reviews running at once. A review loads and reads a whole document on a
+/// blocking thread (0.42 s for a 3,000-sale ledger), never on the hub task;
+/// this bounds the cores and memory they take from syncing.
+pub const REVIEWS_IN_FLIGHT_MAX: usize = 2;
 /// Violations kept in one report; the total is always counted.
 pub const VIOLATIONS_REPORTED_MAX: usize = 1_000;
 /// Documents remembered as reviewed; past it the memory is cleared (a
@@ -131,6 +135,8 @@ pub fn examine(doc: &Automerge) -> Finding {
 #[derive(Debug, Default)]
 pub struct Review {
     waiting: HashMap<DocumentId, ()>,
+    /// Sent for review, result not back yet.
+    in_flight: std::collections::HashSet<DocumentId>,
     reviewed_at_ms: HashMap<DocumentId, u64>,
     violation_counts: HashMap<DocumentId, usize>,
 }
@@ -151,16 +157,17 @@ impl Review {
         loaded: impl Fn(&DocumentId) -> bool,
     ) -> Vec<DocumentId> {
         self.waiting.retain(|id, _| loaded(id));
+        let room = REVIEWS_IN_FLIGHT_MAX.saturating_sub(self.in_flight.len());
         let due: Vec<DocumentId> = self
             .waiting
             .keys()
-            .filter(|id| ready(id))
+            .filter(|id| ready(id) && !self.in_flight.contains(id))
             .filter(|id| {
                 self.reviewed_at_ms
                     .get(id)
                     .is_none_or(|at| now_ms.saturating_sub(*at) >= REVIEW_INTERVAL_MS)
             })
-            .take(REVIEWS_PER_TICK_MAX)
+            .take(REVIEWS_PER_TICK_MAX.min(room))
             .copied()
             .collect();
         if self.reviewed_at_ms.len() >= REVIEWED_DOCS_MAX {
@@ -170,8 +177,14 @@ impl Review {
         for id in &due {
             self.waiting.remove(id);
             self.reviewed_at_ms.insert(*id, now_ms);
+            self.in_flight.insert(*id);
         }
         due
+    }
+
+    /// The review of `document_id` came back (done or failed).
+    pub fn finished(&mut self, document_id: &DocumentId) {
+        self.in_flight.remove(document_id);
     }
 
     /// Stores the report of a finding and logs when its count changed.
@@ -243,13 +256,18 @@ mod tests {
             ));
         }
         let mut seen = std::collections::BTreeSet::new();
-        for tick in 0..3 {
+        for tick in 0..total as u64 {
             let due = review.due(1_000 + tick, |_| true, |_| true);
             assert!(
-                due.len() <= REVIEWS_PER_TICK_MAX,
+                due.len() <= REVIEWS_PER_TICK_MAX.min(REVIEWS_IN_FLIGHT_MAX),
                 "tick {tick}: {}",
                 due.len()
             );
+            // Nothing more is sent while the bound is in flight.
+            assert!(review.due(1_000 + tick, |_| true, |_| true).is_empty());
+            for id in &due {
+                review.finished(id);
+            }
             seen.extend(due);
         }
         assert_eq!(
@@ -266,6 +284,7 @@ mod tests {
         let id = DocumentId::from_bytes([1; 16]);
         review.touched(id);
         assert_eq!(review.due(0, |_| true, |_| true), vec![id]);
+        review.finished(&id);
         review.touched(id);
         assert!(review
             .due(REVIEW_INTERVAL_MS - 1, |_| true, |_| true)
