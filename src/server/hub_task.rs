@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 use ventas_storage::DocStore;
-use ventas_sync_protocol::hub::{ConnId, ConnStats, Effect, Hub, HubConfig, LoadedDoc};
+use ventas_sync_protocol::hub::{ConnId, ConnStats, Effect, Hub, HubConfig, LoadedDoc, ParsedDoc};
 use ventas_sync_protocol::ids::DocumentId;
 use ventas_sync_protocol::wire::{self, Message};
 
@@ -70,6 +70,43 @@ pub enum Outbound {
     Frame(Vec<u8>),
     /// Send a close frame with this reason after the frames before it.
     Close(String),
+}
+
+/// Documents read and parsed from the store at once, off the hub task.
+pub const LOADS_IN_FLIGHT_MAX: usize = 4;
+
+/// A document read and parsed on a blocking thread.
+#[derive(Debug)]
+struct LoadDone {
+    document_id: DocumentId,
+    /// `Ok(None)`: not stored.
+    parsed: Result<Option<ParsedDoc>, String>,
+}
+
+/// Reads a document from the store and parses it. Blocking.
+fn load_parsed(store: &dyn DocStore, document_id: DocumentId) -> Result<Option<ParsedDoc>, String> {
+    let Some(stored) = store
+        .load(document_id.as_bytes())
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    let loaded = LoadedDoc {
+        snapshot: stored.snapshot,
+        chunks: stored.chunks,
+        last_chunk_seq: stored.last_chunk_seq,
+    };
+    loaded.parse(document_id).map(Some).map_err(|e| e.reason)
+}
+
+/// The document a message must have in memory to apply, if any.
+fn needs_document(message: &Message) -> Option<DocumentId> {
+    match message {
+        Message::Request { document_id, .. } | Message::Sync { document_id, .. } => {
+            Some(*document_id)
+        }
+        _ => None,
+    }
 }
 
 /// What a review thread found in one document.
@@ -131,18 +168,29 @@ pub fn spawn(
         .map_err(|e| error!("cannot start flusher thread: {e}"))
         .ok();
     let (review_tx, review_rx) = mpsc::unbounded_channel();
+    let (load_tx, load_rx) = mpsc::unbounded_channel();
     let task = HubTask {
         hub: Hub::new(hub_config),
         conns: HashMap::new(),
         flush_requests: flush_request_tx,
         review: Review::default(),
+        loading: HashMap::new(),
+        loads_waiting: std::collections::VecDeque::new(),
+        loads_in_flight: 0,
+        loads_done: load_tx,
         reviews_done: review_tx,
         catalogs: CatalogIndex::shared(Arc::clone(&store)),
         actors: ActorBindings::shared(Arc::clone(&store)),
         store,
         export_marks,
     };
-    let join = tokio::spawn(task.run(inbox_rx, flush_report_rx, review_rx, tick_interval_ms));
+    let join = tokio::spawn(task.run(
+        inbox_rx,
+        flush_report_rx,
+        load_rx,
+        review_rx,
+        tick_interval_ms,
+    ));
     (inbox_tx, join)
 }
 
@@ -173,6 +221,13 @@ struct HubTask {
     conns: HashMap<ConnId, ConnHandle>,
     flush_requests: std::sync::mpsc::Sender<u64>,
     review: Review,
+    /// Documents being loaded, with the messages waiting for each.
+    loading: HashMap<DocumentId, Vec<(ConnId, Message)>>,
+    /// Loads waiting for a free slot, in arrival order.
+    loads_waiting: std::collections::VecDeque<DocumentId>,
+    loads_in_flight: usize,
+    /// Where load threads send the parsed document.
+    loads_done: mpsc::UnboundedSender<LoadDone>,
     /// Where review threads send what they found (at most
     /// `REVIEWS_IN_FLIGHT_MAX` outstanding, so unbounded is bounded).
     reviews_done: mpsc::UnboundedSender<ReviewDone>,
@@ -190,6 +245,7 @@ impl HubTask {
         mut self,
         mut inbox: mpsc::Receiver<HubInput>,
         mut flush_reports: mpsc::UnboundedReceiver<FlushReport>,
+        mut loads_done: mpsc::UnboundedReceiver<LoadDone>,
         mut reviews_done: mpsc::UnboundedReceiver<ReviewDone>,
         tick_interval_ms: u64,
     ) {
@@ -200,6 +256,7 @@ impl HubTask {
             tokio::select! {
                 biased;
                 Some(report) = flush_reports.recv() => self.on_flush_report(report).await,
+                Some(done) = loads_done.recv() => self.on_load_done(done),
                 Some(done) = reviews_done.recv() => self.on_review_done(done),
                 input = inbox.recv(), if shutdown_done.is_none() => match input {
                     Some(HubInput::Shutdown { done }) => {
@@ -274,13 +331,26 @@ impl HubTask {
             }
             HubInput::Message { conn, message } => {
                 tracing::trace!(conn, kind = message.type_name(), doc = ?message.document_id(), "in");
-                if let Some(document_id) = self.hub.doc_to_load(&message) {
-                    if let Err(reason) = self.load(document_id) {
-                        warn!(conn, %document_id, "cannot load document: {reason}");
-                        let effects = self.hub.load_failed(conn, document_id, &reason);
-                        self.execute(effects);
+                if let Some(document_id) = needs_document(&message) {
+                    if let Some(waiting) = self.loading.get_mut(&document_id) {
+                        if waiting.len() >= self.hub.config().doc_queue_messages_max {
+                            let effects = self.hub.load_failed(
+                                conn,
+                                document_id,
+                                "too many messages wait for it to load",
+                            );
+                            self.execute(effects);
+                        } else {
+                            waiting.push((conn, message));
+                        }
                         return;
                     }
+                }
+                if let Some(document_id) = self.hub.doc_to_load(&message) {
+                    // Parsed on a blocking thread; its messages wait.
+                    self.loading.insert(document_id, vec![(conn, message)]);
+                    self.start_load(document_id);
+                    return;
                 }
                 let effects = self.hub.receive(conn, message, now_ms());
                 self.execute(effects);
@@ -390,29 +460,64 @@ impl HubTask {
         }
     }
 
-    /// Reads a document from the store into the hub, making room first.
-    fn load(&mut self, document_id: DocumentId) -> Result<(), String> {
+    /// Reads and parses a document on a blocking thread (at most
+    /// [`LOADS_IN_FLIGHT_MAX`] at once; the rest wait their turn).
+    fn start_load(&mut self, document_id: DocumentId) {
+        if self.loads_in_flight >= LOADS_IN_FLIGHT_MAX {
+            self.loads_waiting.push_back(document_id);
+            return;
+        }
+        self.loads_in_flight += 1;
+        let store = Arc::clone(&self.store);
+        let done = self.loads_done.clone();
+        tokio::task::spawn_blocking(move || {
+            let parsed = load_parsed(store.as_ref(), document_id);
+            let _ = done.send(LoadDone {
+                document_id,
+                parsed,
+            });
+        });
+    }
+
+    /// A load came back: make room, hand the document to the hub, and apply
+    /// the messages that waited for it, in their order.
+    fn on_load_done(&mut self, done: LoadDone) {
+        self.loads_in_flight = self.loads_in_flight.saturating_sub(1);
+        if let Some(next) = self.loads_waiting.pop_front() {
+            self.start_load(next);
+        }
+        let LoadDone {
+            document_id,
+            parsed,
+        } = done;
+        let waiting = self.loading.remove(&document_id).unwrap_or_default();
+        let refuse = |task: &mut Self, reason: &str| {
+            warn!(%document_id, "cannot load document: {reason}");
+            for (conn, _) in &waiting {
+                let effects = task.hub.load_failed(*conn, document_id, reason);
+                task.execute(effects);
+            }
+        };
+        let parsed = match parsed {
+            Ok(parsed) => parsed,
+            Err(reason) => return refuse(self, &reason),
+        };
         let mut effects = Vec::new();
         let has_room = self.hub.make_room(&mut effects);
         self.execute(effects);
         if !has_room {
-            return Err(format!(
+            let reason = format!(
                 "server holds its maximum of {} documents in memory, all in use",
                 self.hub.config().docs_in_memory_max
-            ));
+            );
+            return refuse(self, &reason);
         }
-        let stored = self
-            .store
-            .load(document_id.as_bytes())
-            .map_err(|e| e.to_string())?;
-        let loaded = stored.map(|stored| LoadedDoc {
-            snapshot: stored.snapshot,
-            chunks: stored.chunks,
-            last_chunk_seq: stored.last_chunk_seq,
-        });
-        self.hub
-            .doc_loaded(document_id, loaded, now_ms())
-            .map_err(|e| e.to_string())
+        let now = now_ms();
+        self.hub.doc_parsed(document_id, parsed, now);
+        for (conn, message) in waiting {
+            let effects = self.hub.receive(conn, message, now);
+            self.execute(effects);
+        }
     }
 
     fn execute(&mut self, effects: Vec<Effect>) {

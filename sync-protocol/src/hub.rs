@@ -199,6 +199,33 @@ pub struct LoadedDoc {
     pub last_chunk_seq: u64,
 }
 
+impl LoadedDoc {
+    /// Parses the stored snapshot and chunks (O(document); can run on any
+    /// thread).
+    pub fn parse(self, document_id: DocumentId) -> Result<ParsedDoc, LoadError> {
+        let doc =
+            crate::stored::load_document(self.snapshot.as_deref(), &self.chunks).map_err(|e| {
+                LoadError {
+                    document_id,
+                    reason: e.to_string(),
+                }
+            })?;
+        Ok(ParsedDoc {
+            doc,
+            last_chunk_seq: self.last_chunk_seq,
+            chunks_since_snapshot: self.chunks.len() as u64,
+        })
+    }
+}
+
+/// A stored document, parsed: what [`Hub::doc_parsed`] takes.
+#[derive(Debug)]
+pub struct ParsedDoc {
+    pub doc: Automerge,
+    pub last_chunk_seq: u64,
+    pub chunks_since_snapshot: u64,
+}
+
 /// A stored document that automerge cannot load.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 #[error("stored document {document_id} is corrupt: {reason}")]
@@ -393,38 +420,36 @@ impl Hub {
     }
 
     /// Hands over a document read from storage (`None`: not stored).
+    /// Parses it here; a server that parses off its event loop uses
+    /// [`LoadedDoc::parse`] there and [`Hub::doc_parsed`] here.
     pub fn doc_loaded(
         &mut self,
         document_id: DocumentId,
         stored: Option<LoadedDoc>,
         now_ms: u64,
     ) -> Result<(), LoadError> {
-        let corrupt = |reason: String| LoadError {
-            document_id,
-            reason,
+        let parsed = match stored {
+            None => None,
+            Some(stored) => Some(stored.parse(document_id)?),
         };
-        let mut state = match stored {
+        self.doc_parsed(document_id, parsed, now_ms);
+        Ok(())
+    }
+
+    /// Hands over a document already parsed from storage (`None`: not
+    /// stored). Cheap: no parsing happens here.
+    pub fn doc_parsed(&mut self, document_id: DocumentId, parsed: Option<ParsedDoc>, now_ms: u64) {
+        let mut state = match parsed {
             None => DocState::new(Automerge::new(), now_ms),
-            Some(stored) => {
-                let mut doc = match &stored.snapshot {
-                    Some(snapshot) => {
-                        Automerge::load(snapshot).map_err(|e| corrupt(e.to_string()))?
-                    }
-                    None => Automerge::new(),
-                };
-                for chunk in &stored.chunks {
-                    doc.load_incremental(chunk)
-                        .map_err(|e| corrupt(e.to_string()))?;
-                }
-                let mut state = DocState::new(doc, now_ms);
-                state.last_chunk_seq = stored.last_chunk_seq;
-                state.chunks_since_snapshot = stored.chunks.len() as u64;
+            Some(parsed) => {
+                let mut state = DocState::new(parsed.doc, now_ms);
+                state.last_chunk_seq = parsed.last_chunk_seq;
+                state.chunks_since_snapshot = parsed.chunks_since_snapshot;
                 state
             }
         };
         state.last_used_ms = now_ms;
         self.docs.insert(document_id, state);
-        Ok(())
     }
 
     /// Storage assigned `seq` to the last chunk persisted for this document.
