@@ -329,6 +329,15 @@ impl PeerDocSync {
         self.told_heads.as_deref() == Some(heads)
     }
 
+    /// Whether the peer's last message asked for no change by hash (a peer
+    /// asks when our heads name changes its filter made us leave out).
+    pub fn they_need_nothing(&self) -> bool {
+        self.state
+            .their_need
+            .as_ref()
+            .is_none_or(|need| need.is_empty())
+    }
+
     /// The heads the peer last told us it has, if it has spoken yet.
     pub fn their_heads(&self) -> Option<&[ChangeHash]> {
         self.state.their_heads.as_deref()

@@ -863,7 +863,10 @@ impl Hub {
             self.send_unavailable(conn, document_id, effects);
             return;
         }
-        if conn_state.diverged.contains(&document_id) && sync.told_heads_are(&heads) {
+        if conn_state.diverged.contains(&document_id)
+            && sync.told_heads_are(&heads)
+            && sync.they_need_nothing()
+        {
             return;
         }
         self.generate_for(conn, document_id, effects);
