@@ -6,6 +6,7 @@
 mod auth;
 mod authorization;
 mod domain_interop;
+mod export_backfill;
 mod export_incremental;
 mod harness;
 mod hostile;
