@@ -1,7 +1,9 @@
 //! The `ventas` command: `ventas serve` runs the sync server; `ventas token
 //! issue|list|revoke` manage device credentials in the server's data
 //! directory while the server is stopped (sled lets one process hold a
-//! directory; a running server offers the same through `/v1/tokens`).
+//! directory; a running server offers the same through `/v1/tokens`);
+//! `ventas export` copies a stopped server's documents into PostgreSQL
+//! (`--verify` reconciles them).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,6 +36,29 @@ enum Command {
     /// server offers the same at /v1/tokens).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Export every document and the sync log of a data directory into
+    /// PostgreSQL (the server must be stopped), or `--verify` that the
+    /// database matches the documents. Safe to interrupt and rerun.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    data: DataDirArgs,
+    /// postgres://user[:password]@host[:port]/db?sslmode=disable|prefer|require|verify-full
+    #[arg(long, env = "DATABASE_URL")]
+    postgres_url: String,
+    /// Compare the database with the documents (counts and totals per
+    /// document) instead of exporting; exits non-zero on any difference.
+    #[arg(long)]
+    verify: bool,
+    /// No progress bar on stderr.
+    #[arg(long)]
+    quiet: bool,
+    /// Documents per transaction (1 to 64).
+    #[arg(long, default_value_t = ventas::export::backfill::BACKFILL_BATCH_DOCS_MAX)]
+    batch_docs: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,7 +245,76 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args.into_config())),
         Command::Token(command) => token(command),
+        Command::Export(args) => {
+            let differences = runtime.block_on(export(args))?;
+            if differences > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
+}
+
+/// `ventas export`: backfill (returns 0) or verify (returns the number of
+/// differences found, each printed on stdout).
+async fn export(args: ExportArgs) -> anyhow::Result<usize> {
+    let store = SledStore::open(&args.data.data_dir).with_context(|| {
+        format!(
+            "opening {} (stop `ventas serve` on it first)",
+            args.data.data_dir.display()
+        )
+    })?;
+    let store: Arc<dyn DocStore> = Arc::new(store);
+    let mut client = ventas::export::connect(&args.postgres_url)
+        .await
+        .context("connecting to postgres")?;
+    if args.verify {
+        ventas::export::migrate(&mut client)
+            .await
+            .context("migrating")?;
+        let (differences, documents) = ventas::export::verify::verify(store, &client)
+            .await
+            .context("verifying")?;
+        for difference in &differences {
+            println!("{difference}");
+        }
+        eprintln!(
+            "verified {documents} documents: {} differences",
+            differences.len()
+        );
+        return Ok(differences.len());
+    }
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr())
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} documents, {msg}",
+        )
+        .context("progress template")?,
+    );
+    let config = ventas::export::backfill::BackfillConfig {
+        batch_docs_max: args.batch_docs,
+        ..Default::default()
+    };
+    let report = ventas::export::backfill::backfill(store, &mut client, config, |report| {
+        bar.set_length(report.documents_total);
+        bar.set_position(report.documents_seen);
+        bar.set_message(format!(
+            "{} exported, {} already up to date, {} rows, {} sessions",
+            report.documents_exported, report.documents_skipped, report.rows, report.sessions
+        ));
+    })
+    .await
+    .context("exporting")?;
+    bar.finish();
+    eprintln!(
+        "exported {} documents ({} rows), {} already up to date, {} sync sessions",
+        report.documents_exported, report.rows, report.documents_skipped, report.sessions
+    );
+    Ok(0)
 }
 
 /// Opens the credential registry of a stopped server's data directory.

@@ -74,13 +74,44 @@ pub fn load_doc(
     Ok(Some(doc))
 }
 
+/// Sizes of a backfill's transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackfillConfig {
+    /// Documents per transaction, at most [`BACKFILL_BATCH_DOCS_MAX`].
+    pub batch_docs_max: usize,
+    /// Rows per transaction (a batch closes once past it), at most
+    /// [`BACKFILL_BATCH_ROWS_MAX`].
+    pub batch_rows_max: usize,
+}
+
+impl Default for BackfillConfig {
+    fn default() -> Self {
+        Self {
+            batch_docs_max: BACKFILL_BATCH_DOCS_MAX,
+            batch_rows_max: BACKFILL_BATCH_ROWS_MAX,
+        }
+    }
+}
+
+impl BackfillConfig {
+    /// Clamps both sizes into `1..=max`.
+    pub fn bounded(self) -> Self {
+        Self {
+            batch_docs_max: self.batch_docs_max.clamp(1, BACKFILL_BATCH_DOCS_MAX),
+            batch_rows_max: self.batch_rows_max.clamp(1, BACKFILL_BATCH_ROWS_MAX),
+        }
+    }
+}
+
 /// Exports every document of `store` and its sync log into the database
 /// behind `client` (migrating it first).
 pub async fn backfill(
     store: Arc<dyn DocStore>,
     client: &mut Client,
+    config: BackfillConfig,
     mut progress: impl FnMut(&BackfillReport),
 ) -> Result<BackfillReport, ExportError> {
+    let config = config.bounded();
     migrate(client).await?;
     let mut report = BackfillReport {
         documents_total: store.doc_count()?,
@@ -93,7 +124,7 @@ pub async fn backfill(
     let (sender, mut batches) = mpsc::channel::<Result<Batch, ExportError>>(BATCHES_QUEUED_MAX);
     let producer_store = store.clone();
     let producer = tokio::task::spawn_blocking(move || {
-        build_batches(producer_store.as_ref(), &exported, &sender)
+        build_batches(producer_store.as_ref(), &exported, config, &sender)
     });
     while let Some(batch) = batches.recv().await {
         let batch = batch?;
@@ -167,6 +198,7 @@ impl Batch {
 fn build_batches(
     store: &dyn DocStore,
     exported: &HashMap<String, Vec<String>>,
+    config: BackfillConfig,
     sender: &mpsc::Sender<Result<Batch, ExportError>>,
 ) {
     let send = |batch| sender.blocking_send(batch).is_ok();
@@ -208,8 +240,7 @@ fn build_batches(
             batch.rows += export.row_count();
             batch.exports.push(export);
             batch.previous.push(previous);
-            if batch.exports.len() >= BACKFILL_BATCH_DOCS_MAX || batch.rows >= BACKFILL_BATCH_ROWS_MAX
-            {
+            if batch.exports.len() >= config.batch_docs_max || batch.rows >= config.batch_rows_max {
                 if !send(Ok(std::mem::replace(&mut batch, Batch::new()))) {
                     return;
                 }

@@ -6,6 +6,8 @@
 mod auth;
 mod authorization;
 mod domain_interop;
+mod export_backfill;
+mod export_incremental;
 mod export_live;
 mod harness;
 mod hostile;

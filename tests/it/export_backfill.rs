@@ -1,0 +1,219 @@
+//! `ventas export` (the real binary) on a sled data directory written
+//! without a server: it fills a fresh database, a rerun adds nothing, a
+//! run killed mid-way and rerun ends complete, `--verify` passes and then
+//! reports a row tampered with in Postgres.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use automerge::transaction::Transactable;
+use automerge::{Automerge, ROOT};
+use ventas::protocol::ids::DocumentId;
+use ventas::server::sessions::{SessionLog, SyncSession};
+use ventas::storage::{DocStore, SledStore};
+
+use super::export_incremental::{count, dump, TestDb, Workload};
+
+/// Copies of one ledger stored under this many document ids (plus the
+/// catalog, the stock document and a plain document).
+const LEDGER_COPIES: u8 = 48;
+
+struct DataDir {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    ledger_sales: i64,
+    documents: i64,
+}
+
+/// A data directory as a stopped server leaves it.
+fn data_dir() -> DataDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("data");
+    let store = Arc::new(SledStore::open(&path).expect("open store"));
+    let mut work = Workload::new(11);
+    for _ in 0..30 {
+        work.step();
+    }
+    work.merge_all();
+    let ledger_sales = ventas::domain::read_ledger(&work.ledger, None).sales.len() as i64;
+    let put = |bytes: [u8; 16], doc: &Automerge| {
+        store
+            .append_chunk(&bytes, &doc.save())
+            .expect("append chunk");
+    };
+    for copy in 0..LEDGER_COPIES {
+        let mut key = [0u8; 16];
+        key[0] = 0x10;
+        key[15] = copy;
+        put(key, &work.ledger);
+    }
+    put([0x01; 16], &work.catalog);
+    put([0x02; 16], &work.stock);
+    let mut plain = Automerge::new();
+    let mut tx = plain.transaction();
+    tx.put(ROOT, "note", "not a ventas document").expect("put");
+    tx.commit();
+    put([0x03; 16], &plain);
+    let log = SessionLog::new(store.clone() as Arc<dyn DocStore>);
+    for id in 1..=3 {
+        log.put(&SyncSession {
+            id,
+            peer_id: Some(format!("tab-{id}")),
+            remote_addr: "127.0.0.1:1".into(),
+            connected_at_ms: 1_000 * id,
+            documents: vec!["x".into()],
+            ..SyncSession::default()
+        })
+        .expect("session");
+    }
+    store.flush().expect("flush");
+    drop(store);
+    DataDir {
+        _dir: dir,
+        path,
+        ledger_sales,
+        documents: i64::from(LEDGER_COPIES) + 3,
+    }
+}
+
+fn command(data_dir: &Path, url: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ventas"));
+    command
+        .arg("export")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--postgres-url")
+        .arg(url)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+async fn run(data_dir: &Path, url: &str, extra: &[&str]) -> (i32, String) {
+    let output = command(data_dir, url)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .expect("ventas export runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_fills_reruns_resumes_after_a_kill_and_verifies() {
+    let data = data_dir();
+    let db = TestDb::create().await;
+    let url = db.url();
+
+    // Killed mid-run: some batches committed, not all.
+    let mut child = command(&data.path, &url)
+        .args(["--quiet", "--batch-docs", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn export");
+    let client = loop {
+        if let Ok(client) = tokio_postgres_connect(&url).await {
+            break client;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let mut exported_at_kill = 0;
+    for _ in 0..3_000 {
+        let state = client
+            .query_one(
+                "SELECT count(*) FROM pg_tables WHERE tablename = 'export_state'",
+                &[],
+            )
+            .await
+            .expect("catalog query");
+        if state.get::<_, i64>(0) > 0 {
+            exported_at_kill = count(&client, "export_state").await;
+            if exported_at_kill > 0 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().await.expect("kill export");
+    let exported_after_kill = count(&client, "export_state").await;
+    assert!(exported_at_kill > 0, "the first batches committed");
+    assert!(
+        exported_after_kill < data.documents,
+        "killed before the end ({exported_after_kill} of {} documents)",
+        data.documents
+    );
+
+    // Rerun: completes, every document once.
+    let (code, output) = run(&data.path, &url, &["--quiet"]).await;
+    assert_eq!(code, 0, "{output}");
+    assert_eq!(count(&client, "export_state").await, data.documents);
+    assert_eq!(
+        count(&client, "sales").await,
+        data.ledger_sales * i64::from(LEDGER_COPIES)
+    );
+    assert_eq!(count(&client, "sync_sessions").await, 3);
+    assert!(count(&client, "products").await > 0);
+    assert!(count(&client, "stock_levels").await > 0);
+    let once = dump(&client).await;
+
+    // Again: everything already up to date, nothing changes.
+    let (code, output) = run(&data.path, &url, &["--quiet"]).await;
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        output.contains(&format!("exported 0 documents (0 rows), {} already up to date", data.documents)),
+        "{output}"
+    );
+    assert_eq!(dump(&client).await, once);
+
+    // Verify agrees, then finds a tampered total and a deleted movement.
+    let (code, output) = run(&data.path, &url, &["--verify"]).await;
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("0 differences"), "{output}");
+    let tampered = DocumentId::from_bytes({
+        let mut key = [0u8; 16];
+        key[0] = 0x10;
+        key[15] = 7;
+        key
+    })
+    .to_string();
+    let changed = client
+        .execute(
+            "UPDATE sales SET total_cents = total_cents + 1 \
+             WHERE document_id = $1 AND sale_id = (SELECT min(sale_id) FROM sales WHERE document_id = $1)",
+            &[&tampered],
+        )
+        .await
+        .expect("tamper");
+    assert_eq!(changed, 1);
+    client
+        .execute(
+            "DELETE FROM stock_movements WHERE movement_id = (SELECT min(movement_id) FROM stock_movements)",
+            &[],
+        )
+        .await
+        .expect("delete a movement");
+    let (code, output) = run(&data.path, &url, &["--verify"]).await;
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains(&format!("{tampered} sales.total_cents")),
+        "{output}"
+    );
+    assert!(output.contains(" movements: document"), "{output}");
+    assert!(output.contains("2 differences") || output.contains("3 differences"), "{output}");
+
+    drop(client);
+    db.drop_db().await;
+}
+
+async fn tokio_postgres_connect(url: &str) -> Result<tokio_postgres::Client, ventas::export::ExportError> {
+    ventas::export::connect(url).await
+}
