@@ -57,6 +57,9 @@ enum Command {
         /// Unacknowledged sales per device before it waits.
         #[arg(long, default_value_t = 64)]
         in_flight: usize,
+        /// Skip timing the same sales synced in-process afterwards.
+        #[arg(long)]
+        no_floor: bool,
     },
     /// Idle devices plus writers, each writer's ledger watched by another
     /// device: change-to-arrival latency.
@@ -151,11 +154,13 @@ fn main() -> anyhow::Result<()> {
                 devices,
                 seconds,
                 in_flight,
+                no_floor,
             } => {
                 let options = IngestOptions {
                     devices,
                     duration_ms: millis(seconds),
                     in_flight_max: in_flight.max(1),
+                    measure_floor: !no_floor,
                 };
                 let outcome =
                     scenarios::ingest(&target.url, &target.target, &options, target.server_pid)

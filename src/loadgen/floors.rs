@@ -97,6 +97,51 @@ pub fn ingest(sales: usize) -> Result<Figure, LoadgenError> {
         .value("record_only_sales_per_s", sales as f64 / record_s))
 }
 
+/// Ingest floor for a given shape: `devices` devices each record
+/// `sales_per_device` sales into their own ledger, each synced in memory to
+/// a server-side copy as it is recorded (record + sync to quiet, on one
+/// core). Returns sales per second; at most `SHAPE_SALES_MAX` sales are
+/// timed (fewer devices, same sales each).
+pub fn ingest_same_sales(devices: usize, sales_per_device: usize) -> Result<f64, LoadgenError> {
+    let fixture = Fixture::new()?;
+    let devices = devices
+        .min(SHAPE_SALES_MAX / sales_per_device.max(1))
+        .max(1);
+    let mut timed = std::time::Duration::ZERO;
+    for index in 0..devices {
+        let (mut device_doc, mut ledger) = fixture.device_docs(&format!("floor-{index}"))?;
+        let mut server = Automerge::new();
+        let (mut device_state, mut server_state) = (State::new(), State::new());
+        sync_until_quiet(
+            &mut ledger,
+            &mut server,
+            &mut device_state,
+            &mut server_state,
+        )?;
+        let started = Instant::now();
+        for _ in 0..sales_per_device {
+            record_sale(
+                &mut device_doc,
+                &mut ledger,
+                &fixture.catalog,
+                &fixture.sale,
+            )?;
+            sync_until_quiet(
+                &mut ledger,
+                &mut server,
+                &mut device_state,
+                &mut server_state,
+            )?;
+        }
+        timed += started.elapsed();
+    }
+    let sales = devices * sales_per_device;
+    Ok(sales as f64 / timed.as_secs_f64().max(1e-9))
+}
+
+/// Sales the shape-matched ingest floor times at most.
+pub const SHAPE_SALES_MAX: usize = 20_000;
+
 /// Latency floor: one sale travels writer -> server -> observer through
 /// in-memory sync (the recording itself not timed), on a ledger of
 /// `prior_sales`; p50 and p99 of `samples`.

@@ -128,11 +128,16 @@ pub fn ratios(figures: &[Figure]) -> String {
             get("ventas"),
             get("peer"),
         );
+        let same_floor = value(
+            find(figures, "ingest", "ventas", at),
+            "floor_same_sales_per_s",
+        )
+        .or(floor_ingest);
         ratio_row(
             &mut out,
-            &format!("ingest {n} devices: ventas / in-process floor"),
+            &format!("ingest {n} devices: ventas / in-process floor (same sales)"),
             get("ventas"),
-            floor_ingest,
+            same_floor,
         );
         ratio_row(
             &mut out,

@@ -37,6 +37,8 @@ pub struct IngestOptions {
     pub duration_ms: u64,
     /// Sales a device records before it waits for acknowledgements.
     pub in_flight_max: usize,
+    /// Also time the same sales synced in-process (the floor), after the run.
+    pub measure_floor: bool,
 }
 
 /// What one ingest device did.
@@ -236,6 +238,19 @@ pub async fn ingest(
     } else {
         0.0
     };
+    let sales_per_device =
+        usize::try_from(acknowledged.div_ceil(options.devices.max(1) as u64)).unwrap_or(usize::MAX);
+    let floor = if options.measure_floor {
+        let devices = options.devices;
+        let floor = tokio::task::spawn_blocking(move || {
+            super::floors::ingest_same_sales(devices, sales_per_device)
+        })
+        .await
+        .map_err(|error| LoadgenError::Task(error.to_string()))??;
+        Some(floor)
+    } else {
+        None
+    };
     let mut figure = Figure::new("ingest", target)
         .param("devices", options.devices as f64)
         .param("seconds", options.duration_ms as f64 / 1000.0)
@@ -248,6 +263,9 @@ pub async fn ingest(
         .value("ack_latency_p99_ms", quantile(&latencies, 0.99) / 1000.0);
     if let Some(rss) = rss_kib {
         figure = figure.value("server_rss_under_load_kib", rss as f64);
+    }
+    if let Some(floor) = floor {
+        figure = figure.value("floor_same_sales_per_s", floor);
     }
     Ok(IngestOutcome { figure, devices })
 }
@@ -685,6 +703,7 @@ pub async fn smoke(
         devices,
         duration_ms,
         in_flight_max: 16,
+        measure_floor: false,
     };
     let outcome = ingest(&server.url(), "ventas", &options, Some(server.pid())).await;
     server.stop().await?;

@@ -11,5 +11,6 @@ mod hostile;
 mod js_interop;
 mod limits;
 mod limits_more;
+mod loadgen;
 mod review;
 mod sync;
