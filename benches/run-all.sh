@@ -97,7 +97,7 @@ for target in $targets; do
     scenario "$target" ingest --devices "$devices" --seconds "$seconds"
   done
   [[ $target == ventas-noflush ]] && continue
-  scenario "$target" latency --idle 100 --writers 10 --rate 20 --seconds "$seconds"
+  scenario "$target" latency --idle 100 --writers 10 --rate 5 --seconds "$seconds"
   scenario "$target" reconnect --sales 1000 --repeat 3
   scenario "$target" idle --connections "$idle_connections"
 done

@@ -54,9 +54,11 @@ enum Command {
         devices: usize,
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
-        /// Unacknowledged sales per device before it waits.
-        #[arg(long, default_value_t = 64)]
-        in_flight: usize,
+        /// Unacknowledged sales per device before it waits (default: 64,
+        /// or fewer so that all devices together keep at most
+        /// `IN_FLIGHT_TOTAL_DEFAULT` in flight).
+        #[arg(long)]
+        in_flight: Option<usize>,
         /// Skip timing the same sales synced in-process afterwards.
         #[arg(long)]
         no_floor: bool,
@@ -126,6 +128,11 @@ enum Command {
     Report { files: Vec<PathBuf> },
 }
 
+/// Unacknowledged sales of all ingest devices together, by default: enough
+/// to keep the server busy, few enough to drain within the scenario's
+/// timeout once recording stops.
+const IN_FLIGHT_TOTAL_DEFAULT: usize = 4_096;
+
 fn millis(seconds: f64) -> u64 {
     // Clamped to a day: scenario lengths are seconds to minutes.
     (seconds.clamp(0.0, 86_400.0) * 1000.0).round() as u64
@@ -159,7 +166,9 @@ fn main() -> anyhow::Result<()> {
                 let options = IngestOptions {
                     devices,
                     duration_ms: millis(seconds),
-                    in_flight_max: in_flight.max(1),
+                    in_flight_max: in_flight
+                        .unwrap_or_else(|| (IN_FLIGHT_TOTAL_DEFAULT / devices.max(1)).clamp(2, 64))
+                        .max(1),
                     measure_floor: !no_floor,
                 };
                 let outcome =

@@ -28,7 +28,7 @@ pub const CONNECTS_IN_FLIGHT_MAX: usize = 64;
 /// How long devices may take to connect and sync before the start.
 pub const SETUP_TIMEOUT_MS: u64 = 120_000;
 /// After the recording stops, how long acknowledgements may take.
-pub const DRAIN_TIMEOUT_MS: u64 = 60_000;
+pub const DRAIN_TIMEOUT_MS: u64 = 120_000;
 
 /// The ingest scenario's parameters.
 #[derive(Debug, Clone)]
