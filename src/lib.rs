@@ -14,6 +14,7 @@
 //!   store, reconnect with backoff).
 //! - [`config`]: server settings with units and defaults.
 //! - [`domain`]: sales, stock and catalog as pure functions over Automerge documents.
+//! - [`loadgen`]: simulated devices and raw floors for the benchmarks (`ventas-loadgen`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,6 +36,7 @@ pub mod client;
 pub mod config;
 pub mod domain;
 pub mod export;
+pub mod loadgen;
 pub mod server;
 
 pub use ventas_storage as storage;

@@ -14,6 +14,7 @@ mod hostile;
 mod js_interop;
 mod limits;
 mod limits_more;
+mod loadgen;
 mod office;
 mod review;
 mod sync;
