@@ -186,6 +186,25 @@ fn server_has(hub: &Hub, key: &str) -> bool {
         .is_some()
 }
 
+/// Checks that `effects` refused a write of `key` from `conn` without a
+/// close or a persist, with exactly one error to it, and returns that
+/// error's text.
+fn refused_quietly(hub: &Hub, effects: &[Effect], conn: u64, key: &str) -> String {
+    assert!(!server_has(hub, key));
+    assert!(!effects
+        .iter()
+        .any(|e| matches!(e, Effect::Persist { .. } | Effect::Close { .. })));
+    let errors: Vec<String> = sent_to(effects, conn)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Error { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 1, "{effects:?}");
+    errors[0].clone()
+}
+
 #[test]
 fn a_hidden_document_looks_missing_and_nothing_of_it_reaches_the_peer() {
     let mut hub = hub_with_document();
@@ -232,19 +251,8 @@ fn a_reader_is_served_but_its_changes_are_refused_and_it_stays_connected() {
 
     reader.put("forged");
     let effects = reader.sync(&mut hub);
-    assert!(!server_has(&hub, "forged"));
-    assert!(!effects
-        .iter()
-        .any(|e| matches!(e, Effect::Persist { .. } | Effect::Close { .. })));
-    let errors: Vec<_> = sent_to(&effects, 2)
-        .into_iter()
-        .filter_map(|m| match m {
-            Message::Error { message, .. } => Some(message.clone()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(errors.len(), 1, "{effects:?}");
-    assert!(errors[0].contains("may only read"), "{}", errors[0]);
+    let error = refused_quietly(&hub, &effects, 2, "forged");
+    assert!(error.contains("may only read"), "{error}");
     let stats = hub.conn_stats(2).expect("still connected");
     assert_eq!(stats.writes_denied, 1);
     assert_eq!(stats.denials.len(), 1);
@@ -389,23 +397,8 @@ fn changes_under_another_connections_actor_are_refused_and_the_peer_stays_connec
         heads_before,
         "the document is unchanged"
     );
-    assert!(!server_has(&hub, "forged"));
-    assert!(!effects
-        .iter()
-        .any(|e| matches!(e, Effect::Persist { .. } | Effect::Close { .. })));
-    let errors: Vec<String> = sent_to(&effects, 2)
-        .into_iter()
-        .filter_map(|m| match m {
-            Message::Error { message, .. } => Some(message.clone()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(errors.len(), 1, "{effects:?}");
-    assert!(
-        errors[0].contains(&format!("actor {writers_actor}")),
-        "{}",
-        errors[0]
-    );
+    let error = refused_quietly(&hub, &effects, 2, "forged");
+    assert!(error.contains(&format!("actor {writers_actor}")), "{error}");
     assert!(sent_to(&effects, 1).is_empty(), "the writer hears nothing");
     let stats = hub.conn_stats(2).expect("still connected");
     assert_eq!((stats.writes_denied, stats.changes_in), (1, 0));

@@ -264,7 +264,6 @@ async fn a_sale_recorded_in_rust_reads_in_js_as_strings_and_integers() {
     let dir = tempfile::tempdir().expect("dir");
     let office = Office::set_up(&url, dir.path(), "tab-7", "K7Q").await;
     let at_ms = sale_time_ms();
-    let catalog = office.catalog_view();
     let soap = id(ProductId::new, "soap");
     let brush = id(ProductId::new, "brush");
 
@@ -282,34 +281,7 @@ async fn a_sale_recorded_in_rust_reads_in_js_as_strings_and_integers() {
         .change(|doc| move_stock(doc, &[load(&soap, 10), load(&brush, 5)]))
         .expect("change applies")
         .expect("loaded");
-    let sale = change_both(&office.device, &office.ledger, |device, ledger| {
-        record_sale(
-            device,
-            ledger,
-            &catalog,
-            &SaleInput {
-                customer: id(CustomerId::new, "shop-9"),
-                location: id(LocationId::new, "van-ana"),
-                at_ms,
-                lines: vec![
-                    SaleLineInput {
-                        product: soap.clone(),
-                        quantity: 3,
-                    },
-                    SaleLineInput {
-                        product: brush.clone(),
-                        quantity: 1,
-                    },
-                ],
-            },
-        )
-        .expect("sale")
-    });
-    office
-        .stock
-        .change(|doc| apply_sale_to_stock(doc, &sale))
-        .expect("change applies")
-        .expect("stock moved");
+    office.sell(at_ms, &[("soap", 3), ("brush", 1)]);
     office.synced().await;
     let actor = office
         .ledger

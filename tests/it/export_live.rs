@@ -13,30 +13,8 @@ use crate::office::*;
 
 /// Records `count` sales of 1..=3 soaps on the office's device.
 fn record_sales(office: &Office, count: usize) {
-    let catalog = office.catalog_view();
     for n in 0..count {
-        let sale = change_both(&office.device, &office.ledger, |device, ledger| {
-            record_sale(
-                device,
-                ledger,
-                &catalog,
-                &SaleInput {
-                    customer: id(CustomerId::new, "shop-9"),
-                    location: id(LocationId::new, "van-ana"),
-                    at_ms: sale_time_ms() + n as i64,
-                    lines: vec![SaleLineInput {
-                        product: id(ProductId::new, "soap"),
-                        quantity: 1 + (n % 3) as i64,
-                    }],
-                },
-            )
-            .expect("sale")
-        });
-        office
-            .stock
-            .change(|doc| apply_sale_to_stock(doc, &sale))
-            .expect("change applies")
-            .expect("stock moved");
+        office.sell(sale_time_ms() + n as i64, &[("soap", 1 + (n % 3) as i64)]);
     }
 }
 

@@ -169,6 +169,32 @@ impl Office {
         }
     }
 
+    /// Records a sale to `shop-9` from `van-ana` on the office's device
+    /// and moves the van's stock.
+    pub(crate) fn sell(&self, at_ms: i64, lines: &[(&str, i64)]) -> Sale {
+        let catalog = self.catalog_view();
+        let input = SaleInput {
+            customer: id(CustomerId::new, "shop-9"),
+            location: id(LocationId::new, "van-ana"),
+            at_ms,
+            lines: lines
+                .iter()
+                .map(|(product, quantity)| SaleLineInput {
+                    product: id(ProductId::new, product),
+                    quantity: *quantity,
+                })
+                .collect(),
+        };
+        let sale = change_both(&self.device, &self.ledger, |device, ledger| {
+            record_sale(device, ledger, &catalog, &input).expect("sale")
+        });
+        self.stock
+            .change(|doc| apply_sale_to_stock(doc, &sale))
+            .expect("change applies")
+            .expect("stock moved");
+        sale
+    }
+
     pub(crate) fn catalog_view(&self) -> CatalogView {
         self.catalog.read(read_catalog).expect("read")
     }
