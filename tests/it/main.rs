@@ -11,5 +11,6 @@ mod hostile;
 mod js_interop;
 mod limits;
 mod limits_more;
+mod nginx;
 mod review;
 mod sync;
