@@ -90,6 +90,10 @@ pub struct ServerConfig {
     /// Operations of all changes in one incoming sync message (a JS string
     /// is one operation per character); past it as for `change_bytes_max`.
     pub change_ops_max: usize,
+    /// Levels the objects of one incoming sync message may nest (an object
+    /// in the document's root is at level 1); past it as for
+    /// `change_bytes_max`.
+    pub object_depth_max: usize,
     /// PEM certificate chain to serve TLS with (with `tls_key`); none
     /// serves plain `ws://` (e.g. behind a TLS-terminating proxy).
     pub tls_cert: Option<PathBuf>,
@@ -143,6 +147,7 @@ impl ServerConfig {
             idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
             change_bytes_max: hub::CHANGE_BYTES_MAX_DEFAULT,
             change_ops_max: hub::CHANGE_OPS_MAX_DEFAULT,
+            object_depth_max: hub::OBJECT_DEPTH_MAX_DEFAULT,
             peer_messages_per_second_max: PEER_MESSAGES_PER_SECOND_MAX_DEFAULT,
             peer_messages_burst_max: PEER_MESSAGES_BURST_MAX_DEFAULT,
             connections_per_address_max: CONNECTIONS_PER_ADDRESS_MAX_DEFAULT,
@@ -189,6 +194,7 @@ impl ServerConfig {
         at_least("docs_per_peer_max", 1, self.docs_per_peer_max as u64)?;
         at_least("change_bytes_max", 1, self.change_bytes_max as u64)?;
         at_least("change_ops_max", 1, self.change_ops_max as u64)?;
+        at_least("object_depth_max", 1, self.object_depth_max as u64)?;
         at_least("docs_in_memory_max", 1, self.docs_in_memory_max as u64)?;
         at_least(
             "doc_queue_messages_max",

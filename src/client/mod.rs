@@ -68,6 +68,9 @@ pub struct ClientConfig {
     /// Messages waiting for the socket; when full the link is dropped and
     /// re-established (resync regenerates whatever was queued).
     pub outbound_queue_messages_max: usize,
+    /// DER certificates to trust for `wss://` *instead of* the public web
+    /// PKI (a private CA, or a self-signed server); empty: the web PKI.
+    pub tls_root_certificates: Vec<Vec<u8>>,
 }
 
 impl ClientConfig {
@@ -83,6 +86,7 @@ impl ClientConfig {
             connect_timeout_ms: CONNECT_TIMEOUT_MS_DEFAULT,
             message_bytes_max: MESSAGE_BYTES_MAX_DEFAULT,
             outbound_queue_messages_max: OUTBOUND_QUEUE_MESSAGES_MAX_DEFAULT,
+            tls_root_certificates: Vec::new(),
         }
     }
 }
@@ -493,7 +497,23 @@ async fn link_task(shared: Arc<Shared>, config: ClientConfig, mut shutdown: watc
                 continue;
             }
         };
-        let connect = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), false);
+        let connector = match tls_connector(&config.tls_root_certificates) {
+            Ok(connector) => connector,
+            Err(error) => {
+                warn!("cannot use the configured TLS root certificates: {error}");
+                backoff_ms = config.reconnect_max_ms;
+                if wait_or_shutdown(&shared, backoff_ms, &mut shutdown).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let connect = tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            Some(ws_config),
+            false,
+            connector,
+        );
         let timeout = Duration::from_millis(config.connect_timeout_ms);
         match tokio::time::timeout(timeout, connect).await {
             Ok(Ok((socket, _))) => {
@@ -529,6 +549,27 @@ async fn link_task(shared: Arc<Shared>, config: ClientConfig, mut shutdown: watc
         }
         backoff_ms = backoff_ms.saturating_mul(2).min(config.reconnect_max_ms);
     }
+}
+
+/// A rustls connector trusting exactly `roots` (DER), or `None` for the
+/// default (the web PKI) when there are none.
+fn tls_connector(roots: &[Vec<u8>]) -> Result<Option<tokio_tungstenite::Connector>, rustls::Error> {
+    if roots.is_empty() {
+        return Ok(None);
+    }
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(rustls_pki_types::CertificateDer::from(root.clone()))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    Ok(Some(tokio_tungstenite::Connector::Rustls(
+        std::sync::Arc::new(config),
+    )))
 }
 
 /// The upgrade request, with the credential as `Authorization: Bearer`.

@@ -206,6 +206,7 @@ async fn serve_with_tls(
     hub_config.change_limits = ventas_sync_protocol::doc_sync::ChangeLimits {
         change_bytes_max: config.change_bytes_max,
         change_ops_max: config.change_ops_max,
+        object_depth_max: config.object_depth_max,
     };
     hub_config.docs_in_memory_max = config.docs_in_memory_max;
     hub_config.doc_idle_evict_after_ms = config.doc_idle_evict_after_ms;

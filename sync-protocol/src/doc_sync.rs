@@ -12,6 +12,9 @@
 //! [`Denial`] keeps every change of the message out while the rest of it
 //! (heads, have, need) still applies.
 
+use std::collections::HashMap;
+
+use automerge::legacy::{ObjectId, OpId, OpType};
 use automerge::sync::{ChunkList, Message as AutomergeSyncMessage, State, SyncDoc};
 use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 
@@ -86,28 +89,32 @@ const CHUNK_TYPE_CHANGE_COMPRESSED: u8 = 2;
 /// The same pass enforces [`ChangeLimits`]: decoded bytes and operations of
 /// all change chunks in the message, and of the changes inside a
 /// whole-document chunk (loaded once more to count them, only when limits
-/// are set or actors are wanted).
+/// are set or `new_in` is given).
 ///
-/// With `new_in`, it also returns the actors (sorted, once each) of the
-/// changes that document does not hold yet: changes the receiver already
-/// has are not new, whoever relays them.
+/// With `new_in` (the receiving document; the server's path), every change
+/// the document does not hold yet is also expanded op by op, which
+///
+/// - refuses a change automerge itself would panic on: automerge 0.7 checks
+///   a change's checksum and columns but not that its operations name
+///   actors the change lists, and both `Change::decode` and
+///   `load_incremental` index its actor table unchecked (see
+///   `tests/corrupt_changes.rs`); the expansion runs under `catch_unwind`,
+///   before the document is touched;
+/// - measures how deep the new objects nest ([`ChangeLimits::object_depth_max`]);
+/// - returns the changes' actors (sorted, once each): changes the receiver
+///   already has are not new, whoever relays them, and are not expanded
+///   (their bytes hash to a change the document accepted).
 fn check_change_chunks(
     message: &AutomergeSyncMessage,
     limits: &ChangeLimits,
     new_in: Option<&Automerge>,
 ) -> Result<Vec<ActorId>, SyncError> {
-    let mut change_bytes: usize = 0;
-    let mut change_ops: usize = 0;
-    let mut new_actors: Vec<ActorId> = Vec::new();
-    let mut note_actor = |change: &automerge::Change| {
-        let Some(doc) = new_in else {
-            return;
-        };
-        if doc.get_change_meta_by_hash(&change.hash()).is_none()
-            && !new_actors.contains(change.actor_id())
-        {
-            new_actors.push(change.actor_id().clone());
-        }
+    let mut check = ChunkCheck {
+        limits,
+        change_bytes: 0,
+        change_ops: 0,
+        new_actors: Vec::new(),
+        made: HashMap::new(),
     };
     for (index, entry) in message.changes.iter().enumerate() {
         let refuse = |what: &str| SyncError::Rejected(format!("change chunk {index} {what}"));
@@ -129,9 +136,12 @@ fn check_change_chunks(
             if matches!(kind, CHUNK_TYPE_CHANGE | CHUNK_TYPE_CHANGE_COMPRESSED) {
                 let change = automerge::Change::try_from(chunk)
                     .map_err(|error| refuse(&format!("is corrupt: {error}")))?;
-                change_bytes = change_bytes.saturating_add(change.raw_bytes().len());
-                change_ops = change_ops.saturating_add(change.len());
-                note_actor(&change);
+                check.count(&change)?;
+                if let Some(doc) = new_in {
+                    check
+                        .new_change(doc, &change)
+                        .map_err(|what| refuse(&what))?;
+                }
             } else if kind == CHUNK_TYPE_DOCUMENT
                 && (new_in.is_some()
                     || (limits.change_bytes_max, limits.change_ops_max) != (usize::MAX, usize::MAX))
@@ -139,31 +149,158 @@ fn check_change_chunks(
                 // A peer sending most of a document sends it whole (a V2
                 // message). Counting its changes means loading it once more;
                 // bounded by the frame size, and only when limits are set.
-                let whole = Automerge::load(chunk)
+                let whole = catch_unwind(|| Automerge::load(chunk))
+                    .map_err(|_| refuse("is a corrupt document: automerge cannot load it"))?
                     .map_err(|error| refuse(&format!("is a corrupt document: {error}")))?;
                 for change in whole.get_changes(&[]) {
-                    change_bytes = change_bytes.saturating_add(change.raw_bytes().len());
-                    change_ops = change_ops.saturating_add(change.len());
-                    note_actor(&change);
+                    check.count(&change)?;
+                    if let Some(doc) = new_in {
+                        check
+                            .new_change(doc, &change)
+                            .map_err(|what| refuse(&what))?;
+                    }
                 }
-            }
-            if change_bytes > limits.change_bytes_max {
-                return Err(SyncError::TooLarge(format!(
-                    "changes of {change_bytes}+ decoded bytes exceed the limit of {}",
-                    limits.change_bytes_max
-                )));
-            }
-            if change_ops > limits.change_ops_max {
-                return Err(SyncError::TooLarge(format!(
-                    "changes of {change_ops}+ operations exceed the limit of {}",
-                    limits.change_ops_max
-                )));
             }
             rest = after;
         }
     }
-    new_actors.sort();
-    Ok(new_actors)
+    if let Some(doc) = new_in {
+        if !check.made.is_empty() {
+            check.check_depths(doc)?;
+        }
+    }
+    check.new_actors.sort();
+    Ok(check.new_actors)
+}
+
+/// What [`check_change_chunks`] has seen of one message so far.
+struct ChunkCheck<'a> {
+    limits: &'a ChangeLimits,
+    change_bytes: usize,
+    change_ops: usize,
+    new_actors: Vec<ActorId>,
+    /// Each object the message's new changes make, and the object it is
+    /// made in (`None`: the root).
+    made: HashMap<ObjectKey, Option<ObjectKey>>,
+}
+
+impl ChunkCheck<'_> {
+    fn count(&mut self, change: &automerge::Change) -> Result<(), SyncError> {
+        self.change_bytes = self.change_bytes.saturating_add(change.raw_bytes().len());
+        self.change_ops = self.change_ops.saturating_add(change.len());
+        if self.change_bytes > self.limits.change_bytes_max {
+            return Err(SyncError::TooLarge(format!(
+                "changes of {}+ decoded bytes exceed the limit of {}",
+                self.change_bytes, self.limits.change_bytes_max
+            )));
+        }
+        if self.change_ops > self.limits.change_ops_max {
+            return Err(SyncError::TooLarge(format!(
+                "changes of {}+ operations exceed the limit of {}",
+                self.change_ops, self.limits.change_ops_max
+            )));
+        }
+        Ok(())
+    }
+
+    /// Expands a change `doc` does not hold yet (see
+    /// [`check_change_chunks`]); `Err` says what is wrong with it.
+    fn new_change(&mut self, doc: &Automerge, change: &automerge::Change) -> Result<(), String> {
+        if doc.get_change_meta_by_hash(&change.hash()).is_some() {
+            return Ok(());
+        }
+        if !self.new_actors.contains(change.actor_id()) {
+            self.new_actors.push(change.actor_id().clone());
+        }
+        let expanded = catch_unwind(|| change.decode())
+            .map_err(|_| "is corrupt: its operations name actors it does not list".to_string())?;
+        if self.limits.object_depth_max == usize::MAX {
+            return Ok(());
+        }
+        let start_op = expanded.start_op.get();
+        for (index, op) in expanded.operations.iter().enumerate() {
+            if !matches!(op.action, OpType::Make(_)) {
+                continue;
+            }
+            let counter = u64::try_from(index)
+                .ok()
+                .and_then(|index| start_op.checked_add(index))
+                .ok_or_else(|| "has an operation counter past 2^64".to_string())?;
+            let parent = match &op.obj {
+                ObjectId::Root => None,
+                ObjectId::Id(OpId(counter, actor)) => Some((*counter, actor.clone())),
+            };
+            self.made
+                .insert((counter, expanded.actor_id.clone()), parent);
+        }
+        Ok(())
+    }
+
+    /// Refuses the message if an object it makes nests deeper than
+    /// [`ChangeLimits::object_depth_max`]. The changes of a message may come
+    /// in any order, so depths are worked out once every object is known:
+    /// up each object's chain of parents made by the message, to the root
+    /// or to an object of `doc`; each object once.
+    fn check_depths(&self, doc: &Automerge) -> Result<(), SyncError> {
+        let max = self.limits.object_depth_max;
+        let too_deep = |depth: usize| {
+            SyncError::Rejected(format!(
+                "the message nests objects {depth} deep, past the limit of {max}"
+            ))
+        };
+        let mut depths: HashMap<&ObjectKey, usize> = HashMap::new();
+        for object in self.made.keys() {
+            // The chain up from `object`, stopping at the first object of
+            // known depth.
+            let mut chain: Vec<&ObjectKey> = Vec::new();
+            let mut next = Some(object);
+            let base = loop {
+                let Some(current) = next else {
+                    break 0; // the root
+                };
+                if let Some(depth) = depths.get(current) {
+                    break *depth;
+                }
+                match self.made.get(current) {
+                    Some(parent) => {
+                        chain.push(current);
+                        if chain.len() > max {
+                            return Err(too_deep(chain.len()));
+                        }
+                        next = parent.as_ref();
+                    }
+                    None => break depth_in(doc, current),
+                }
+            };
+            for (above, key) in chain.iter().rev().enumerate() {
+                let depth = base.saturating_add(above + 1);
+                if depth > max {
+                    return Err(too_deep(depth));
+                }
+                depths.insert(key, depth);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An object id as a change names it: (counter, actor).
+type ObjectKey = (u64, ActorId);
+
+/// How deep an object of `doc` is (1 if `doc` does not have it: automerge
+/// refuses a change into a missing object).
+fn depth_in(doc: &Automerge, (counter, actor): &ObjectKey) -> usize {
+    doc.import(&format!("{counter}@{actor}"))
+        .ok()
+        .and_then(|(id, _)| doc.parents(&id).ok())
+        // Its parents, the root included: one per level.
+        .map_or(1, |parents| parents.count().max(1))
+}
+
+/// Runs automerge code that may panic on hostile input; a panic becomes
+/// `Err`. automerge holds no state of ours across the call.
+fn catch_unwind<T>(run: impl FnOnce() -> T) -> Result<T, ()> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).map_err(|_| ())
 }
 
 /// An unsigned LEB128 number and how many bytes it took; `None` if it runs
@@ -192,6 +329,10 @@ pub struct ChangeLimits {
     pub change_bytes_max: usize,
     /// Operations of all changes in one message.
     pub change_ops_max: usize,
+    /// How deep the objects a message makes may nest, in levels (an object
+    /// in the root is at level 1). Checked only on the server's path
+    /// ([`PeerDocSync::receive_admitting`]).
+    pub object_depth_max: usize,
 }
 
 impl ChangeLimits {
@@ -199,6 +340,7 @@ impl ChangeLimits {
     pub const UNLIMITED: Self = Self {
         change_bytes_max: usize::MAX,
         change_ops_max: usize::MAX,
+        object_depth_max: usize::MAX,
     };
 }
 

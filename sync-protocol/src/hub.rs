@@ -70,6 +70,11 @@ pub const CHANGE_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
 /// Operations one sync message may carry (a JS string is one op per
 /// character, so this also bounds text pasted into one message).
 pub const CHANGE_OPS_MAX_DEFAULT: usize = 2_000_000;
+/// Levels objects may nest (an object in the root is at level 1). Readers
+/// that recurse (automerge's JS materialisation, `hydrate`, our domain
+/// readers) must not be handed thousands; the domain documents need 4 (a sale line:
+/// `sales` > sale > `lines` > line).
+pub const OBJECT_DEPTH_MAX_DEFAULT: usize = 100;
 /// Ephemeral (sender, session) pairs remembered per document for
 /// de-duplication; past it the memory is cleared.
 pub const EPHEMERAL_SESSIONS_PER_DOC_MAX: usize = 1_024;
@@ -160,6 +165,7 @@ impl HubConfig {
             change_limits: ChangeLimits {
                 change_bytes_max: CHANGE_BYTES_MAX_DEFAULT,
                 change_ops_max: CHANGE_OPS_MAX_DEFAULT,
+                object_depth_max: OBJECT_DEPTH_MAX_DEFAULT,
             },
         }
     }

@@ -358,6 +358,7 @@ fn hub_with_limits(change_bytes_max: usize, change_ops_max: usize) -> Hub {
     config.change_limits = ventas_sync_protocol::doc_sync::ChangeLimits {
         change_bytes_max,
         change_ops_max,
+        ..config.change_limits
     };
     Hub::new(config)
 }

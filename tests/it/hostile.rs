@@ -1,5 +1,5 @@
 //! Hostile input over real sockets: corrupt Automerge changes, gigantic
-//! strings, deeply nested objects, and a sync message for a document the
+//! strings, objects nested past `object_depth_max`, and a sync message for a document the
 //! peer never asked for. In each case the attacker alone is answered (with
 //! an `error` and a close when its input is refused), the stored document
 //! stays whole (read by a fresh client, then again after a restart), and a
@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use ventas::client::{Client, DocHandle};
 use ventas::config::ServerConfig;
 use ventas::server::RunningServer;
+use ventas_sync_protocol::hub::OBJECT_DEPTH_MAX_DEFAULT;
 use ventas_sync_protocol::ids::PeerId;
 use ventas_sync_protocol::wire::{self, Message, MESSAGE_BYTES_MAX_DEFAULT};
 
@@ -275,20 +276,67 @@ async fn a_four_mebibyte_string_is_a_legitimate_write_and_nine_is_refused() {
     scene.check_undisturbed(&["big"]).await;
 }
 
-#[tokio::test]
-async fn two_thousand_nested_maps_in_one_change_are_stored_and_served() {
-    let scene = Scene::start().await;
-    let (mut writer, server_id, mut doc, _state) = scene.attacker("nester").await;
-    let depth = 2_000;
+/// A change nesting `levels` maps under the root, the deepest holding
+/// `bottom`.
+fn nest(doc: &mut Automerge, levels: usize) {
     let mut tx = doc.transaction();
     let mut object = ROOT;
-    for _ in 0..depth {
+    for _ in 0..levels {
         object = tx
             .put_object(&object, "deeper", ObjType::Map)
             .expect("put_object");
     }
     tx.put(&object, "bottom", "reached").expect("put");
     tx.commit();
+}
+
+/// A sync message carrying one change by a fresh actor that nests `levels`
+/// maps under the root, built without a document.
+fn carrying_nested_change(levels: usize) -> Vec<u8> {
+    use automerge::legacy::{Key, ObjectId, Op, OpId, OpType};
+    let actor = automerge::ActorId::random();
+    let mut parent = ObjectId::Root;
+    let mut operations = Vec::with_capacity(levels);
+    for counter in 1..=u64::try_from(levels).expect("levels fit u64") {
+        operations.push(Op {
+            action: OpType::Make(ObjType::Map),
+            obj: parent,
+            key: Key::Map("deeper".into()),
+            pred: Vec::new().into(),
+            insert: false,
+        });
+        parent = ObjectId::Id(OpId(counter, actor.clone()));
+    }
+    let change = automerge::Change::from(automerge::ExpandedChange {
+        operations,
+        actor_id: actor,
+        hash: None,
+        seq: 1,
+        start_op: std::num::NonZeroU64::MIN,
+        time: 0,
+        message: None,
+        deps: Vec::new(),
+        extra_bytes: Vec::new(),
+    });
+    automerge::sync::Message {
+        heads: vec![change.hash()],
+        need: vec![],
+        have: vec![],
+        changes: vec![change.raw_bytes().to_vec()].into(),
+        supported_capabilities: None,
+        version: automerge::sync::MessageVersion::V1,
+    }
+    .encode()
+}
+
+#[tokio::test]
+async fn objects_nest_up_to_the_depth_limit_and_ten_thousand_levels_are_refused() {
+    let scene = Scene::start().await;
+    assert_eq!(scene.config.object_depth_max, OBJECT_DEPTH_MAX_DEFAULT);
+
+    // At the limit: stored, acknowledged and served.
+    let (mut writer, server_id, mut doc, _state) = scene.attacker("nester").await;
+    nest(&mut doc, OBJECT_DEPTH_MAX_DEFAULT);
     let data = carrying_last_change(&doc, |_| {});
     writer.send(&scene.sync(&writer, &server_id, data)).await;
     let head = doc.get_heads();
@@ -304,6 +352,25 @@ async fn two_thousand_nested_maps_in_one_change_are_stored_and_served() {
         }
     }
     wait_for_keys(&scene.on_tablet, &["deeper".to_string()]).await;
+
+    // One level past it, and absurdly past it: an error and a close for
+    // that peer, nothing applied. The nesting is one change that depends
+    // on nothing (so it would apply to any document), written op by op:
+    // automerge's own transaction takes minutes over 10,000 levels.
+    for levels in [OBJECT_DEPTH_MAX_DEFAULT + 1, 10_000] {
+        let built = std::time::Instant::now();
+        let data = carrying_nested_change(levels);
+        eprintln!("{levels} levels built in {:?}", built.elapsed());
+        let (mut nester, server_id) = RawPeer::joined(&scene.url(), "deep-nester").await;
+        let sent = std::time::Instant::now();
+        nester.send(&scene.sync(&nester, &server_id, data)).await;
+        let error = nester.expect_error_and_close().await;
+        eprintln!("{levels} levels refused in {:?}", sent.elapsed());
+        assert!(
+            error.contains(&format!("past the limit of {OBJECT_DEPTH_MAX_DEFAULT}")),
+            "error was: {error}"
+        );
+    }
     scene.check_undisturbed(&["deeper"]).await;
 }
 

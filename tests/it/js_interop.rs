@@ -244,8 +244,9 @@ async fn a_js_client_whose_write_is_refused_keeps_syncing_and_nobody_loops() {
         frames(&report, "out", &catalog_id),
         frames(&report, "in", &catalog_id),
     );
+    // (Node's timers may fire a millisecond early.)
     assert!(
-        report["watchMs"].as_u64().unwrap_or(0) >= WATCH_MS,
+        report["watchMs"].as_u64().unwrap_or(0) + 10 >= WATCH_MS,
         "{report}"
     );
     assert!(out <= REFUSED_DOC_FRAMES_MAX, "client sent {out}: {report}");

@@ -15,6 +15,7 @@ mod js_interop;
 mod limits;
 mod limits_more;
 mod loadgen;
+mod nginx;
 mod office;
 mod review;
 mod sync;
