@@ -11,8 +11,11 @@
 //! marker.
 //!
 //! **Exporter task.** Sweeps the markers; for each document it reads the
-//! heads last exported (from Postgres), loads the document from the store,
-//! flushes the store (so nothing it exports can be lost by a crash), builds
+//! heads last exported (from Postgres, or remembered from its own last
+//! commit), brings its parsed copy of the document up to date from the store
+//! (the whole document the first time, then only the chunks appended since:
+//! `DocStore::load_after`; at most [`EXPORT_DOCS_CACHED_MAX`] kept), flushes
+//! the store (so nothing it exports can be lost by a crash), builds
 //! the rows that changed since those heads ([`crate::export::build_rows`],
 //! on a blocking thread) and applies them with the new heads in one
 //! transaction ([`crate::export::apply`]). Only then is the marker removed,
@@ -29,11 +32,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use automerge::{ChangeHash, ReadDoc};
+use automerge::{Automerge, ChangeHash, ReadDoc};
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
-use ventas_storage::{DocStore, StoreError};
+use ventas_storage::{DocStore, LoadedAfter, StoreError};
 use ventas_sync_protocol::ids::DocumentId;
 
 use super::sessions::SessionLog;
@@ -52,6 +55,8 @@ pub const EXPORT_IDLE_SWEEP_MS: u64 = 1_000;
 pub const EXPORT_LAG_SAMPLES_MAX: usize = 4_096;
 /// Markers counted by one status request; past it the count is a floor.
 pub const EXPORT_STATUS_COUNT_MAX: usize = 100_000;
+/// Documents the exporter keeps parsed between exports.
+pub const EXPORT_DOCS_CACHED_MAX: usize = 64;
 /// Longest a lag line may wait in the log while the export is behind.
 const EXPORT_LAG_LOG_INTERVAL_MS: u64 = 10_000;
 
@@ -391,6 +396,7 @@ pub fn spawn(
         marks,
         state,
         client: None,
+        cache: ParsedCache::default(),
         last_lag_log_ms: 0,
     };
     tokio::spawn(exporter.run(shutdown))
@@ -403,6 +409,7 @@ struct Exporter {
     marks: Arc<ExportMarks>,
     state: Arc<ExportState>,
     client: Option<tokio_postgres::Client>,
+    cache: ParsedCache,
     last_lag_log_ms: u64,
 }
 
@@ -533,12 +540,22 @@ impl Exporter {
         key: &[u8],
         marker: &[u8],
     ) -> Result<(), ExporterError> {
-        let client = self.connected().await?;
-        let previous = export::exported_heads(client, &document_id).await?;
+        let cached = self.cache.take(&document_id);
+        // The heads this exporter committed last are the database's, unless
+        // someone else wrote them (then `apply` reports a conflict and the
+        // next attempt asks the database).
+        let previous = match cached.as_ref().and_then(|c| c.exported.clone()) {
+            Some(heads) => Some(heads),
+            None => {
+                let client = self.connected().await?;
+                export::exported_heads(client, &document_id).await?
+            }
+        };
         let store = Arc::clone(&self.store);
         let since = previous.clone();
-        let built = tokio::task::spawn_blocking(move || {
-            build_from_store(store.as_ref(), document_id, since.as_deref())
+        let loaded_at_ms = now_ms();
+        let (built, mut parsed) = tokio::task::spawn_blocking(move || {
+            build_from_store(store.as_ref(), document_id, cached, since.as_deref())
         })
         .await
         .map_err(|error| ExporterError::Join(error.to_string()))??;
@@ -546,11 +563,19 @@ impl Exporter {
             let client = self.connected().await?;
             export::apply(client, &export, previous.as_deref()).await?;
             debug!(%document_id, "exported");
+            if let Some(parsed) = parsed.as_mut() {
+                parsed.exported = Some(export.heads.clone());
+            }
+        } else if let Some(parsed) = parsed.as_mut() {
+            parsed.exported = previous;
+        }
+        if let Some(parsed) = parsed {
+            self.cache.put(document_id, parsed);
         }
         self.state
             .documents_exported
             .fetch_add(1, Ordering::Relaxed);
-        self.done(key, marker)
+        self.done(key, marker, loaded_at_ms)
     }
 
     async fn export_sessions(
@@ -558,6 +583,7 @@ impl Exporter {
         pending: Vec<(u64, Vec<u8>, Vec<u8>)>,
     ) -> Result<(), ExporterError> {
         let log = self.sessions.clone();
+        let loaded_at_ms = now_ms();
         let ids: Vec<u64> = pending.iter().map(|(id, _, _)| *id).collect();
         let sessions = tokio::task::spawn_blocking(move || {
             let mut sessions = Vec::with_capacity(ids.len());
@@ -584,14 +610,25 @@ impl Exporter {
             .sessions_exported
             .fetch_add(sessions.len() as u64, Ordering::Relaxed);
         for (_, key, marker) in pending {
-            self.done(&key, &marker)?;
+            self.done(&key, &marker, loaded_at_ms)?;
         }
         Ok(())
     }
 
     /// The marker's rows are committed: remove it unless it was set again.
-    fn done(&self, key: &[u8], marker: &[u8]) -> Result<(), ExporterError> {
-        self.store.meta_remove_if(key, marker)?;
+    /// A marker set again during the export waits for the changes made
+    /// after `loaded_at_ms`, so its first-marked time moves up to then.
+    fn done(&self, key: &[u8], marker: &[u8], loaded_at_ms: u64) -> Result<(), ExporterError> {
+        if !self.store.meta_remove_if(key, marker)? {
+            if let Some(current) = self.store.meta_get(key)? {
+                if marker_first_ms(&current).is_some_and(|first| first < loaded_at_ms) {
+                    let mut moved = current.clone();
+                    moved[..8].copy_from_slice(&loaded_at_ms.to_be_bytes());
+                    // Lost to a newer marker: that one is right as it is.
+                    self.store.meta_replace_if(key, &current, &moved)?;
+                }
+            }
+        }
         let now = now_ms();
         let lag_ms = marker_first_ms(marker).map_or(0, |first| now.saturating_sub(first));
         self.state.exported(lag_ms, now);
@@ -611,30 +648,102 @@ impl Exporter {
     }
 }
 
-/// Loads a document and builds its export since `since` (the heads last
+/// A document kept parsed between exports, with the chunk it was loaded
+/// through and the heads last committed from it.
+struct Parsed {
+    doc: Automerge,
+    last_chunk_seq: u64,
+    exported: Option<Vec<ChangeHash>>,
+    used: u64,
+}
+
+/// At most [`EXPORT_DOCS_CACHED_MAX`] parsed documents; the least recently
+/// used goes first. A hot ledger is then parsed once, and each export reads
+/// only the chunks appended since the last one.
+#[derive(Default)]
+struct ParsedCache {
+    docs: std::collections::HashMap<DocumentId, Parsed>,
+    clock: u64,
+}
+
+impl ParsedCache {
+    fn take(&mut self, document_id: &DocumentId) -> Option<Parsed> {
+        self.docs.remove(document_id)
+    }
+
+    fn put(&mut self, document_id: DocumentId, mut parsed: Parsed) {
+        if self.docs.len() >= EXPORT_DOCS_CACHED_MAX {
+            let oldest = self
+                .docs
+                .iter()
+                .min_by_key(|(_, parsed)| parsed.used)
+                .map(|(id, _)| *id);
+            if let Some(oldest) = oldest {
+                self.docs.remove(&oldest);
+            }
+        }
+        self.clock += 1;
+        parsed.used = self.clock;
+        self.docs.insert(document_id, parsed);
+    }
+}
+
+/// Brings a document up to date from the store (only the new chunks when
+/// it was `cached`) and builds its export since `since` (the heads last
 /// exported; a full export if none, or if they are not in the document,
-/// e.g. the database came from elsewhere). `None` when there is nothing to
-/// write: the document is gone, or its heads are the exported ones.
+/// e.g. the database came from elsewhere). The export is `None` when there
+/// is nothing to write: the document is gone, or its heads are the exported
+/// ones.
 fn build_from_store(
     store: &dyn DocStore,
     document_id: DocumentId,
+    cached: Option<Parsed>,
     since: Option<&[ChangeHash]>,
-) -> Result<Option<export::DocExport>, ExporterError> {
-    let Some(stored) = store.load(document_id.as_bytes())? else {
-        return Ok(None);
+) -> Result<(Option<export::DocExport>, Option<Parsed>), ExporterError> {
+    let load_error = |error: automerge::AutomergeError| ExporterError::Load {
+        document_id,
+        reason: error.to_string(),
     };
-    let doc =
-        ventas_sync_protocol::stored::load_document(stored.snapshot.as_deref(), &stored.chunks)
-            .map_err(|error| ExporterError::Load {
-                document_id,
-                reason: error.to_string(),
-            })?;
+    let whole = |stored: ventas_storage::StoredDoc| -> Result<Parsed, ExporterError> {
+        let doc =
+            ventas_sync_protocol::stored::load_document(stored.snapshot.as_deref(), &stored.chunks)
+                .map_err(load_error)?;
+        Ok(Parsed {
+            doc,
+            last_chunk_seq: stored.last_chunk_seq,
+            exported: None,
+            used: 0,
+        })
+    };
+    let parsed = match cached {
+        Some(mut parsed) => {
+            match store.load_after(document_id.as_bytes(), parsed.last_chunk_seq)? {
+                None => return Ok((None, None)),
+                Some(LoadedAfter::Whole(stored)) => whole(stored)?,
+                Some(LoadedAfter::Chunks {
+                    chunks,
+                    last_chunk_seq,
+                }) => {
+                    for chunk in &chunks {
+                        parsed.doc.load_incremental(chunk).map_err(load_error)?;
+                    }
+                    parsed.last_chunk_seq = last_chunk_seq;
+                    parsed
+                }
+            }
+        }
+        None => match store.load(document_id.as_bytes())? {
+            None => return Ok((None, None)),
+            Some(stored) => whole(stored)?,
+        },
+    };
     // What was read must be durable before anything is exported from it.
     store.flush()?;
+    let doc = &parsed.doc;
     let heads = doc.get_heads();
     let since = since.unwrap_or(&[]);
     if !since.is_empty() && same_heads(since, &heads) {
-        return Ok(None);
+        return Ok((None, Some(parsed)));
     }
     let since: &[ChangeHash] = if since
         .iter()
@@ -644,7 +753,8 @@ fn build_from_store(
     } else {
         &[]
     };
-    Ok(Some(export::build_rows(&document_id, &doc, since)?))
+    let export = export::build_rows(&document_id, doc, since)?;
+    Ok((Some(export), Some(parsed)))
 }
 
 fn same_heads(a: &[ChangeHash], b: &[ChangeHash]) -> bool {
@@ -701,6 +811,36 @@ mod tests {
             .expect("changed during the export");
         assert!(!store.meta_remove_if(&key, &seen).expect("remove_if"));
         assert_eq!(marks.backlog().expect("backlog").documents, 1);
+    }
+
+    #[test]
+    fn a_marker_set_again_during_an_export_waits_from_the_export_on() {
+        let (store, marks) = marks(true);
+        let doc = DocumentId::from_bytes([3; 16]);
+        marks.document_changed(&doc).expect("mark");
+        let key = Pending::Document(doc).key();
+        let seen = store.meta_get(&key).expect("get").expect("marker");
+        let first = marker_first_ms(&seen).expect("time");
+        // Changed again while being exported: the marker keeps its first time.
+        marks.document_changed(&doc).expect("mark again");
+        let again = store.meta_get(&key).expect("get").expect("marker");
+        assert_eq!(marker_first_ms(&again), Some(first));
+        let exporter = Exporter {
+            postgres_url: String::new(),
+            store: Arc::clone(&store),
+            sessions: SessionLog::new(Arc::clone(&store)),
+            marks: Arc::clone(&marks),
+            state: Arc::new(ExportState::default()),
+            client: None,
+            cache: ParsedCache::default(),
+            last_lag_log_ms: 0,
+        };
+        let loaded_at_ms = first + 5_000;
+        exporter.done(&key, &seen, loaded_at_ms).expect("done");
+        // Still pending, but only for what came after the export's load.
+        let left = store.meta_get(&key).expect("get").expect("still marked");
+        assert_eq!(marker_first_ms(&left), Some(loaded_at_ms));
+        assert_eq!(left[8..], again[8..]);
     }
 
     #[test]

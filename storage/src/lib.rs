@@ -107,6 +107,20 @@ pub struct StoredDoc {
     pub last_chunk_seq: u64,
 }
 
+/// What [`DocStore::load_after`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadedAfter {
+    /// Every change through the given seq is still in chunks the caller has
+    /// seen: only the chunks after it, in order (possibly none).
+    Chunks {
+        chunks: Vec<Vec<u8>>,
+        last_chunk_seq: u64,
+    },
+    /// A compaction folded chunks the caller has not seen into the
+    /// snapshot: the whole document, as [`DocStore::load`] returns it.
+    Whole(StoredDoc),
+}
+
 /// A store of documents and metadata. [`SledStore`] is the implementation;
 /// the trait exists so the rest of ventas never names sled, and so
 /// `Arc<dyn DocStore>` can be shared across tasks.
@@ -117,6 +131,11 @@ pub trait DocStore: Send + Sync + 'static {
     /// The document's snapshot and chunks, or `None` if the document was
     /// never stored.
     fn load(&self, doc: &DocKey) -> Result<Option<StoredDoc>, StoreError>;
+
+    /// What changed since a reader last loaded through chunk `after_seq`
+    /// (its `last_chunk_seq`): only the newer chunks, unless a compaction
+    /// has since moved them into the snapshot. `None` if never stored.
+    fn load_after(&self, doc: &DocKey, after_seq: u64) -> Result<Option<LoadedAfter>, StoreError>;
 
     /// Appends one incremental chunk (not yet durable until [`flush`]).
     /// Returns its sequence number: strictly increasing per document,
@@ -177,6 +196,10 @@ pub trait DocStore: Send + Sync + 'static {
     /// marker without losing one set again while its work was being done.
     fn meta_remove_if(&self, key: &[u8], expected: &[u8]) -> Result<bool, StoreError>;
 
+    /// Replaces the metadata record under `key` with `new` only if it still
+    /// holds exactly `expected` (atomic). Returns whether it was replaced.
+    fn meta_replace_if(&self, key: &[u8], expected: &[u8], new: &[u8]) -> Result<bool, StoreError>;
+
     /// Metadata entries whose key starts with `prefix`, in descending key
     /// order (newest first when keys embed a big-endian increasing id),
     /// starting strictly before `before` if given, at most `limit`
@@ -199,6 +222,10 @@ pub trait DocStore: Send + Sync + 'static {
 impl<T: DocStore + ?Sized> DocStore for Arc<T> {
     fn load(&self, doc: &DocKey) -> Result<Option<StoredDoc>, StoreError> {
         (**self).load(doc)
+    }
+
+    fn load_after(&self, doc: &DocKey, after_seq: u64) -> Result<Option<LoadedAfter>, StoreError> {
+        (**self).load_after(doc, after_seq)
     }
 
     fn append_chunk(&self, doc: &DocKey, chunk: &[u8]) -> Result<u64, StoreError> {
@@ -244,6 +271,10 @@ impl<T: DocStore + ?Sized> DocStore for Arc<T> {
 
     fn meta_remove_if(&self, key: &[u8], expected: &[u8]) -> Result<bool, StoreError> {
         (**self).meta_remove_if(key, expected)
+    }
+
+    fn meta_replace_if(&self, key: &[u8], expected: &[u8], new: &[u8]) -> Result<bool, StoreError> {
+        (**self).meta_replace_if(key, expected, new)
     }
 
     fn meta_scan_prefix_rev(

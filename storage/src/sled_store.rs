@@ -45,9 +45,9 @@ use crate::layout::{
     RecordKey, RecordKind, DOC_COUNT_KEY, DOC_KEY_BYTES,
 };
 use crate::{
-    DocKey, DocStore, MetaEntry, StoreError, StoredDoc, CHUNK_BYTES_MAX, LIST_LIMIT_MAX,
-    META_KEY_BYTES_MAX, META_VALUE_BYTES_MAX, PENDING_CHUNKS_MAX, PENDING_CHUNK_BYTES_MAX,
-    SNAPSHOT_BYTES_MAX,
+    DocKey, DocStore, LoadedAfter, MetaEntry, StoreError, StoredDoc, CHUNK_BYTES_MAX,
+    LIST_LIMIT_MAX, META_KEY_BYTES_MAX, META_VALUE_BYTES_MAX, PENDING_CHUNKS_MAX,
+    PENDING_CHUNK_BYTES_MAX, SNAPSHOT_BYTES_MAX,
 };
 
 /// Default sled page cache size, in bytes.
@@ -413,6 +413,40 @@ impl DocStore for SledStore {
         self.load_records(doc)
     }
 
+    fn load_after(&self, doc: &DocKey, after_seq: u64) -> Result<Option<LoadedAfter>, StoreError> {
+        let _document_guard = self.lock_document_for_read(doc);
+        let Some(head) = self.read_head(doc)? else {
+            return Ok(None);
+        };
+        let snapshot_seq = self.read_snapshot_key(doc)?.map_or(0, |key| key.seq);
+        if snapshot_seq > after_seq || after_seq > head.last_seq {
+            // Chunks the caller never saw are in the snapshot now (or the
+            // caller's seq is not ours): start over.
+            return self
+                .load_records(doc)
+                .map(|stored| stored.map(LoadedAfter::Whole));
+        }
+        let from = RecordKey::chunk(doc, after_seq.saturating_add(1)).encode();
+        let to = RecordKey::chunk(doc, head.last_seq).encode();
+        let mut chunks = Vec::new();
+        let mut chunk_bytes: u64 = 0;
+        for record in self.documents.range(from..=to) {
+            let (key, value) = record.map_err(from_sled)?;
+            chunk_bytes = chunk_bytes.saturating_add(byte_len(&value));
+            if chunk_bytes > head.chunk_bytes {
+                return Err(StoreError::corrupt(
+                    &key,
+                    "chunks hold more bytes than the head records",
+                ));
+            }
+            chunks.push(value.to_vec());
+        }
+        Ok(Some(LoadedAfter::Chunks {
+            chunks,
+            last_chunk_seq: head.last_seq,
+        }))
+    }
+
     fn append_chunk(&self, doc: &DocKey, chunk: &[u8]) -> Result<u64, StoreError> {
         check_size("chunk", chunk, CHUNK_BYTES_MAX)?;
         let _document_guard = self.lock_document_for_write(doc);
@@ -570,6 +604,16 @@ impl DocStore for SledStore {
     fn meta_remove(&self, key: &[u8]) -> Result<(), StoreError> {
         check_size("metadata key", key, META_KEY_BYTES_MAX)?;
         self.meta.remove(key).map_err(from_sled).map(drop)
+    }
+
+    fn meta_replace_if(&self, key: &[u8], expected: &[u8], new: &[u8]) -> Result<bool, StoreError> {
+        check_size("metadata key", key, META_KEY_BYTES_MAX)?;
+        check_size("metadata value", new, META_VALUE_BYTES_MAX)?;
+        let swapped = self
+            .meta
+            .compare_and_swap(key, Some(expected), Some(new))
+            .map_err(from_sled)?;
+        Ok(swapped.is_ok())
     }
 
     fn meta_remove_if(&self, key: &[u8], expected: &[u8]) -> Result<bool, StoreError> {

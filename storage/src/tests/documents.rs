@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use super::{doc, open_in, temp_dir};
 use crate::{
-    DocStore, SledStore, StoreError, StoredDoc, CHUNK_BYTES_MAX, LIST_LIMIT_MAX, SNAPSHOT_BYTES_MAX,
+    DocStore, LoadedAfter, SledStore, StoreError, StoredDoc, CHUNK_BYTES_MAX, LIST_LIMIT_MAX,
+    SNAPSHOT_BYTES_MAX,
 };
 
 fn stored(snapshot: Option<&[u8]>, chunks: &[&[u8]], last_chunk_seq: u64) -> Option<StoredDoc> {
@@ -332,5 +333,50 @@ fn listing_while_documents_are_created_sees_no_half_created_document() -> Result
         store.doc_count()?,
         u64::try_from(expected.len()).expect("fits in u64")
     );
+    Ok(())
+}
+
+#[test]
+fn load_after_returns_only_newer_chunks_until_a_compaction_folds_them() -> Result<(), StoreError> {
+    let store = SledStore::temporary()?;
+    let key = doc(9);
+    assert_eq!(store.load_after(&key, 0)?, None);
+    for n in 1..=3u8 {
+        store.append_chunk(&key, &[n])?;
+    }
+    assert_eq!(
+        store.load_after(&key, 1)?,
+        Some(LoadedAfter::Chunks {
+            chunks: vec![vec![2], vec![3]],
+            last_chunk_seq: 3
+        })
+    );
+    assert_eq!(
+        store.load_after(&key, 3)?,
+        Some(LoadedAfter::Chunks {
+            chunks: vec![],
+            last_chunk_seq: 3
+        })
+    );
+    // Compacted through 2: a reader at 2 still gets chunk 3 alone, a reader
+    // at 1 never saw chunk 2 and must start over.
+    store.compact(&key, b"snapshot", 2)?;
+    assert_eq!(
+        store.load_after(&key, 2)?,
+        Some(LoadedAfter::Chunks {
+            chunks: vec![vec![3]],
+            last_chunk_seq: 3
+        })
+    );
+    let Some(LoadedAfter::Whole(whole)) = store.load_after(&key, 1)? else {
+        panic!("a reader behind the snapshot gets the whole document");
+    };
+    assert_eq!(whole.snapshot.as_deref(), Some(&b"snapshot"[..]));
+    assert_eq!(whole.chunks, vec![vec![3]]);
+    // A seq from the future (another store) is not trusted either.
+    assert!(matches!(
+        store.load_after(&key, 99)?,
+        Some(LoadedAfter::Whole(_))
+    ));
     Ok(())
 }

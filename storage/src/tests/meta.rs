@@ -169,7 +169,7 @@ fn meta_records_and_next_id_survive_reopen_and_ids_keep_growing() -> Result<(), 
 }
 
 #[test]
-fn remove_if_removes_only_the_expected_value() -> Result<(), StoreError> {
+fn remove_if_and_replace_if_act_only_on_the_expected_value() -> Result<(), StoreError> {
     let store = SledStore::temporary()?;
     store.meta_put(b"marker", b"first")?;
     // Rewritten meanwhile: the older value no longer matches and stays.
@@ -180,5 +180,10 @@ fn remove_if_removes_only_the_expected_value() -> Result<(), StoreError> {
     assert_eq!(store.meta_get(b"marker")?, None);
     // A missing key is not removed and is not an error.
     assert!(!store.meta_remove_if(b"marker", b"second")?);
+    // Replacing works the same way.
+    store.meta_put(b"marker", b"third")?;
+    assert!(!store.meta_replace_if(b"marker", b"second", b"fourth")?);
+    assert!(store.meta_replace_if(b"marker", b"third", b"fourth")?);
+    assert_eq!(store.meta_get(b"marker")?, Some(b"fourth".to_vec()));
     Ok(())
 }
