@@ -163,6 +163,14 @@ async fn backfill_fills_reruns_resumes_after_a_kill_and_verifies() {
     assert_eq!(count(&client, "sync_sessions").await, 3);
     assert!(count(&client, "products").await > 0);
     assert!(count(&client, "stock_levels").await > 0);
+    // The views answer over the exported rows.
+    assert_eq!(
+        count(&client, "sale_status").await,
+        count(&client, "sales").await
+    );
+    for view in ["sales_per_day_per_seller", "sales_per_product", "stock_by_location"] {
+        assert!(count(&client, view).await > 0, "{view} is empty");
+    }
     let once = dump(&client).await;
 
     // Again: everything already up to date, nothing changes.
