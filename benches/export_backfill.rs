@@ -75,7 +75,9 @@ fn main() {
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        // The same rows, built beforehand (not timed) for the raw COPY.
+        // The same rows, built beforehand for the raw COPY (timed apart:
+        // what loading and building alone cost).
+        let started = Instant::now();
         let exports: Vec<_> = ids
             .iter()
             .map(|id| {
@@ -84,6 +86,18 @@ fn main() {
             })
             .collect();
         let rows_total: usize = exports.iter().map(|e| e.row_count()).sum();
+        let build_secs = started.elapsed().as_secs_f64();
+        let doc = load_doc(store.as_ref(), &ids[0]).expect("load").expect("doc");
+        let t = Instant::now();
+        for _ in 0..5 { let _ = load_doc(store.as_ref(), &ids[0]); }
+        let load_ms = t.elapsed().as_secs_f64() * 200.0;
+        let t = Instant::now();
+        for _ in 0..5 { let _ = ventas::domain::read_ledger(&doc, None); }
+        let read_ms = t.elapsed().as_secs_f64() * 200.0;
+        let t = Instant::now();
+        for _ in 0..5 { let _ = build_rows(&ids[0], &doc, &[]); }
+        let rows_ms = t.elapsed().as_secs_f64() * 200.0;
+        println!("one doc: load {load_ms:.1} ms, read_ledger {read_ms:.1} ms, build_rows {rows_ms:.1} ms");
 
         let (raw_db, mut raw) = create_db().await;
         let started = Instant::now();
@@ -120,6 +134,10 @@ fn main() {
         println!(
             "backfill (load+build+COPY+upsert): {backfill_secs:.2} s, {backfill_rate:.0} rows/s, {:.1} documents/s",
             docs as f64 / backfill_secs
+        );
+        println!(
+            "load + build_rows alone, one thread: {build_secs:.2} s, {:.0} rows/s",
+            rows_total as f64 / build_secs
         );
         println!("backfill / raw COPY = {:.2}", backfill_rate / raw_rate);
     });
