@@ -28,9 +28,11 @@ fn rows(c: &mut Criterion) {
             b.iter(|| black_box(build_rows(&document_id, ledger, &[]).expect("rows")))
         });
         let heads = ledger.get_heads();
-        group.bench_with_input(BenchmarkId::new("diff_alone", sales), &ledger, |b, ledger| {
-            b.iter(|| black_box(ledger.diff(&before, &heads)))
-        });
+        group.bench_with_input(
+            BenchmarkId::new("diff_alone", sales),
+            &ledger,
+            |b, ledger| b.iter(|| black_box(ledger.diff(&before, &heads))),
+        );
         group.bench_with_input(
             BenchmarkId::new("incremental_one_sale", sales),
             &ledger,

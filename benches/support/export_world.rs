@@ -4,10 +4,9 @@
 use automerge::Automerge;
 use ventas::domain::{
     create_catalog_doc, create_device_doc, create_ledger_doc, put_customer, put_device,
-    put_location, put_product, put_seller, read_catalog, record_payment, record_sale,
-    CatalogView, Currency, Customer, CustomerId, DeviceId, DeviceRecord, Location, LocationId,
-    LocationKind, Period, Product, ProductId, SaleInput, SaleLineInput, Seller, SellerId,
-    TenantId,
+    put_location, put_product, put_seller, read_catalog, record_payment, record_sale, CatalogView,
+    Currency, Customer, CustomerId, DeviceId, DeviceRecord, Location, LocationId, LocationKind,
+    Period, Product, ProductId, SaleInput, SaleLineInput, Seller, SellerId, TenantId,
 };
 
 pub struct World {

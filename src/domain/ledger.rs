@@ -644,7 +644,8 @@ pub(crate) fn read_ledger_selected<R: ReadDoc>(
                 selection
                     .corrections(collection)
                     .is_some_and(|keys| keys.contains(key))
-                    || get_string(doc, obj, "sale").is_ok_and(|sale| selection.sales.contains(&sale))
+                    || get_string(doc, obj, "sale")
+                        .is_ok_and(|sale| selection.sales.contains(&sale))
             }
         }
     };

@@ -274,10 +274,10 @@ fn build_batches(
             batch.rows += export.row_count();
             batch.exports.push(export);
             batch.previous.push(previous);
-            if batch.exports.len() >= config.batch_docs_max || batch.rows >= config.batch_rows_max {
-                if !send(Ok(std::mem::replace(&mut batch, Batch::new()))) {
-                    return;
-                }
+            let full =
+                batch.exports.len() >= config.batch_docs_max || batch.rows >= config.batch_rows_max;
+            if full && !send(Ok(std::mem::replace(&mut batch, Batch::new()))) {
+                return;
             }
         }
     }

@@ -162,12 +162,11 @@ pub fn build_rows(
             catalog_rows(&context, &view, &mut rows)?;
         }
         (DocKind::Catalog, Some(touched)) => {
-            let view = read_catalog_selected(doc, |collection| {
-                match touched.keys.get(collection) {
+            let view =
+                read_catalog_selected(doc, |collection| match touched.keys.get(collection) {
                     Some(keys) => KeySelection::Only(keys),
                     None => KeySelection::Only(&touched.none),
-                }
-            });
+                });
             catalog_rows(&context, &view, &mut rows)?;
             export.scope = ExportScope::Records {
                 keys: touched.keys.clone(),
@@ -290,8 +289,12 @@ fn ledger_selection(
             // The sale it refers to now, and the one it referred to at the
             // exported heads (a rewritten reference frees the old sale's
             // returns).
-            selection.sales.extend(correction_sale(doc, &map, key, None));
-            selection.sales.extend(correction_sale(doc, &map, key, Some(since)));
+            selection
+                .sales
+                .extend(correction_sale(doc, &map, key, None));
+            selection
+                .sales
+                .extend(correction_sale(doc, &map, key, Some(since)));
         }
         match collection {
             "voids" => selection.voids = keys.clone(),
@@ -308,7 +311,7 @@ fn ledger_selection(
             };
             let mut found = Vec::new();
             for item in doc.map_range(&map, ..) {
-                let sale = match doc.get(&item.id(), "sale") {
+                let sale = match doc.get(item.id(), "sale") {
                     Ok(Some((automerge::Value::Scalar(scalar), _))) => match scalar.as_ref() {
                         automerge::ScalarValue::Str(text) => Some(text.to_string()),
                         _ => None,
@@ -376,9 +379,21 @@ fn correction_sale(
 /// loses its invalid-record rows, and the reverse).
 fn scope_of(view: &LedgerView, mut keys: BTreeMap<String, BTreeSet<String>>) -> ExportScope {
     let found = [
-        ("voids", view.voids.keys().map(ToString::to_string).collect::<Vec<_>>()),
-        ("payments", view.payments.keys().map(ToString::to_string).collect()),
-        ("returns", view.returns.keys().map(ToString::to_string).collect()),
+        (
+            "voids",
+            view.voids
+                .keys()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "payments",
+            view.payments.keys().map(ToString::to_string).collect(),
+        ),
+        (
+            "returns",
+            view.returns.keys().map(ToString::to_string).collect(),
+        ),
     ];
     for (collection, ids) in found {
         keys.entry(collection.to_owned()).or_default().extend(ids);
@@ -408,7 +423,7 @@ fn stock_movement_selection(doc: &Automerge, touched: &Touched) -> BTreeSet<Stri
         return keys;
     };
     for item in doc.map_range(&map, ..) {
-        let product = match doc.get(&item.id(), "product") {
+        let product = match doc.get(item.id(), "product") {
             Ok(Some((automerge::Value::Scalar(scalar), _))) => match scalar.as_ref() {
                 automerge::ScalarValue::Str(text) => Some(text.to_string()),
                 _ => None,
@@ -606,11 +621,7 @@ fn ledger_rows(
     Ok(())
 }
 
-fn stock_rows(
-    context: &Context<'_>,
-    view: &StockView,
-    rows: &mut Rows,
-) -> Result<(), ExportError> {
+fn stock_rows(context: &Context<'_>, view: &StockView, rows: &mut Rows) -> Result<(), ExportError> {
     for (product, level) in &view.levels {
         rows.push(
             Table::StockLevels,
