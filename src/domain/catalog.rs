@@ -352,87 +352,122 @@ pub(crate) fn read_catalog_selected<'a, R: ReadDoc>(
     let mut violations = check_root(doc, DocKind::Catalog);
     let meta = doc_meta(doc).ok();
     let all = |_: &str, _: &ObjId| true;
-    let products = read_records_selected(doc, "products", select("products"), all, &mut violations, |key, obj| {
-        let id = parse_key(key, |k| ProductId::new(k))?;
-        let mut p = Problems::default();
-        let name = p.take(get_string(doc, obj, "name"));
-        let unit_price_cents = p.take(get_int(doc, obj, "unit_price_cents"));
-        let currency = p.take(get_parsed(doc, obj, "currency", |s| Currency::new(&s)));
-        let active = p.take(get_bool(doc, obj, "active"));
-        if let Some(price) = unit_price_cents.filter(|price| *price < 0) {
-            p.push(Problem::NegativePrice {
-                line: 0,
-                unit_price_cents: price,
-            });
-        }
-        match (name, unit_price_cents, currency, active, p.0.is_empty()) {
-            (Some(name), Some(unit_price_cents), Some(currency), Some(active), true) => Ok((
-                id.clone(),
-                Product {
-                    id,
-                    name,
-                    unit_price_cents,
-                    currency,
-                    active,
-                },
-            )),
-            _ => Err(p.0),
-        }
-    });
-    let customers = read_records_selected(doc, "customers", select("customers"), all, &mut violations, |key, obj| {
-        let id = parse_key(key, |k| CustomerId::new(k))?;
-        let name = get_string(doc, obj, "name").map_err(|e| vec![e.into()])?;
-        Ok((id.clone(), Customer { id, name }))
-    });
-    let sellers = read_records_selected(doc, "sellers", select("sellers"), all, &mut violations, |key, obj| {
-        let id = parse_key(key, |k| SellerId::new(k))?;
-        let name = get_string(doc, obj, "name").map_err(|e| vec![e.into()])?;
-        Ok((id.clone(), Seller { id, name }))
-    });
-    let devices = read_records_selected(doc, "devices", select("devices"), all, &mut violations, |key, obj| {
-        let id = parse_key(key, |k| DeviceId::new(k))?;
-        let mut p = Problems::default();
-        let seller = p.take(get_parsed(doc, obj, "seller", SellerId::new));
-        let receipt_prefix = p.take(get_string(doc, obj, "receipt_prefix"));
-        match (seller, receipt_prefix) {
-            (Some(seller), Some(receipt_prefix)) => Ok((
-                id.clone(),
-                DeviceRecord {
-                    id,
-                    seller,
-                    receipt_prefix,
-                },
-            )),
-            _ => Err(p.0),
-        }
-    });
-    let locations = read_records_selected(doc, "locations", select("locations"), all, &mut violations, |key, obj| {
-        let id = parse_key(key, |k| LocationId::new(k))?;
-        let mut p = Problems::default();
-        let name = p.take(get_string(doc, obj, "name"));
-        let kind = p.take(get_parsed(doc, obj, "kind", |s| match s.as_str() {
-            "warehouse" => Ok(LocationKind::Warehouse),
-            "vehicle" => Ok(LocationKind::Vehicle),
-            other => Err(format!("unknown location kind {other:?}")),
-        }));
-        let seller = p.take(get_optional_string(doc, obj, "seller").and_then(|s| {
-            s.map(SellerId::new)
-                .transpose()
-                .map_err(|e| super::read::FieldError::invalid("seller", e))
-        }));
-        match (name, kind, seller) {
-            (Some(name), Some(kind), Some(seller)) => Ok((
-                id.clone(),
-                Location {
-                    id,
-                    name,
-                    kind,
-                    seller,
-                },
-            )),
-            _ => Err(p.0),
-        }
-    });
+    let products = read_records_selected(
+        doc,
+        "products",
+        select("products"),
+        all,
+        &mut violations,
+        |key, obj| {
+            let id = parse_key(key, |k| ProductId::new(k))?;
+            let mut p = Problems::default();
+            let name = p.take(get_string(doc, obj, "name"));
+            let unit_price_cents = p.take(get_int(doc, obj, "unit_price_cents"));
+            let currency = p.take(get_parsed(doc, obj, "currency", |s| Currency::new(&s)));
+            let active = p.take(get_bool(doc, obj, "active"));
+            if let Some(price) = unit_price_cents.filter(|price| *price < 0) {
+                p.push(Problem::NegativePrice {
+                    line: 0,
+                    unit_price_cents: price,
+                });
+            }
+            match (name, unit_price_cents, currency, active, p.0.is_empty()) {
+                (Some(name), Some(unit_price_cents), Some(currency), Some(active), true) => Ok((
+                    id.clone(),
+                    Product {
+                        id,
+                        name,
+                        unit_price_cents,
+                        currency,
+                        active,
+                    },
+                )),
+                _ => Err(p.0),
+            }
+        },
+    );
+    let customers = read_records_selected(
+        doc,
+        "customers",
+        select("customers"),
+        all,
+        &mut violations,
+        |key, obj| {
+            let id = parse_key(key, |k| CustomerId::new(k))?;
+            let name = get_string(doc, obj, "name").map_err(|e| vec![e.into()])?;
+            Ok((id.clone(), Customer { id, name }))
+        },
+    );
+    let sellers = read_records_selected(
+        doc,
+        "sellers",
+        select("sellers"),
+        all,
+        &mut violations,
+        |key, obj| {
+            let id = parse_key(key, |k| SellerId::new(k))?;
+            let name = get_string(doc, obj, "name").map_err(|e| vec![e.into()])?;
+            Ok((id.clone(), Seller { id, name }))
+        },
+    );
+    let devices = read_records_selected(
+        doc,
+        "devices",
+        select("devices"),
+        all,
+        &mut violations,
+        |key, obj| {
+            let id = parse_key(key, |k| DeviceId::new(k))?;
+            let mut p = Problems::default();
+            let seller = p.take(get_parsed(doc, obj, "seller", SellerId::new));
+            let receipt_prefix = p.take(get_string(doc, obj, "receipt_prefix"));
+            match (seller, receipt_prefix) {
+                (Some(seller), Some(receipt_prefix)) => Ok((
+                    id.clone(),
+                    DeviceRecord {
+                        id,
+                        seller,
+                        receipt_prefix,
+                    },
+                )),
+                _ => Err(p.0),
+            }
+        },
+    );
+    let locations = read_records_selected(
+        doc,
+        "locations",
+        select("locations"),
+        all,
+        &mut violations,
+        |key, obj| {
+            let id = parse_key(key, |k| LocationId::new(k))?;
+            let mut p = Problems::default();
+            let name = p.take(get_string(doc, obj, "name"));
+            let kind = p.take(get_parsed(doc, obj, "kind", |s| match s.as_str() {
+                "warehouse" => Ok(LocationKind::Warehouse),
+                "vehicle" => Ok(LocationKind::Vehicle),
+                other => Err(format!("unknown location kind {other:?}")),
+            }));
+            let seller = p.take(get_optional_string(doc, obj, "seller").and_then(|s| {
+                s.map(SellerId::new)
+                    .transpose()
+                    .map_err(|e| super::read::FieldError::invalid("seller", e))
+            }));
+            match (name, kind, seller) {
+                (Some(name), Some(kind), Some(seller)) => Ok((
+                    id.clone(),
+                    Location {
+                        id,
+                        name,
+                        kind,
+                        seller,
+                    },
+                )),
+                _ => Err(p.0),
+            }
+        },
+    );
     let mut directory = BTreeMap::new();
     if let Ok(map) = super::read::get_map(doc, &ROOT, "directory") {
         let keys = match select("directory") {

@@ -583,6 +583,7 @@ fn read_ledger_focused<R: ReadDoc>(
         Some(sale) => {
             let selection = LedgerSelection {
                 sales: BTreeSet::from([sale.to_string()]),
+                find_corrections: true,
                 ..LedgerSelection::default()
             };
             read_ledger_selected(doc, catalog, Some(&selection))
@@ -591,14 +592,17 @@ fn read_ledger_focused<R: ReadDoc>(
 }
 
 /// Which records of a ledger [`read_ledger_selected`] reads: the `sales`
-/// listed, every correction (void, payment, return) that refers to one of
-/// them, and the corrections listed by key whatever they refer to.
+/// listed, the corrections listed by key whatever they refer to, and, with
+/// `find_corrections`, every correction (void, payment, return) that
+/// refers to a listed sale (found by reading each correction's `sale`).
+/// Without it the caller lists those corrections itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct LedgerSelection {
     pub sales: BTreeSet<String>,
     pub voids: BTreeSet<String>,
     pub payments: BTreeSet<String>,
     pub returns: BTreeSet<String>,
+    pub find_corrections: bool,
 }
 
 impl LedgerSelection {
@@ -627,7 +631,12 @@ pub(crate) fn read_ledger_selected<R: ReadDoc>(
         Some(selection) => KeySelection::Only(&selection.sales),
         None => KeySelection::All,
     };
-    let everything = || KeySelection::All;
+    let everything = |collection: &'static str| match selection {
+        Some(selection) if !selection.find_corrections => selection
+            .corrections(collection)
+            .map_or(KeySelection::All, KeySelection::Only),
+        _ => KeySelection::All,
+    };
     let refers_to_focus = |collection: &'static str| {
         move |key: &str, obj: &ObjId| match selection {
             None => true,
@@ -635,7 +644,8 @@ pub(crate) fn read_ledger_selected<R: ReadDoc>(
                 selection
                     .corrections(collection)
                     .is_some_and(|keys| keys.contains(key))
-                    || get_string(doc, obj, "sale").is_ok_and(|sale| selection.sales.contains(&sale))
+                    || get_string(doc, obj, "sale")
+                        .is_ok_and(|sale| selection.sales.contains(&sale))
             }
         }
     };
@@ -756,7 +766,7 @@ pub(crate) fn read_ledger_selected<R: ReadDoc>(
     let voids = read_records_selected(
         doc,
         "voids",
-        everything(),
+        everything("voids"),
         refers_to_focus("voids"),
         &mut violations,
         |key, obj| {
@@ -783,7 +793,7 @@ pub(crate) fn read_ledger_selected<R: ReadDoc>(
     let payments = read_records_selected(
         doc,
         "payments",
-        everything(),
+        everything("payments"),
         refers_to_focus("payments"),
         &mut violations,
         |key, obj| {
@@ -837,7 +847,7 @@ pub(crate) fn read_ledger_selected<R: ReadDoc>(
     let returns = read_records_selected(
         doc,
         "returns",
-        everything(),
+        everything("returns"),
         refers_to_focus("returns"),
         &mut violations,
         |key, obj| {

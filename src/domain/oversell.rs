@@ -219,64 +219,71 @@ pub(crate) fn read_alerts<R: ReadDoc>(
     keys: KeySelection<'_>,
     violations: &mut Vec<Violation>,
 ) -> BTreeMap<String, StoredAlert> {
-    read_records_selected(doc, "alerts", keys, |_, _| true, violations, |key, obj| {
-        let mut p = Problems::default();
-        let location = p.take(get_parsed(doc, obj, "location", LocationId::new));
-        let product = p.take(get_parsed(doc, obj, "product", ProductId::new));
-        let level = p.take(get_int(doc, obj, "level"));
-        let mut lists = Vec::new();
-        for field in ["movements", "records", "authors"] {
-            lists.push(
-                p.take(get_list(doc, obj, field).and_then(|list| list_strings(doc, &list, field))),
-            );
-        }
-        let status = p.take(get_parsed(doc, obj, "status", |s| match s.as_str() {
-            "open" => Ok(AlertStatus::Open),
-            "cleared" => Ok(AlertStatus::Cleared),
-            other => Err(format!("unknown alert status {other:?}")),
-        }));
-        let first_detected_at_ms = p.take(get_int(doc, obj, "first_detected_at_ms"));
-        let updated_at_ms = p.take(get_int(doc, obj, "updated_at_ms"));
-        let mut lists = lists.into_iter();
-        match (
-            location,
-            product,
-            level,
-            lists.next().flatten(),
-            lists.next().flatten(),
-            lists.next().flatten(),
-            status,
-            first_detected_at_ms,
-            updated_at_ms,
-        ) {
-            (
-                Some(location),
-                Some(product),
-                Some(level),
-                Some(movements),
-                Some(records),
-                Some(authors),
-                Some(status),
-                Some(first_detected_at_ms),
-                Some(updated_at_ms),
-            ) if p.0.is_empty() => Ok((
-                key.to_owned(),
-                StoredAlert {
-                    alert: OversellAlert {
-                        id: key.to_owned(),
-                        location,
-                        product,
-                        level,
-                        movements,
-                        records,
-                        authors,
+    read_records_selected(
+        doc,
+        "alerts",
+        keys,
+        |_, _| true,
+        violations,
+        |key, obj| {
+            let mut p = Problems::default();
+            let location = p.take(get_parsed(doc, obj, "location", LocationId::new));
+            let product = p.take(get_parsed(doc, obj, "product", ProductId::new));
+            let level = p.take(get_int(doc, obj, "level"));
+            let mut lists = Vec::new();
+            for field in ["movements", "records", "authors"] {
+                lists.push(p.take(
+                    get_list(doc, obj, field).and_then(|list| list_strings(doc, &list, field)),
+                ));
+            }
+            let status = p.take(get_parsed(doc, obj, "status", |s| match s.as_str() {
+                "open" => Ok(AlertStatus::Open),
+                "cleared" => Ok(AlertStatus::Cleared),
+                other => Err(format!("unknown alert status {other:?}")),
+            }));
+            let first_detected_at_ms = p.take(get_int(doc, obj, "first_detected_at_ms"));
+            let updated_at_ms = p.take(get_int(doc, obj, "updated_at_ms"));
+            let mut lists = lists.into_iter();
+            match (
+                location,
+                product,
+                level,
+                lists.next().flatten(),
+                lists.next().flatten(),
+                lists.next().flatten(),
+                status,
+                first_detected_at_ms,
+                updated_at_ms,
+            ) {
+                (
+                    Some(location),
+                    Some(product),
+                    Some(level),
+                    Some(movements),
+                    Some(records),
+                    Some(authors),
+                    Some(status),
+                    Some(first_detected_at_ms),
+                    Some(updated_at_ms),
+                ) if p.0.is_empty() => Ok((
+                    key.to_owned(),
+                    StoredAlert {
+                        alert: OversellAlert {
+                            id: key.to_owned(),
+                            location,
+                            product,
+                            level,
+                            movements,
+                            records,
+                            authors,
+                        },
+                        status,
+                        first_detected_at_ms,
+                        updated_at_ms,
                     },
-                    status,
-                    first_detected_at_ms,
-                    updated_at_ms,
-                },
-            )),
-            _ => Err(p.0),
-        }
-    })
+                )),
+                _ => Err(p.0),
+            }
+        },
+    )
 }

@@ -417,36 +417,46 @@ fn read_stock_where<R: ReadDoc>(
         }
     }
     let all = |_: &str, _: &ObjId| true;
-    let movements = read_records_selected(doc, "movements", movement_keys, all, &mut violations, |key, obj| {
-        let mut p = Problems::default();
-        let kind = p.take(get_parsed(doc, obj, "kind", |s| {
-            MovementKind::parse(&s).ok_or_else(|| format!("unknown movement kind {s:?}"))
-        }));
-        let product = p.take(get_parsed(doc, obj, "product", ProductId::new));
-        let delta = p.take(get_int(doc, obj, "delta"));
-        let record = p.take(get_string(doc, obj, "record"));
-        let author = p.take(get_string(doc, obj, "author"));
-        let at_ms = p.take(get_int(doc, obj, "at_ms"));
-        if let (Some(kind), Some(delta)) = (kind, delta) {
-            if !kind.sign_ok(delta) {
-                p.push(Problem::WrongSign {
-                    kind: kind.as_str(),
-                    delta,
-                });
+    let movements = read_records_selected(
+        doc,
+        "movements",
+        movement_keys,
+        all,
+        &mut violations,
+        |key, obj| {
+            let mut p = Problems::default();
+            let kind = p.take(get_parsed(doc, obj, "kind", |s| {
+                MovementKind::parse(&s).ok_or_else(|| format!("unknown movement kind {s:?}"))
+            }));
+            let product = p.take(get_parsed(doc, obj, "product", ProductId::new));
+            let delta = p.take(get_int(doc, obj, "delta"));
+            let record = p.take(get_string(doc, obj, "record"));
+            let author = p.take(get_string(doc, obj, "author"));
+            let at_ms = p.take(get_int(doc, obj, "at_ms"));
+            if let (Some(kind), Some(delta)) = (kind, delta) {
+                if !kind.sign_ok(delta) {
+                    p.push(Problem::WrongSign {
+                        kind: kind.as_str(),
+                        delta,
+                    });
+                }
             }
-        }
-        if let Some(product) = &product {
-            if !levels.contains_key(product) {
-                p.push(Problem::NoCounter {
-                    product: product.clone(),
-                });
+            if let Some(product) = &product {
+                if !levels.contains_key(product) {
+                    p.push(Problem::NoCounter {
+                        product: product.clone(),
+                    });
+                }
             }
-        }
-        match (kind, product, delta, record, author, at_ms) {
-            (Some(kind), Some(product), Some(delta), Some(record), Some(author), Some(at_ms))
-                if p.0.is_empty() =>
-            {
-                Ok((
+            match (kind, product, delta, record, author, at_ms) {
+                (
+                    Some(kind),
+                    Some(product),
+                    Some(delta),
+                    Some(record),
+                    Some(author),
+                    Some(at_ms),
+                ) if p.0.is_empty() => Ok((
                     key.to_owned(),
                     Movement {
                         id: key.to_owned(),
@@ -457,11 +467,11 @@ fn read_stock_where<R: ReadDoc>(
                         author,
                         at_ms,
                     },
-                ))
+                )),
+                _ => Err(p.0),
             }
-            _ => Err(p.0),
-        }
-    });
+        },
+    );
     if check_counters {
         violations.extend(counter_drift(&levels, &movements));
     }

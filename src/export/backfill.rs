@@ -1,8 +1,8 @@
 //! `ventas export`: every document of a data directory into Postgres.
 //!
-//! A blocking thread loads documents from the store and builds their full
-//! exports ([`super::build_rows`]) while the async side writes the previous
-//! batch: per batch of at most [`BACKFILL_BATCH_DOCS_MAX`] documents (or
+//! Blocking threads (one per core) load documents from the store and build
+//! their full exports ([`super::build_rows`]) while the async side writes
+//! the previous batch: per batch of at most [`BACKFILL_BATCH_DOCS_MAX`] documents (or
 //! [`BACKFILL_BATCH_ROWS_MAX`] rows), one transaction deletes the batch's
 //! old rows, binary-COPYs the new ones into per-session staging tables,
 //! moves them with `INSERT .. SELECT .. ON CONFLICT DO UPDATE` and writes the
@@ -122,10 +122,26 @@ pub async fn backfill(
     create_stage_tables(client).await?;
 
     let (sender, mut batches) = mpsc::channel::<Result<Batch, ExportError>>(BATCHES_QUEUED_MAX);
-    let producer_store = store.clone();
-    let producer = tokio::task::spawn_blocking(move || {
-        build_batches(producer_store.as_ref(), &exported, config, &sender)
-    });
+    // Reading documents is the expensive part (the domain readers check
+    // every record); one builder per core, each taking every n-th document.
+    let builders = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, BUILDERS_MAX);
+    let exported = Arc::new(exported);
+    let mut producers = Vec::with_capacity(builders);
+    for builder in 0..builders {
+        let store = store.clone();
+        let exported = exported.clone();
+        let sender = sender.clone();
+        let share = Share {
+            index: builder,
+            of: builders,
+        };
+        producers.push(tokio::task::spawn_blocking(move || {
+            build_batches(store.as_ref(), &exported, config, share, &sender)
+        }));
+    }
+    drop(sender);
     while let Some(batch) = batches.recv().await {
         let batch = batch?;
         report.documents_seen += batch.seen;
@@ -137,9 +153,11 @@ pub async fn backfill(
         }
         progress(&report);
     }
-    producer
-        .await
-        .map_err(|e| ExportError::Task(format!("backfill builder thread: {e}")))?;
+    for producer in producers {
+        producer
+            .await
+            .map_err(|e| ExportError::Task(format!("backfill builder thread: {e}")))?;
+    }
 
     let log = SessionLog::new(store);
     let mut before = None;
@@ -193,14 +211,26 @@ impl Batch {
     }
 }
 
-/// The builder thread: pages through the store, loads each document, skips
-/// those already exported at their heads, builds the rest.
+/// Builder threads at most, whatever the machine.
+const BUILDERS_MAX: usize = 8;
+
+/// Which documents one builder takes: the `index`-th of every `of`.
+#[derive(Debug, Clone, Copy)]
+struct Share {
+    index: usize,
+    of: usize,
+}
+
+/// A builder thread: pages through the store, loads each document of its
+/// share, skips those already exported at their heads, builds the rest.
 fn build_batches(
     store: &dyn DocStore,
     exported: &HashMap<String, Vec<String>>,
     config: BackfillConfig,
+    share: Share,
     sender: &mpsc::Sender<Result<Batch, ExportError>>,
 ) {
+    let mut position = 0usize;
     let send = |batch| sender.blocking_send(batch).is_ok();
     let mut after = None;
     let mut batch = Batch::new();
@@ -215,6 +245,10 @@ fn build_batches(
         let Some(last) = page.last() else { break };
         after = Some(*last);
         for key in page {
+            position += 1;
+            if (position - 1) % share.of != share.index {
+                continue;
+            }
             let document_id = DocumentId::from_bytes(key);
             batch.seen += 1;
             let doc = match load_doc(store, &document_id) {
@@ -240,10 +274,10 @@ fn build_batches(
             batch.rows += export.row_count();
             batch.exports.push(export);
             batch.previous.push(previous);
-            if batch.exports.len() >= config.batch_docs_max || batch.rows >= config.batch_rows_max {
-                if !send(Ok(std::mem::replace(&mut batch, Batch::new()))) {
-                    return;
-                }
+            let full =
+                batch.exports.len() >= config.batch_docs_max || batch.rows >= config.batch_rows_max;
+            if full && !send(Ok(std::mem::replace(&mut batch, Batch::new()))) {
+                return;
             }
         }
     }

@@ -129,9 +129,7 @@ fn client_config(tls: &TlsOptions) -> Result<rustls::ClientConfig, ExportError> 
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
-    Ok(builder
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
 }
 
 /// libpq's `sslmode=require` without a root certificate: the connection is

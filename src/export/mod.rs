@@ -12,8 +12,8 @@
 //!    Postgres (its `export_state` row).
 //! 2. [`build_rows`] (pure, CPU-bound: run it in `spawn_blocking`): the rows
 //!    of the document, either all of them (no heads yet) or only those of
-//!    the records that changed since those heads, found with automerge's
-//!    diff. Records are read with the `domain` readers, so a record that
+//!    the records that changed since those heads, found from the operations
+//!    of the changes made since. Records are read with the `domain` readers, so a record that
 //!    breaks a rule goes to `invalid_records`, never into the business
 //!    tables, in both paths alike.
 //! 3. [`apply`]: one transaction that checks the document's exported heads

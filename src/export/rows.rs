@@ -1,8 +1,8 @@
 //! From a document to rows: [`build_rows`], full or incremental.
 //!
-//! The incremental path asks automerge for the patches between the
-//! exported heads and the current heads, turns them into the set of
-//! (collection, key) records that changed, widens that set to every record
+//! The incremental path reads the operations of the changes made since
+//! the exported heads, turns them into the set of (collection, key)
+//! records they touched, widens that set to every record
 //! whose verdict can depend on them, and reads only those with the domain's
 //! selective readers:
 //!
@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use automerge::{Automerge, ChangeHash, Patch, PatchAction, Prop, ReadDoc, ROOT};
+use automerge::{Automerge, ChangeHash, Prop, ReadDoc, ROOT};
 use ventas_sync_protocol::ids::DocumentId;
 
 use super::tables::{Cell, Row, Table};
@@ -119,7 +119,7 @@ pub fn build_rows(
     let touched = if since.is_empty() {
         None
     } else {
-        touched_records(doc, since, &heads, meta.kind)
+        touched_records(doc, since, meta.kind)
     };
     let context = Context {
         document_id: document_id.to_string(),
@@ -162,12 +162,11 @@ pub fn build_rows(
             catalog_rows(&context, &view, &mut rows)?;
         }
         (DocKind::Catalog, Some(touched)) => {
-            let view = read_catalog_selected(doc, |collection| {
-                match touched.keys.get(collection) {
+            let view =
+                read_catalog_selected(doc, |collection| match touched.keys.get(collection) {
                     Some(keys) => KeySelection::Only(keys),
                     None => KeySelection::Only(&touched.none),
-                }
-            });
+                });
             catalog_rows(&context, &view, &mut rows)?;
             export.scope = ExportScope::Records {
                 keys: touched.keys.clone(),
@@ -193,56 +192,77 @@ struct Touched {
 /// The records changed between `since` and `heads`, or `None` when only a
 /// full export is safe: heads this document does not have, or a change to
 /// the root or `meta` (a container replaced, the document's identity).
-fn touched_records(
-    doc: &Automerge,
-    since: &[ChangeHash],
-    heads: &[ChangeHash],
-    kind: DocKind,
-) -> Option<Touched> {
+///
+/// Read from the operations of the changes after `since` (each names its
+/// object and key; an object's place is found by walking up its parents),
+/// so the cost follows the changes, not the document. A record touched by
+/// an operation that did not change what it reads in the end is read again
+/// for nothing, which is harmless.
+fn touched_records(doc: &Automerge, since: &[ChangeHash], kind: DocKind) -> Option<Touched> {
     if since
         .iter()
         .any(|hash| doc.get_change_by_hash(hash).is_none())
     {
         return None;
     }
-    let patches = doc.diff(since, heads);
     let mut touched = Touched::default();
-    for patch in &patches {
-        let (collection, key) = patch_record(patch)?;
-        if collection == "meta" || !kind.containers().contains(&collection.as_str()) {
-            return None;
+    // Object ("counter@actor") -> where it is.
+    let mut places: BTreeMap<String, Place> = BTreeMap::new();
+    for change in doc.get_changes(since) {
+        let change = change.decode();
+        for op in &change.operations {
+            let automerge::legacy::ObjectId::Id(obj) = &op.obj else {
+                // A root key: a container or `meta` was (re)written.
+                return None;
+            };
+            let obj_text = format!("{}@{}", obj.0, obj.1);
+            let place = match places.get(&obj_text) {
+                Some(place) => place.clone(),
+                None => {
+                    let exid = doc.import_obj(&obj_text).ok()?;
+                    let path = doc.parents(&exid).ok()?.path();
+                    let place = match path.as_slice() {
+                        [(_, Prop::Map(collection))] => Place::Container(collection.clone()),
+                        [(_, Prop::Map(collection)), (_, Prop::Map(key)), ..] => {
+                            Place::Record(collection.clone(), key.clone())
+                        }
+                        _ => return None,
+                    };
+                    places.insert(obj_text, place.clone());
+                    place
+                }
+            };
+            let (collection, key) = match place {
+                Place::Record(collection, key) => (collection, key),
+                Place::Container(collection) => {
+                    // An op on the container itself: its key is the record.
+                    let automerge::legacy::Key::Map(key) = &op.key else {
+                        return None;
+                    };
+                    if collection == "levels"
+                        && !matches!(op.action, automerge::legacy::OpType::Increment(_))
+                    {
+                        touched.levels_reshaped.insert(key.to_string());
+                    }
+                    (collection, key.to_string())
+                }
+            };
+            if collection == "meta" || !kind.containers().contains(&collection.as_str()) {
+                return None;
+            }
+            touched.keys.entry(collection).or_default().insert(key);
         }
-        if collection == "levels" && !matches!(patch.action, PatchAction::Increment { .. }) {
-            touched.levels_reshaped.insert(key.clone());
-        }
-        touched.keys.entry(collection).or_default().insert(key);
     }
     Some(touched)
 }
 
-/// The (collection, record key) a patch is about; `None` for a patch on
-/// the root itself or on something that is not a map key.
-fn patch_record(patch: &Patch) -> Option<(String, String)> {
-    let collection = match patch.path.first() {
-        Some((_, Prop::Map(collection))) => collection.clone(),
-        _ => return None,
-    };
-    let key = match patch.path.get(1) {
-        Some((_, Prop::Map(key))) => key.clone(),
-        Some((_, Prop::Seq(_))) => return None,
-        None => match &patch.action {
-            PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => key.clone(),
-            PatchAction::Increment {
-                prop: Prop::Map(key),
-                ..
-            }
-            | PatchAction::Conflict {
-                prop: Prop::Map(key),
-            } => key.clone(),
-            _ => return None,
-        },
-    };
-    Some((collection, key))
+/// Where an object of the document is.
+#[derive(Debug, Clone)]
+enum Place {
+    /// A top-level container (`sales`, `levels`, ...).
+    Container(String),
+    /// Inside the record `collection[key]`.
+    Record(String, String),
 }
 
 const CORRECTIONS: [&str; 3] = ["voids", "payments", "returns"];
@@ -269,13 +289,47 @@ fn ledger_selection(
             // The sale it refers to now, and the one it referred to at the
             // exported heads (a rewritten reference frees the old sale's
             // returns).
-            selection.sales.extend(correction_sale(doc, &map, key, None));
-            selection.sales.extend(correction_sale(doc, &map, key, Some(since)));
+            selection
+                .sales
+                .extend(correction_sale(doc, &map, key, None));
+            selection
+                .sales
+                .extend(correction_sale(doc, &map, key, Some(since)));
         }
         match collection {
             "voids" => selection.voids = keys.clone(),
             "payments" => selection.payments = keys.clone(),
             _ => selection.returns = keys.clone(),
+        }
+    }
+    // Every correction that refers to a selected sale: one pass over each
+    // correction map, reading one field per record.
+    if !selection.sales.is_empty() {
+        for collection in CORRECTIONS {
+            let Ok(Some((_, map))) = doc.get(ROOT, collection) else {
+                continue;
+            };
+            let mut found = Vec::new();
+            for item in doc.map_range(&map, ..) {
+                let sale = match doc.get(item.id(), "sale") {
+                    Ok(Some((automerge::Value::Scalar(scalar), _))) => match scalar.as_ref() {
+                        automerge::ScalarValue::Str(text) => Some(text.to_string()),
+                        _ => None,
+                    },
+                    Ok(Some((automerge::Value::Object(automerge::ObjType::Text), text))) => {
+                        doc.text(&text).ok()
+                    }
+                    _ => None,
+                };
+                if sale.is_some_and(|sale| selection.sales.contains(&sale)) {
+                    found.push(item.key.into_owned());
+                }
+            }
+            match collection {
+                "voids" => selection.voids.extend(found),
+                "payments" => selection.payments.extend(found),
+                _ => selection.returns.extend(found),
+            }
         }
     }
     let mut scope = BTreeMap::new();
@@ -325,9 +379,21 @@ fn correction_sale(
 /// loses its invalid-record rows, and the reverse).
 fn scope_of(view: &LedgerView, mut keys: BTreeMap<String, BTreeSet<String>>) -> ExportScope {
     let found = [
-        ("voids", view.voids.keys().map(ToString::to_string).collect::<Vec<_>>()),
-        ("payments", view.payments.keys().map(ToString::to_string).collect()),
-        ("returns", view.returns.keys().map(ToString::to_string).collect()),
+        (
+            "voids",
+            view.voids
+                .keys()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "payments",
+            view.payments.keys().map(ToString::to_string).collect(),
+        ),
+        (
+            "returns",
+            view.returns.keys().map(ToString::to_string).collect(),
+        ),
     ];
     for (collection, ids) in found {
         keys.entry(collection.to_owned()).or_default().extend(ids);
@@ -357,7 +423,7 @@ fn stock_movement_selection(doc: &Automerge, touched: &Touched) -> BTreeSet<Stri
         return keys;
     };
     for item in doc.map_range(&map, ..) {
-        let product = match doc.get(&item.id(), "product") {
+        let product = match doc.get(item.id(), "product") {
             Ok(Some((automerge::Value::Scalar(scalar), _))) => match scalar.as_ref() {
                 automerge::ScalarValue::Str(text) => Some(text.to_string()),
                 _ => None,
@@ -555,11 +621,7 @@ fn ledger_rows(
     Ok(())
 }
 
-fn stock_rows(
-    context: &Context<'_>,
-    view: &StockView,
-    rows: &mut Rows,
-) -> Result<(), ExportError> {
+fn stock_rows(context: &Context<'_>, view: &StockView, rows: &mut Rows) -> Result<(), ExportError> {
     for (product, level) in &view.levels {
         rows.push(
             Table::StockLevels,

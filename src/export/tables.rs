@@ -24,7 +24,11 @@ pub enum Cell {
 pub type Row = Vec<Cell>;
 
 impl ToSql for Cell {
-    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
         match self {
             Cell::Text(value) => value.to_sql(ty, out),
             Cell::OptText(value) => value.to_sql(ty, out),
@@ -37,7 +41,14 @@ impl ToSql for Cell {
     }
 
     fn accepts(ty: &Type) -> bool {
-        [Type::TEXT, Type::INT8, Type::INT4, Type::BOOL, Type::TEXT_ARRAY].contains(ty)
+        [
+            Type::TEXT,
+            Type::INT8,
+            Type::INT4,
+            Type::BOOL,
+            Type::TEXT_ARRAY,
+        ]
+        .contains(ty)
     }
 
     to_sql_checked!();

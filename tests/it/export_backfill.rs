@@ -163,13 +163,28 @@ async fn backfill_fills_reruns_resumes_after_a_kill_and_verifies() {
     assert_eq!(count(&client, "sync_sessions").await, 3);
     assert!(count(&client, "products").await > 0);
     assert!(count(&client, "stock_levels").await > 0);
+    // The views answer over the exported rows.
+    assert_eq!(
+        count(&client, "sale_status").await,
+        count(&client, "sales").await
+    );
+    for view in [
+        "sales_per_day_per_seller",
+        "sales_per_product",
+        "stock_by_location",
+    ] {
+        assert!(count(&client, view).await > 0, "{view} is empty");
+    }
     let once = dump(&client).await;
 
     // Again: everything already up to date, nothing changes.
     let (code, output) = run(&data.path, &url, &["--quiet"]).await;
     assert_eq!(code, 0, "{output}");
     assert!(
-        output.contains(&format!("exported 0 documents (0 rows), {} already up to date", data.documents)),
+        output.contains(&format!(
+            "exported 0 documents (0 rows), {} already up to date",
+            data.documents
+        )),
         "{output}"
     );
     assert_eq!(dump(&client).await, once);
@@ -208,12 +223,17 @@ async fn backfill_fills_reruns_resumes_after_a_kill_and_verifies() {
         "{output}"
     );
     assert!(output.contains(" movements: document"), "{output}");
-    assert!(output.contains("2 differences") || output.contains("3 differences"), "{output}");
+    assert!(
+        output.contains("2 differences") || output.contains("3 differences"),
+        "{output}"
+    );
 
     drop(client);
     db.drop_db().await;
 }
 
-async fn tokio_postgres_connect(url: &str) -> Result<tokio_postgres::Client, ventas::export::ExportError> {
+async fn tokio_postgres_connect(
+    url: &str,
+) -> Result<tokio_postgres::Client, ventas::export::ExportError> {
     ventas::export::connect(url).await
 }

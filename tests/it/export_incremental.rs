@@ -22,7 +22,9 @@ pub struct TestDb {
 impl TestDb {
     pub async fn create() -> Self {
         let name = format!("ventas_t_{:016x}", rand::random::<u64>());
-        let admin = export::connect(ADMIN_URL).await.expect("connect to test db");
+        let admin = export::connect(ADMIN_URL)
+            .await
+            .expect("connect to test db");
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
@@ -31,7 +33,10 @@ impl TestDb {
     }
 
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}?sslmode=disable", self.name)
+        format!(
+            "postgres://postgres@127.0.0.1:5432/{}?sslmode=disable",
+            self.name
+        )
     }
 
     pub async fn client(&self) -> Client {
@@ -39,9 +44,14 @@ impl TestDb {
     }
 
     pub async fn drop_db(self) {
-        let admin = export::connect(ADMIN_URL).await.expect("connect to test db");
+        let admin = export::connect(ADMIN_URL)
+            .await
+            .expect("connect to test db");
         admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
             .await
             .expect("drop database");
     }
@@ -230,8 +240,7 @@ impl Workload {
                     at_ms,
                     lines,
                 };
-                if let Ok(sale) = record_sale(&mut f.device, &mut f.ledger, &catalog_view, &input)
-                {
+                if let Ok(sale) = record_sale(&mut f.device, &mut f.ledger, &catalog_view, &input) {
                     apply_sale_to_stock(&mut f.stock, &sale).expect("sale to stock");
                     self.sales.push(sale.id);
                 }
@@ -246,7 +255,8 @@ impl Workload {
                 if let Some(sale) = pick_sale(&mut self.rng, &self.sales) {
                     let amount = self.rng.gen_range(1..2_000);
                     let f = &mut self.forks[fork];
-                    let _ = record_payment(&mut f.device, &mut f.ledger, &sale, amount, "cash", at_ms);
+                    let _ =
+                        record_payment(&mut f.device, &mut f.ledger, &sale, amount, "cash", at_ms);
                 }
             }
             60..=67 => {
@@ -424,7 +434,8 @@ fn write_record(
         .put_object(&container, key.as_str(), ObjType::Map)
         .expect("record");
     tx.put(&map, "device", device).expect("put");
-    tx.put(&map, "seq", i64::try_from(seq).expect("seq")).expect("put");
+    tx.put(&map, "seq", i64::try_from(seq).expect("seq"))
+        .expect("put");
     fill(&mut tx, &map).expect("fill record");
     tx.commit();
 }
@@ -435,8 +446,8 @@ async fn export_step(client: &mut Client, document_id: &DocumentId, doc: &Autome
     let since = export::exported_heads(client, document_id)
         .await
         .expect("exported heads");
-    let rows = export::build_rows(document_id, doc, since.as_deref().unwrap_or(&[]))
-        .expect("build rows");
+    let rows =
+        export::build_rows(document_id, doc, since.as_deref().unwrap_or(&[])).expect("build rows");
     export::apply(client, &rows, since.as_deref())
         .await
         .expect("apply");
@@ -484,7 +495,9 @@ async fn incremental_equals_full(seed: u64, steps: usize) {
     ] {
         export_step(&mut inc, document_id, doc).await;
         let all = export::build_rows(document_id, doc, &[]).expect("full rows");
-        export::apply(&mut fresh, &all, None).await.expect("apply full");
+        export::apply(&mut fresh, &all, None)
+            .await
+            .expect("apply full");
     }
 
     let got = dump(&inc).await;
@@ -494,8 +507,17 @@ async fn incremental_equals_full(seed: u64, steps: usize) {
     }
     // Not vacuous: the workload produced every kind of row, and most
     // exports took the incremental path.
-    for table in ["sales", "sale_lines", "payments", "stock_movements", "invalid_records"] {
-        assert!(count(&fresh, table).await > 0, "seed {seed}: no rows in {table}");
+    for table in [
+        "sales",
+        "sale_lines",
+        "payments",
+        "stock_movements",
+        "invalid_records",
+    ] {
+        assert!(
+            count(&fresh, table).await > 0,
+            "seed {seed}: no rows in {table}"
+        );
     }
     assert!(
         incremental_exports > steps / 3,
@@ -513,7 +535,11 @@ async fn incremental_equals_full(seed: u64, steps: usize) {
             )
             .await
             .expect("level");
-        assert_eq!(row.get::<_, i64>(0), *level, "seed {seed}: level of {product}");
+        assert_eq!(
+            row.get::<_, i64>(0),
+            *level,
+            "seed {seed}: level of {product}"
+        );
     }
     drop(inc);
     drop(fresh);
@@ -543,7 +569,9 @@ async fn applying_the_same_export_twice_changes_nothing_and_stale_heads_conflict
     }
     work.merge_all();
     let first = export::build_rows(&ledger_id, &work.ledger, &[]).expect("rows");
-    export::apply(&mut client, &first, None).await.expect("apply");
+    export::apply(&mut client, &first, None)
+        .await
+        .expect("apply");
     let before = dump(&client).await;
     export::apply(&mut client, &first, None)
         .await
@@ -588,12 +616,16 @@ async fn migrations_run_twice_and_on_a_database_at_the_latest_version_are_no_ops
     export::migrate(&mut client).await.expect("first migration");
     let versions = count(&client, "refinery_schema_history").await;
     assert!(versions >= 1);
-    export::migrate(&mut client).await.expect("second migration");
+    export::migrate(&mut client)
+        .await
+        .expect("second migration");
     assert_eq!(count(&client, "refinery_schema_history").await, versions);
     // Another connection (another process, in production) finds it at the
     // latest version too.
     let mut other = db.client().await;
-    export::migrate(&mut other).await.expect("migration elsewhere");
+    export::migrate(&mut other)
+        .await
+        .expect("migration elsewhere");
     assert_eq!(count(&other, "refinery_schema_history").await, versions);
     assert_eq!(count(&other, "sales").await, 0);
     drop(client);
@@ -613,7 +645,9 @@ async fn a_document_of_no_known_kind_exports_only_its_state() {
     let document_id = DocumentId::from_bytes([9; 16]);
     let rows = export::build_rows(&document_id, &doc, &[]).expect("rows");
     assert_eq!(rows.row_count(), 0);
-    export::apply(&mut client, &rows, None).await.expect("apply");
+    export::apply(&mut client, &rows, None)
+        .await
+        .expect("apply");
     let kind: Option<String> = client
         .query_one("SELECT kind FROM export_state", &[])
         .await
