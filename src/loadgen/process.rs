@@ -196,3 +196,21 @@ pub async fn health_ok(addr: SocketAddr) -> bool {
         Ok(Ok(true))
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_memory_and_cpu_time() {
+        let rss = rss_kib(std::process::id()).expect("VmRSS of this process");
+        assert!(rss > 0);
+        assert!(cpu_ms("self").is_some(), "utime + stime of this process");
+    }
+
+    #[test]
+    fn a_missing_process_has_no_memory() {
+        assert_eq!(rss_kib(u32::MAX), None);
+        assert_eq!(cpu_ms("no-such-process"), None);
+    }
+}
