@@ -338,3 +338,68 @@ pub async fn websocket_echo(round_trips: usize, bytes: usize) -> Result<Figure, 
         .value("round_trip_p50_ms", quantile(&times, 0.5) / 1000.0)
         .value("round_trip_p99_ms", quantile(&times, 0.99) / 1000.0))
 }
+
+/// What batching could save the server: a device pipelines `batch` sales
+/// (one sync message each) into a ledger of `prior_sales`; the server
+/// applies them (a) one message at a time, as `Hub::apply_batch` does, and
+/// (b) with one `apply_changes` of all their changes first, then the same
+/// messages (which then add nothing).
+pub fn batch_apply(prior_sales: usize, batch: usize) -> Result<Figure, LoadgenError> {
+    let fixture = Fixture::new()?;
+    let (mut device_doc, mut ledger) = fixture.device_docs("floor")?;
+    for _ in 0..prior_sales {
+        record_sale(
+            &mut device_doc,
+            &mut ledger,
+            &fixture.catalog,
+            &fixture.sale,
+        )?;
+    }
+    let mut server = Automerge::new();
+    let (mut device_state, mut server_state) = (State::new(), State::new());
+    sync_until_quiet(
+        &mut ledger,
+        &mut server,
+        &mut device_state,
+        &mut server_state,
+    )?;
+    let heads_before = ledger.get_heads();
+    let mut messages = Vec::with_capacity(batch);
+    for _ in 0..batch {
+        record_sale(
+            &mut device_doc,
+            &mut ledger,
+            &fixture.catalog,
+            &fixture.sale,
+        )?;
+        if let Some(message) = ledger.generate_sync_message(&mut device_state) {
+            messages.push(message);
+        }
+    }
+    let changes: Vec<automerge::Change> = ledger.get_changes(&heads_before);
+
+    let (mut one_by_one, mut state) = (server.clone(), server_state.clone());
+    let started = Instant::now();
+    for message in messages.clone() {
+        one_by_one.receive_sync_message(&mut state, message)?;
+    }
+    let one_by_one_ms = started.elapsed().as_secs_f64() * 1000.0;
+
+    let (mut batched, mut state) = (server.clone(), server_state.clone());
+    let started = Instant::now();
+    batched.apply_changes(changes)?;
+    let apply_ms = started.elapsed().as_secs_f64() * 1000.0;
+    for message in messages {
+        batched.receive_sync_message(&mut state, message)?;
+    }
+    let batched_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if one_by_one.get_heads() != ledger.get_heads() || batched.get_heads() != ledger.get_heads() {
+        return Err(LoadgenError::Protocol("floor: batch apply diverged".into()));
+    }
+    Ok(Figure::new("floor_batch_apply", "floor")
+        .param("prior_sales", prior_sales as f64)
+        .param("batch", batch as f64)
+        .value("one_message_at_a_time_ms", one_by_one_ms)
+        .value("apply_changes_once_ms", apply_ms)
+        .value("apply_changes_then_messages_ms", batched_ms))
+}
