@@ -219,6 +219,7 @@ fn main() -> anyhow::Result<()> {
                 floors::latency(100, 300)?,
                 floors::reconnect(reconnect_sales)?,
                 floors::storage(500, 64)?,
+                floors::batch_apply(1_000, 40)?,
                 floors::websocket_echo(2_000, 600).await?,
             ],
             Command::Smoke {

@@ -236,7 +236,8 @@ pub fn reconnect(sales: usize) -> Result<Figure, LoadgenError> {
 }
 
 /// Storage floor: appending one sale's change chunk and flushing, per
-/// change and with one flush per `group` changes (group commit).
+/// change (one document), and grouped as the server's group commit does it:
+/// `group` documents each get one chunk, then one flush.
 pub fn storage(changes: usize, group: usize) -> Result<Figure, LoadgenError> {
     let fixture = Fixture::new()?;
     let (mut device_doc, mut ledger) = fixture.device_docs("floor")?;
@@ -259,14 +260,20 @@ pub fn storage(changes: usize, group: usize) -> Result<Figure, LoadgenError> {
     let single_s = started.elapsed().as_secs_f64();
     let group = group.max(1);
     let groups = changes.div_ceil(group);
-    let started = Instant::now();
-    for _ in 0..groups {
-        for _ in 0..group {
+    let (mut appending, mut flushing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    for index in 0..groups {
+        let started = Instant::now();
+        for member in 0..group {
+            let mut doc = [0u8; 16];
+            doc[..8].copy_from_slice(&((index * group + member) as u64 + 1000).to_be_bytes());
             store.append_chunk(&doc, &chunk)?;
         }
+        let appended = Instant::now();
         store.flush()?;
+        appending += appended.duration_since(started);
+        flushing += appended.elapsed();
     }
-    let grouped_s = started.elapsed().as_secs_f64();
+    let grouped_s = (appending + flushing).as_secs_f64();
     Ok(Figure::new("floor_storage", "floor")
         .param("changes", changes as f64)
         .param("group", group as f64)
@@ -275,6 +282,14 @@ pub fn storage(changes: usize, group: usize) -> Result<Figure, LoadgenError> {
         .value(
             "append_group_flush_per_s",
             (groups * group) as f64 / grouped_s,
+        )
+        .value(
+            "group_append_ms_per_change",
+            appending.as_secs_f64() * 1000.0 / (groups * group) as f64,
+        )
+        .value(
+            "group_flush_ms_per_flush",
+            flushing.as_secs_f64() * 1000.0 / groups as f64,
         ))
 }
 
@@ -322,4 +337,69 @@ pub async fn websocket_echo(round_trips: usize, bytes: usize) -> Result<Figure, 
         .param("bytes", bytes as f64)
         .value("round_trip_p50_ms", quantile(&times, 0.5) / 1000.0)
         .value("round_trip_p99_ms", quantile(&times, 0.99) / 1000.0))
+}
+
+/// What batching could save the server: a device pipelines `batch` sales
+/// (one sync message each) into a ledger of `prior_sales`; the server
+/// applies them (a) one message at a time, as `Hub::apply_batch` does, and
+/// (b) with one `apply_changes` of all their changes first, then the same
+/// messages (which then add nothing).
+pub fn batch_apply(prior_sales: usize, batch: usize) -> Result<Figure, LoadgenError> {
+    let fixture = Fixture::new()?;
+    let (mut device_doc, mut ledger) = fixture.device_docs("floor")?;
+    for _ in 0..prior_sales {
+        record_sale(
+            &mut device_doc,
+            &mut ledger,
+            &fixture.catalog,
+            &fixture.sale,
+        )?;
+    }
+    let mut server = Automerge::new();
+    let (mut device_state, mut server_state) = (State::new(), State::new());
+    sync_until_quiet(
+        &mut ledger,
+        &mut server,
+        &mut device_state,
+        &mut server_state,
+    )?;
+    let heads_before = ledger.get_heads();
+    let mut messages = Vec::with_capacity(batch);
+    for _ in 0..batch {
+        record_sale(
+            &mut device_doc,
+            &mut ledger,
+            &fixture.catalog,
+            &fixture.sale,
+        )?;
+        if let Some(message) = ledger.generate_sync_message(&mut device_state) {
+            messages.push(message);
+        }
+    }
+    let changes: Vec<automerge::Change> = ledger.get_changes(&heads_before);
+
+    let (mut one_by_one, mut state) = (server.clone(), server_state.clone());
+    let started = Instant::now();
+    for message in messages.clone() {
+        one_by_one.receive_sync_message(&mut state, message)?;
+    }
+    let one_by_one_ms = started.elapsed().as_secs_f64() * 1000.0;
+
+    let (mut batched, mut state) = (server.clone(), server_state.clone());
+    let started = Instant::now();
+    batched.apply_changes(changes)?;
+    let apply_ms = started.elapsed().as_secs_f64() * 1000.0;
+    for message in messages {
+        batched.receive_sync_message(&mut state, message)?;
+    }
+    let batched_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if one_by_one.get_heads() != ledger.get_heads() || batched.get_heads() != ledger.get_heads() {
+        return Err(LoadgenError::Protocol("floor: batch apply diverged".into()));
+    }
+    Ok(Figure::new("floor_batch_apply", "floor")
+        .param("prior_sales", prior_sales as f64)
+        .param("batch", batch as f64)
+        .value("one_message_at_a_time_ms", one_by_one_ms)
+        .value("apply_changes_once_ms", apply_ms)
+        .value("apply_changes_then_messages_ms", batched_ms))
 }

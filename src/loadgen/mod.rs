@@ -141,3 +141,17 @@ pub fn sorted(mut samples: Vec<f64>) -> Vec<f64> {
     samples.sort_by(f64::total_cmp);
     samples
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_pick_the_nearest_rank() {
+        let samples = sorted(vec![5.0, 1.0, 3.0, 2.0, 4.0]);
+        assert_eq!(quantile(&samples, 0.0), 1.0);
+        assert_eq!(quantile(&samples, 0.5), 3.0);
+        assert_eq!(quantile(&samples, 1.0), 5.0);
+        assert_eq!(quantile(&[], 0.5), 0.0);
+    }
+}

@@ -43,6 +43,22 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// Clock ticks a second in `/proc/<pid>/stat` (`USER_HZ`, 100 on Linux).
+pub const PROC_TICKS_PER_S: u64 = 100;
+
+/// CPU time (user + system) a process has used, in ms, from
+/// `/proc/<pid>/stat` (`self` for this process).
+pub fn cpu_ms(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: state is the first, utime the 12th, stime the 13th.
+    let after_name = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some((user + system) * 1000 / PROC_TICKS_PER_S)
+}
+
 /// The `ventas` binary next to the running one (`target/<profile>/`).
 pub fn ventas_next_to_me() -> Option<PathBuf> {
     let me = std::env::current_exe().ok()?;
@@ -179,4 +195,22 @@ pub async fn health_ok(addr: SocketAddr) -> bool {
         tokio::time::timeout(Duration::from_millis(1_000), ask).await,
         Ok(Ok(true))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_memory_and_cpu_time() {
+        let rss = rss_kib(std::process::id()).expect("VmRSS of this process");
+        assert!(rss > 0);
+        assert!(cpu_ms("self").is_some(), "utime + stime of this process");
+    }
+
+    #[test]
+    fn a_missing_process_has_no_memory() {
+        assert_eq!(rss_kib(u32::MAX), None);
+        assert_eq!(cpu_ms("no-such-process"), None);
+    }
 }

@@ -222,3 +222,52 @@ pub fn ratios(figures: &[Figure]) -> String {
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ingest(target: &str, per_s: f64) -> Figure {
+        Figure::new("ingest", target)
+            .param("devices", 10.0)
+            .value("sales_acknowledged_per_s", per_s)
+    }
+
+    #[test]
+    fn figure_lines_round_trip_through_the_report() {
+        let figures = [ingest("ventas", 650.0), ingest("peer", 200.0)];
+        let text: String = figures
+            .iter()
+            .map(|f| {
+                format!(
+                    "noise\nFIGURE {}\n",
+                    serde_json::to_string(f).expect("json")
+                )
+            })
+            .collect();
+        let parsed = parse(&text);
+        assert_eq!(parsed.len(), 2);
+        let rendered = render(&parsed);
+        assert!(
+            rendered.contains("| sales_acknowledged_per_s | 650 | 200 |"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("| ingest 10 devices: ventas / peer | 3.25 |"),
+            "{rendered}"
+        );
+    }
+
+    #[test]
+    fn ratios_need_both_sides() {
+        let rendered = ratios(&[ingest("ventas", 600.0)]);
+        assert!(!rendered.contains("ventas / peer"), "{rendered}");
+    }
+
+    #[test]
+    fn numbers_keep_three_significant_places_below_one() {
+        assert_eq!(number(0.0614), "0.061");
+        assert_eq!(number(2.5), "2.50");
+        assert_eq!(number(1234.6), "1235");
+    }
+}

@@ -49,6 +49,9 @@ pub struct IngestDevice {
     pub acknowledged: u64,
     ack_latencies_us: Vec<f64>,
     last_ack_at: Option<Instant>,
+    /// Why the device stopped early (the server closed it, or its
+    /// acknowledgements never came), if it did.
+    pub dropped: Option<String>,
 }
 
 /// The ingest figure, and each device's ledger (for checking the store).
@@ -66,18 +69,24 @@ struct StartLine {
 }
 
 impl StartLine {
-    /// Says this device is ready and waits for the common start.
-    async fn ready_then_start(&mut self) -> Result<Instant, LoadgenError> {
-        self.ready
-            .send(())
-            .await
-            .map_err(|_| LoadgenError::Task("the coordinator is gone".into()))?;
-        let start = self
-            .start
-            .wait_for(Option::is_some)
-            .await
-            .map_err(|_| LoadgenError::Task("the coordinator is gone".into()))?;
-        (*start).ok_or_else(|| LoadgenError::Task("no start time".into()))
+    /// Says this device is ready and waits for the common start, still
+    /// reading its socket (servers ping, and drop peers that do not answer).
+    async fn ready_then_start(
+        &mut self,
+        socket: &mut Socket,
+        device: &mut SimDevice,
+    ) -> Result<Instant, LoadgenError> {
+        let gone = || LoadgenError::Task("the coordinator is gone".into());
+        self.ready.send(()).await.map_err(|_| gone())?;
+        loop {
+            if let Some(start) = *self.start.borrow_and_update() {
+                return Ok(start);
+            }
+            tokio::select! {
+                changed = self.start.changed() => changed.map_err(|_| gone())?,
+                item = socket.next() => pump(socket, device, item).await?,
+            }
+        }
     }
 }
 
@@ -171,38 +180,48 @@ pub async fn ingest(
             let permit = connects.acquire_owned().await;
             let mut socket = connect_writer(&url, &mut device).await?;
             drop(permit);
-            let start = line.ready_then_start().await?;
-            let deadline = start + Duration::from_millis(options.duration_ms);
-            let drain_deadline = deadline + Duration::from_millis(DRAIN_TIMEOUT_MS);
-            loop {
-                pump_ready(&mut socket, &mut device).await?;
-                let now = Instant::now();
-                if now < deadline {
-                    if device.pending() < options.in_flight_max {
-                        let effects = device.record_sale()?;
-                        send_effects(&mut socket, effects).await?;
-                        tokio::task::yield_now().await;
-                        continue;
+            let start = line.ready_then_start(&mut socket, &mut device).await?;
+            // A device the server drops mid-run is counted, not fatal: a
+            // server that sheds load shows it in `devices_dropped`.
+            let run = async {
+                let deadline = start + Duration::from_millis(options.duration_ms);
+                let drain_deadline = deadline + Duration::from_millis(DRAIN_TIMEOUT_MS);
+                loop {
+                    pump_ready(&mut socket, &mut device).await?;
+                    let now = Instant::now();
+                    if now < deadline {
+                        if device.pending() < options.in_flight_max {
+                            let effects = device.record_sale()?;
+                            send_effects(&mut socket, effects).await?;
+                            tokio::task::yield_now().await;
+                            continue;
+                        }
+                    } else if device.pending() == 0 {
+                        break;
                     }
-                } else if device.pending() == 0 {
-                    break;
+                    if now >= drain_deadline {
+                        return Err(LoadgenError::Timeout {
+                            what: format!("{} acknowledgements", device.pending()),
+                            after_ms: DRAIN_TIMEOUT_MS,
+                        });
+                    }
+                    let wake = if now < deadline {
+                        deadline
+                    } else {
+                        drain_deadline
+                    };
+                    tokio::select! {
+                        item = socket.next() => pump(&mut socket, &mut device, item).await?,
+                        _ = tokio::time::sleep_until(wake.into()) => {}
+                    }
                 }
-                if now >= drain_deadline {
-                    return Err(LoadgenError::Timeout {
-                        what: format!("{} acknowledgements", device.pending()),
-                        after_ms: DRAIN_TIMEOUT_MS,
-                    });
-                }
-                let wake = if now < deadline {
-                    deadline
-                } else {
-                    drain_deadline
-                };
-                tokio::select! {
-                    item = socket.next() => pump(&mut socket, &mut device, item).await?,
-                    _ = tokio::time::sleep_until(wake.into()) => {}
-                }
+                Ok::<(), LoadgenError>(())
             }
+            .await;
+            let dropped = match run {
+                Ok(()) => None,
+                Err(error) => Some(error.to_string()),
+            };
             close(socket).await;
             Ok(IngestDevice {
                 ledger: device.ledger,
@@ -210,11 +229,16 @@ pub async fn ingest(
                 acknowledged: device.acknowledged,
                 ack_latencies_us: std::mem::take(&mut device.ack_latencies_us),
                 last_ack_at: device.last_ack_at,
+                dropped,
             })
         });
     }
     drop(ready_tx);
     let start = start_when_ready(options.devices, &mut ready_rx, &start_tx, &mut tasks).await?;
+    let cpu_before = (
+        server_pid.and_then(|pid| process::cpu_ms(&pid.to_string())),
+        process::cpu_ms("self"),
+    );
     // Memory while the load runs, just before the recording stops.
     let sample_after = Duration::from_millis(options.duration_ms.saturating_mul(9) / 10);
     let rss_sampler = tokio::spawn(async move {
@@ -222,7 +246,21 @@ pub async fn ingest(
         server_pid.and_then(process::rss_kib)
     });
     let devices = join_all(tasks).await?;
+    let cpu_after = (
+        server_pid.and_then(|pid| process::cpu_ms(&pid.to_string())),
+        process::cpu_ms("self"),
+    );
     let rss_kib = rss_sampler.await.ok().flatten();
+    let dropped: Vec<&str> = devices
+        .iter()
+        .filter_map(|d| d.dropped.as_deref())
+        .collect();
+    if let Some(first) = dropped.first() {
+        eprintln!(
+            "{} devices stopped early; the first: {first}",
+            dropped.len()
+        );
+    }
     let recorded: u64 = devices.iter().map(|d| d.recorded).sum();
     let acknowledged: u64 = devices.iter().map(|d| d.acknowledged).sum();
     let last_ack = devices.iter().filter_map(|d| d.last_ack_at).max();
@@ -258,6 +296,7 @@ pub async fn ingest(
         .value("sales_acknowledged_per_s", per_s)
         .value("sales_recorded", recorded as f64)
         .value("sales_acknowledged", acknowledged as f64)
+        .value("devices_dropped", dropped.len() as f64)
         .value("until_last_ack_s", elapsed_s)
         .value("ack_latency_p50_ms", quantile(&latencies, 0.5) / 1000.0)
         .value("ack_latency_p99_ms", quantile(&latencies, 0.99) / 1000.0);
@@ -266,6 +305,19 @@ pub async fn ingest(
     }
     if let Some(floor) = floor {
         figure = figure.value("floor_same_sales_per_s", floor);
+    }
+    // CPU per acknowledged sale, on each side: less noisy than rates on a
+    // shared machine, and shows who the two cores went to.
+    let per_sale = |before: Option<u64>, after: Option<u64>| {
+        before
+            .zip(after)
+            .map(|(before, after)| after.saturating_sub(before) as f64 / acknowledged.max(1) as f64)
+    };
+    if let Some(ms) = per_sale(cpu_before.0, cpu_after.0) {
+        figure = figure.value("server_cpu_ms_per_sale", ms);
+    }
+    if let Some(ms) = per_sale(cpu_before.1, cpu_after.1) {
+        figure = figure.value("loadgen_cpu_ms_per_sale", ms);
     }
     Ok(IngestOutcome { figure, devices })
 }
@@ -317,7 +369,7 @@ pub async fn latency(
             let permit = connects.acquire_owned().await;
             let mut socket = connect_writer(&url, &mut device).await?;
             drop(permit);
-            line.ready_then_start().await?;
+            line.ready_then_start(&mut socket, &mut device).await?;
             loop {
                 tokio::select! {
                     item = socket.next() => pump(&mut socket, &mut device, item).await?,
@@ -353,7 +405,9 @@ pub async fn latency(
         };
         let duration = Duration::from_millis(options.duration_ms);
         tasks.spawn(async move {
-            let start = line.ready_then_start().await?;
+            let start = line
+                .ready_then_start(&mut writer_socket, &mut writer)
+                .await?;
             let deadline = start + duration;
             let mut ticks = tokio::time::interval_at(start.into(), interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -385,7 +439,8 @@ pub async fn latency(
         };
         let mut stop = stop_rx.clone();
         tasks.spawn(async move {
-            line.ready_then_start().await?;
+            line.ready_then_start(&mut observer_socket, &mut observer)
+                .await?;
             loop {
                 tokio::select! {
                     item = observer_socket.next() => pump(&mut observer_socket, &mut observer, item).await?,
@@ -708,6 +763,11 @@ pub async fn smoke(
     let outcome = ingest(&server.url(), "ventas", &options, Some(server.pid())).await;
     server.stop().await?;
     let outcome = outcome?;
+    if let Some(reason) = outcome.devices.iter().find_map(|d| d.dropped.as_deref()) {
+        return Err(LoadgenError::Task(format!(
+            "smoke: a device stopped early: {reason}"
+        )));
+    }
     let recorded = outcome.devices.iter().map(|d| d.recorded).sum::<u64>();
     let acknowledged = outcome.devices.iter().map(|d| d.acknowledged).sum::<u64>();
     if recorded == 0 || acknowledged != recorded {

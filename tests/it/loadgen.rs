@@ -31,6 +31,7 @@ async fn loadgen_ingest_sales_are_acknowledged_and_stored() {
     assert_eq!(outcome.devices.len(), 3);
     let store = SledStore::open(&data_dir).expect("store reopens");
     for device in &outcome.devices {
+        assert_eq!(device.dropped, None, "no device was dropped");
         assert!(device.recorded > 0, "every device recorded sales");
         assert_eq!(
             device.acknowledged, device.recorded,
