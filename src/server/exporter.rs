@@ -338,6 +338,12 @@ impl ExportState {
         inner.last_error = Some((error.to_string(), now_ms()));
     }
 
+    /// One document could not be exported; the connection is fine.
+    fn document_failed(&self, error: &ExporterError) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.lock().last_error = Some((error.to_string(), now_ms()));
+    }
+
     fn set_connected(&self, connected: bool) {
         self.lock().connected = connected;
     }
@@ -506,13 +512,11 @@ impl Exporter {
             };
             before = Some(last.clone());
             let mut sessions = Vec::new();
+            let mut documents = Vec::new();
             for (key, value) in page {
                 match Pending::parse(&key) {
                     Some(Pending::Document(document_id)) => {
-                        if let Err(error) = self.export_document(document_id, &key, &value).await {
-                            return Sweep::Failed(error);
-                        }
-                        exported += 1;
+                        documents.push((document_id, key, value));
                     }
                     Some(Pending::Session(id)) => sessions.push((id, key, value)),
                     None => {
@@ -521,6 +525,12 @@ impl Exporter {
                             return Sweep::Failed(error.into());
                         }
                     }
+                }
+            }
+            if !documents.is_empty() {
+                match self.export_documents(documents).await {
+                    Ok(count) => exported += count,
+                    Err(error) => return Sweep::Failed(error),
                 }
             }
             if !sessions.is_empty() {
@@ -534,48 +544,69 @@ impl Exporter {
         }
     }
 
-    async fn export_document(
+    /// Exports one page of marked documents: brings each parsed copy up to
+    /// date, flushes the store once (so nothing exported can vanish from
+    /// sled), builds the rows on a blocking thread, then commits each
+    /// document's rows and heads in its own transaction. Returns how many
+    /// were exported; a document that cannot be loaded keeps its marker and
+    /// does not hold up the others.
+    async fn export_documents(
         &mut self,
-        document_id: DocumentId,
-        key: &[u8],
-        marker: &[u8],
-    ) -> Result<(), ExporterError> {
-        let cached = self.cache.take(&document_id);
-        // The heads this exporter committed last are the database's, unless
-        // someone else wrote them (then `apply` reports a conflict and the
-        // next attempt asks the database).
-        let previous = match cached.as_ref().and_then(|c| c.exported.clone()) {
-            Some(heads) => Some(heads),
-            None => {
-                let client = self.connected().await?;
-                export::exported_heads(client, &document_id).await?
-            }
-        };
+        documents: Vec<(DocumentId, Vec<u8>, Vec<u8>)>,
+    ) -> Result<usize, ExporterError> {
+        let mut work = Vec::with_capacity(documents.len());
+        for (document_id, _, _) in &documents {
+            let cached = self.cache.take(document_id);
+            // The heads this exporter committed last are the database's,
+            // unless someone else wrote them (then `apply` reports a
+            // conflict and the next attempt asks the database).
+            let previous = match cached.as_ref().and_then(|c| c.exported.clone()) {
+                Some(heads) => Some(heads),
+                None => {
+                    let client = self.connected().await?;
+                    export::exported_heads(client, document_id).await?
+                }
+            };
+            work.push((*document_id, cached, previous));
+        }
         let store = Arc::clone(&self.store);
-        let since = previous.clone();
         let loaded_at_ms = now_ms();
-        let (built, mut parsed) = tokio::task::spawn_blocking(move || {
-            build_from_store(store.as_ref(), document_id, cached, since.as_deref())
-        })
-        .await
-        .map_err(|error| ExporterError::Join(error.to_string()))??;
-        if let Some(export) = built {
-            let client = self.connected().await?;
-            export::apply(client, &export, previous.as_deref()).await?;
-            debug!(%document_id, "exported");
-            if let Some(parsed) = parsed.as_mut() {
-                parsed.exported = Some(export.heads.clone());
+        let built = tokio::task::spawn_blocking(move || build_page(store.as_ref(), work))
+            .await
+            .map_err(|error| ExporterError::Join(error.to_string()))??;
+        let mut exported = 0;
+        for ((document_id, key, marker), (built_id, previous, result)) in
+            documents.into_iter().zip(built)
+        {
+            debug_assert_eq!(document_id, built_id);
+            let (export, mut parsed) = match result {
+                Ok(built) => built,
+                Err(error) => {
+                    warn!(%document_id, "export: cannot export this document: {error}");
+                    self.state.document_failed(&error);
+                    continue;
+                }
+            };
+            if let Some(export) = export {
+                let client = self.connected().await?;
+                export::apply(client, &export, previous.as_deref()).await?;
+                debug!(%document_id, "exported");
+                if let Some(parsed) = parsed.as_mut() {
+                    parsed.exported = Some(export.heads.clone());
+                }
+            } else if let Some(parsed) = parsed.as_mut() {
+                parsed.exported = previous;
             }
-        } else if let Some(parsed) = parsed.as_mut() {
-            parsed.exported = previous;
+            if let Some(parsed) = parsed {
+                self.cache.put(document_id, parsed);
+            }
+            self.state
+                .documents_exported
+                .fetch_add(1, Ordering::Relaxed);
+            self.done(&key, &marker, loaded_at_ms)?;
+            exported += 1;
         }
-        if let Some(parsed) = parsed {
-            self.cache.put(document_id, parsed);
-        }
-        self.state
-            .documents_exported
-            .fetch_add(1, Ordering::Relaxed);
-        self.done(key, marker, loaded_at_ms)
+        Ok(exported)
     }
 
     async fn export_sessions(
@@ -688,18 +719,44 @@ impl ParsedCache {
     }
 }
 
-/// Brings a document up to date from the store (only the new chunks when
-/// it was `cached`) and builds its export since `since` (the heads last
-/// exported; a full export if none, or if they are not in the document,
-/// e.g. the database came from elsewhere). The export is `None` when there
-/// is nothing to write: the document is gone, or its heads are the exported
-/// ones.
-fn build_from_store(
+/// One document's export and its parsed copy, or why it failed.
+type Built = Result<(Option<export::DocExport>, Option<Parsed>), ExporterError>;
+
+/// Loads a page of documents, flushes once, builds each export (see
+/// [`load_parsed`] and [`build_export`]). Fails only if the flush does.
+#[allow(clippy::type_complexity)]
+fn build_page(
+    store: &dyn DocStore,
+    work: Vec<(DocumentId, Option<Parsed>, Option<Vec<ChangeHash>>)>,
+) -> Result<Vec<(DocumentId, Option<Vec<ChangeHash>>, Built)>, ExporterError> {
+    let loaded: Vec<_> = work
+        .into_iter()
+        .map(|(document_id, cached, previous)| {
+            let parsed = load_parsed(store, document_id, cached);
+            (document_id, previous, parsed)
+        })
+        .collect();
+    // What was read must be durable before anything is exported from it.
+    store.flush()?;
+    Ok(loaded
+        .into_iter()
+        .map(|(document_id, previous, parsed)| {
+            let built = parsed.and_then(|parsed| match parsed {
+                None => Ok((None, None)),
+                Some(parsed) => build_export(document_id, parsed, previous.as_deref()),
+            });
+            (document_id, previous, built)
+        })
+        .collect())
+}
+
+/// Brings a document up to date from the store: only the chunks appended
+/// since `cached` was loaded, or the whole document. `None`: not stored.
+fn load_parsed(
     store: &dyn DocStore,
     document_id: DocumentId,
     cached: Option<Parsed>,
-    since: Option<&[ChangeHash]>,
-) -> Result<(Option<export::DocExport>, Option<Parsed>), ExporterError> {
+) -> Result<Option<Parsed>, ExporterError> {
     let load_error = |error: automerge::AutomergeError| ExporterError::Load {
         document_id,
         reason: error.to_string(),
@@ -715,30 +772,29 @@ fn build_from_store(
             used: 0,
         })
     };
-    let parsed = match cached {
-        Some(mut parsed) => {
-            match store.load_after(document_id.as_bytes(), parsed.last_chunk_seq)? {
-                None => return Ok((None, None)),
-                Some(LoadedAfter::Whole(stored)) => whole(stored)?,
-                Some(LoadedAfter::Chunks {
-                    chunks,
-                    last_chunk_seq,
-                }) => {
-                    for chunk in &chunks {
-                        parsed.doc.load_incremental(chunk).map_err(load_error)?;
-                    }
-                    parsed.last_chunk_seq = last_chunk_seq;
-                    parsed
-                }
-            }
-        }
-        None => match store.load(document_id.as_bytes())? {
-            None => return Ok((None, None)),
-            Some(stored) => whole(stored)?,
-        },
+    let Some(mut parsed) = cached else {
+        return store.load(document_id.as_bytes())?.map(whole).transpose();
     };
-    // What was read must be durable before anything is exported from it.
-    store.flush()?;
+    match store.load_after(document_id.as_bytes(), parsed.last_chunk_seq)? {
+        None => Ok(None),
+        Some(LoadedAfter::Whole(stored)) => whole(stored).map(Some),
+        Some(LoadedAfter::Chunks {
+            chunks,
+            last_chunk_seq,
+        }) => {
+            for chunk in &chunks {
+                parsed.doc.load_incremental(chunk).map_err(load_error)?;
+            }
+            parsed.last_chunk_seq = last_chunk_seq;
+            Ok(Some(parsed))
+        }
+    }
+}
+
+/// The export of `parsed` since `since` (the heads last exported; a full
+/// export if none, or if they are not in the document, e.g. the database
+/// came from elsewhere); `None` when its heads are the exported ones.
+fn build_export(document_id: DocumentId, parsed: Parsed, since: Option<&[ChangeHash]>) -> Built {
     let doc = &parsed.doc;
     let heads = doc.get_heads();
     let since = since.unwrap_or(&[]);
