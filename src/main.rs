@@ -146,6 +146,10 @@ struct ServeArgs {
     /// Change operations one sync message may carry.
     #[arg(long, env = "VENTAS_CHANGE_OPS_MAX")]
     change_ops_max: Option<usize>,
+    /// Nesting depth of objects a change may create (maps in lists in
+    /// maps...); deeper changes are refused with an error to their sender.
+    #[arg(long, env = "VENTAS_OBJECT_DEPTH_MAX")]
+    object_depth_max: Option<usize>,
     /// Sustained messages a second one connection may send; past it (and
     /// its burst) it gets an error and is disconnected.
     #[arg(long, env = "VENTAS_PEER_MESSAGES_PER_SECOND_MAX")]
@@ -198,6 +202,7 @@ impl ServeArgs {
         set(&mut config.docs_in_memory_max, self.docs_in_memory_max);
         set(&mut config.change_bytes_max, self.change_bytes_max);
         set(&mut config.change_ops_max, self.change_ops_max);
+        set(&mut config.object_depth_max, self.object_depth_max);
         if let Some(ms) = self.doc_idle_evict_after_ms {
             config.doc_idle_evict_after_ms = ms;
         }
