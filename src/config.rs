@@ -113,6 +113,9 @@ pub struct ServerConfig {
     /// `sslmode=require` for TLS); none runs on sled alone. See
     /// `server::exporter`.
     pub postgres_url: Option<String>,
+    /// Longest one step of the export to PostgreSQL may take before the
+    /// connection is dropped and retried.
+    pub postgres_timeout_ms: u64,
 }
 
 /// Settings that cannot work together.
@@ -159,6 +162,7 @@ impl ServerConfig {
             unsafe_skip_flush: false,
             auth_mode: AuthMode::default(),
             postgres_url: None,
+            postgres_timeout_ms: crate::server::exporter::EXPORT_POSTGRES_TIMEOUT_MS_DEFAULT,
         }
     }
 
@@ -195,6 +199,7 @@ impl ServerConfig {
         at_least("change_bytes_max", 1, self.change_bytes_max as u64)?;
         at_least("change_ops_max", 1, self.change_ops_max as u64)?;
         at_least("object_depth_max", 1, self.object_depth_max as u64)?;
+        at_least("postgres_timeout_ms", 1, self.postgres_timeout_ms)?;
         at_least("docs_in_memory_max", 1, self.docs_in_memory_max as u64)?;
         at_least(
             "doc_queue_messages_max",

@@ -182,6 +182,10 @@ struct ServeArgs {
     /// it the server runs on sled alone.
     #[arg(long, env = "DATABASE_URL")]
     postgres_url: Option<String>,
+    /// Longest one step of the export (connect, query, transaction) may
+    /// take before it is retried, in ms.
+    #[arg(long, env = "VENTAS_POSTGRES_TIMEOUT_MS")]
+    postgres_timeout_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -231,6 +235,9 @@ impl ServeArgs {
         config.unsafe_skip_flush = self.unsafe_skip_flush;
         config.auth_mode = self.auth;
         config.postgres_url = self.postgres_url;
+        if let Some(ms) = self.postgres_timeout_ms {
+            config.postgres_timeout_ms = ms;
+        }
         config
     }
 }

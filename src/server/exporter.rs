@@ -55,6 +55,10 @@ pub const EXPORT_IDLE_SWEEP_MS: u64 = 1_000;
 pub const EXPORT_LAG_SAMPLES_MAX: usize = 4_096;
 /// Markers counted by one status request; past it the count is a floor.
 pub const EXPORT_STATUS_COUNT_MAX: usize = 100_000;
+/// Longest one Postgres step (connect, migrate, a query, a transaction)
+/// may take by default (`ServerConfig::postgres_timeout_ms`); past it the connection is dropped and retried like an error,
+/// so a hung database cannot stall the export for good.
+pub const EXPORT_POSTGRES_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// Documents the exporter keeps parsed between exports.
 pub const EXPORT_DOCS_CACHED_MAX: usize = 64;
 /// Longest a lag line may wait in the log while the export is behind.
@@ -87,6 +91,19 @@ pub enum ExporterError {
     Session { id: u64, reason: String },
     #[error("export worker thread failed: {0}")]
     Join(String),
+    #[error("PostgreSQL did not answer within {0} ms")]
+    Timeout(u64),
+}
+
+/// Runs one Postgres step, giving up after `timeout_ms`.
+async fn within_timeout<T>(
+    timeout_ms: u64,
+    step: impl std::future::Future<Output = Result<T, ExportError>>,
+) -> Result<T, ExporterError> {
+    match tokio::time::timeout(Duration::from_millis(timeout_ms), step).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(ExporterError::Timeout(timeout_ms)),
+    }
 }
 
 /// Writes export markers (a no-op when the export is off).
@@ -390,6 +407,7 @@ pub fn status(marks: &ExportMarks, state: &ExportState) -> Result<ExportStatus, 
 /// turns true.
 pub fn spawn(
     postgres_url: String,
+    timeout_ms: u64,
     store: Arc<dyn DocStore>,
     marks: Arc<ExportMarks>,
     state: Arc<ExportState>,
@@ -397,6 +415,7 @@ pub fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     let exporter = Exporter {
         postgres_url,
+        timeout_ms,
         store: Arc::clone(&store),
         sessions: SessionLog::new(store),
         marks,
@@ -410,6 +429,7 @@ pub fn spawn(
 
 struct Exporter {
     postgres_url: String,
+    timeout_ms: u64,
     store: Arc<dyn DocStore>,
     sessions: SessionLog,
     marks: Arc<ExportMarks>,
@@ -448,7 +468,7 @@ impl Exporter {
                 Sweep::Failed(error) => {
                     warn!(retry_in_ms = delay_ms, "export failed: {error}");
                     self.state.failed(&error);
-                    if matches!(error, ExporterError::Export(_)) {
+                    if matches!(error, ExporterError::Export(_) | ExporterError::Timeout(_)) {
                         // A Postgres error may have broken the session.
                         self.client = None;
                     }
@@ -475,8 +495,9 @@ impl Exporter {
             self.client = None;
         }
         if self.client.is_none() {
-            let mut client = export::connect(&self.postgres_url).await?;
-            export::migrate(&mut client).await?;
+            let mut client =
+                within_timeout(self.timeout_ms, export::connect(&self.postgres_url)).await?;
+            within_timeout(self.timeout_ms, export::migrate(&mut client)).await?;
             info!("export: connected to PostgreSQL");
             self.state.set_connected(true);
             self.client = Some(client);
@@ -563,8 +584,9 @@ impl Exporter {
             let previous = match cached.as_ref().and_then(|c| c.exported.clone()) {
                 Some(heads) => Some(heads),
                 None => {
+                    let timeout_ms = self.timeout_ms;
                     let client = self.connected().await?;
-                    export::exported_heads(client, document_id).await?
+                    within_timeout(timeout_ms, export::exported_heads(client, document_id)).await?
                 }
             };
             work.push((*document_id, cached, previous));
@@ -588,8 +610,13 @@ impl Exporter {
                 }
             };
             if let Some(export) = export {
+                let timeout_ms = self.timeout_ms;
                 let client = self.connected().await?;
-                export::apply(client, &export, previous.as_deref()).await?;
+                within_timeout(
+                    timeout_ms,
+                    export::apply(client, &export, previous.as_deref()),
+                )
+                .await?;
                 debug!(%document_id, "exported");
                 if let Some(parsed) = parsed.as_mut() {
                     parsed.exported = Some(export.heads.clone());
@@ -635,8 +662,9 @@ impl Exporter {
         })
         .await
         .map_err(|error| ExporterError::Join(error.to_string()))??;
+        let timeout_ms = self.timeout_ms;
         let client = self.connected().await?;
-        export::apply_sessions(client, &sessions).await?;
+        within_timeout(timeout_ms, export::apply_sessions(client, &sessions)).await?;
         self.state
             .sessions_exported
             .fetch_add(sessions.len() as u64, Ordering::Relaxed);
@@ -883,6 +911,7 @@ mod tests {
         assert_eq!(marker_first_ms(&again), Some(first));
         let exporter = Exporter {
             postgres_url: String::new(),
+            timeout_ms: 1,
             store: Arc::clone(&store),
             sessions: SessionLog::new(Arc::clone(&store)),
             marks: Arc::clone(&marks),

@@ -225,6 +225,7 @@ async fn serve_with_tls(
     let exporter_join = config.postgres_url.clone().map(|url| {
         exporter::spawn(
             url,
+            config.postgres_timeout_ms,
             Arc::clone(&store),
             Arc::clone(&export_marks),
             Arc::clone(&export_state),
@@ -300,10 +301,17 @@ async fn serve_with_tls(
         let _ = done_rx.await;
     }
     let _ = hub_join.await;
-    if let Some(exporter_join) = exporter_join {
+    if let Some(mut exporter_join) = exporter_join {
         // The exporter saw the shutdown signal; it stops between items, and
         // whatever it had not committed is still marked for the next run.
-        let _ = exporter_join.await;
+        let wait = Duration::from_millis(SHUTDOWN_CONNECTIONS_WAIT_MS);
+        if tokio::time::timeout(wait, &mut exporter_join)
+            .await
+            .is_err()
+        {
+            warn!("the exporter is still busy with PostgreSQL; stopping it");
+            exporter_join.abort();
+        }
     }
     store.flush()?;
     info!("stopped");

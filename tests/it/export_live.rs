@@ -190,6 +190,49 @@ async fn a_postgres_outage_disturbs_no_device_and_loses_no_row() {
 }
 
 #[tokio::test]
+async fn a_hung_postgres_is_given_up_on_and_the_export_resumes() {
+    let db = TestDatabase::create().await;
+    let proxy = CuttableProxy::start("127.0.0.1:5432".parse().expect("addr")).await;
+    let url = db.url_via(proxy.addr);
+    let server = TestServer::start_with(|config| {
+        config.postgres_url = Some(url);
+        config.postgres_timeout_ms = 500;
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let office = Office::set_up(&server.url(), dir.path(), "tab-7", "K7Q").await;
+    record_sales(&office, 3);
+    office.synced().await;
+    wait_until_exported(server.addr(), &db, &office).await;
+
+    // The database stops answering but keeps its connections open.
+    proxy.stall();
+    record_sales(&office, 4);
+    office.synced().await;
+    let stuck = within("the timeout to show", async {
+        loop {
+            let status = export_status(server.addr()).await;
+            if status["last_error"]
+                .as_str()
+                .is_some_and(|error| error.contains("did not answer within 500 ms"))
+            {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(stuck["pending_documents"].as_u64() >= Some(1), "{stuck}");
+
+    proxy.restore();
+    wait_until_exported(server.addr(), &db, &office).await;
+    let ledger = office.ledger.document_id().to_string();
+    assert_eq!(exported_totals(&db, &ledger).await.0, 7);
+    office.close().await;
+    server.running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
 async fn a_server_killed_while_exporting_neither_loses_nor_duplicates_rows() {
     let db = TestDatabase::create().await;
     let dir = tempfile::tempdir().expect("dir");

@@ -504,11 +504,19 @@ pub async fn postgres_client(url: &str) -> tokio_postgres::Client {
 }
 
 /// A TCP proxy to PostgreSQL that a test can cut (every connection
-/// dropped, new ones refused) and restore: a database outage without
+/// dropped, new ones refused), stall (connections stay open but nothing
+/// gets through: a hung database) and restore: a database outage without
 /// stopping the shared server.
 pub struct CuttableProxy {
     pub addr: SocketAddr,
-    open: Arc<tokio::sync::watch::Sender<bool>>,
+    mode: Arc<tokio::sync::watch::Sender<ProxyMode>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProxyMode {
+    Open,
+    Cut,
+    Stalled,
 }
 
 impl CuttableProxy {
@@ -517,34 +525,53 @@ impl CuttableProxy {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let (open, _) = tokio::sync::watch::channel(true);
-        let open = Arc::new(open);
-        let accepting = Arc::clone(&open);
+        let (mode, _) = tokio::sync::watch::channel(ProxyMode::Open);
+        let mode = Arc::new(mode);
+        let accepting = Arc::clone(&mode);
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                if !*accepting.borrow() {
-                    continue; // dropped: connection refused, in effect
+                let mut watch = accepting.subscribe();
+                let now = *watch.borrow();
+                match now {
+                    ProxyMode::Cut => continue, // dropped: refused, in effect
+                    ProxyMode::Stalled => {
+                        // Held open, never answered, until restored.
+                        tokio::spawn(async move {
+                            let _ = watch.wait_for(|mode| *mode == ProxyMode::Open).await;
+                            drop(inbound);
+                        });
+                        continue;
+                    }
+                    ProxyMode::Open => {}
                 }
-                let mut cut = accepting.subscribe();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(upstream).await else {
                         return;
                     };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut.wait_for(|open| !*open) => {}
+                    let interrupted = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => false,
+                        changed = watch.wait_for(|mode| *mode != ProxyMode::Open) => changed.is_ok(),
+                    };
+                    if interrupted {
+                        // Cut: dropped now. Stalled: both ends silent until
+                        // restored, then dropped.
+                        let _ = watch.wait_for(|mode| *mode != ProxyMode::Stalled).await;
                     }
                 });
             }
         });
-        Self { addr, open }
+        Self { addr, mode }
     }
 
     pub fn cut(&self) {
-        self.open.send_replace(false);
+        self.mode.send_replace(ProxyMode::Cut);
+    }
+
+    pub fn stall(&self) {
+        self.mode.send_replace(ProxyMode::Stalled);
     }
 
     pub fn restore(&self) {
-        self.open.send_replace(true);
+        self.mode.send_replace(ProxyMode::Open);
     }
 }
