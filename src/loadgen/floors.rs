@@ -46,13 +46,15 @@ fn sync_until_quiet(
     )))
 }
 
-/// Ingest floor: one device records `sales` sales with `record_sale` and
-/// syncs each to a server-side document in memory (device -> server ->
-/// acknowledgement), as the ingest scenario's devices and server do, on
-/// one core. Also the recording alone.
-pub fn ingest(sales: usize) -> Result<Figure, LoadgenError> {
-    let fixture = Fixture::new()?;
-    let (mut device_doc, mut ledger) = fixture.device_docs("floor")?;
+/// Time for one device (`name`) to record `sales` sales into its ledger,
+/// each synced to quiet with a server-side copy in memory; checks the copy
+/// converged.
+fn record_and_sync(
+    fixture: &Fixture,
+    name: &str,
+    sales: usize,
+) -> Result<std::time::Duration, LoadgenError> {
+    let (mut device_doc, mut ledger) = fixture.device_docs(name)?;
     let mut server = Automerge::new();
     let (mut device_state, mut server_state) = (State::new(), State::new());
     sync_until_quiet(
@@ -76,10 +78,20 @@ pub fn ingest(sales: usize) -> Result<Figure, LoadgenError> {
             &mut server_state,
         )?;
     }
-    let synced_s = started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed();
     if server.get_heads() != ledger.get_heads() {
         return Err(LoadgenError::Protocol("floor: server copy diverged".into()));
     }
+    Ok(elapsed)
+}
+
+/// Ingest floor: one device records `sales` sales with `record_sale` and
+/// syncs each to a server-side document in memory (device -> server ->
+/// acknowledgement), as the ingest scenario's devices and server do, on
+/// one core. Also the recording alone.
+pub fn ingest(sales: usize) -> Result<Figure, LoadgenError> {
+    let fixture = Fixture::new()?;
+    let synced_s = record_and_sync(&fixture, "floor", sales)?.as_secs_f64();
     let (mut device_doc, mut ledger) = fixture.device_docs("floor-record")?;
     let started = Instant::now();
     for _ in 0..sales {
@@ -109,31 +121,7 @@ pub fn ingest_same_sales(devices: usize, sales_per_device: usize) -> Result<f64,
         .max(1);
     let mut timed = std::time::Duration::ZERO;
     for index in 0..devices {
-        let (mut device_doc, mut ledger) = fixture.device_docs(&format!("floor-{index}"))?;
-        let mut server = Automerge::new();
-        let (mut device_state, mut server_state) = (State::new(), State::new());
-        sync_until_quiet(
-            &mut ledger,
-            &mut server,
-            &mut device_state,
-            &mut server_state,
-        )?;
-        let started = Instant::now();
-        for _ in 0..sales_per_device {
-            record_sale(
-                &mut device_doc,
-                &mut ledger,
-                &fixture.catalog,
-                &fixture.sale,
-            )?;
-            sync_until_quiet(
-                &mut ledger,
-                &mut server,
-                &mut device_state,
-                &mut server_state,
-            )?;
-        }
-        timed += started.elapsed();
+        timed += record_and_sync(&fixture, &format!("floor-{index}"), sales_per_device)?;
     }
     let sales = devices * sales_per_device;
     Ok(sales as f64 / timed.as_secs_f64().max(1e-9))
