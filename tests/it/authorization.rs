@@ -49,6 +49,53 @@ async fn server() -> (TestServer, HashMap<&'static str, String>) {
     (TestServer::start_in(dir, |_| {}).await, tokens)
 }
 
+/// A server with everyone's credentials that a test can restart on the
+/// same data directory.
+struct Restartable {
+    _dir: tempfile::TempDir,
+    config: ventas::config::ServerConfig,
+    running: ventas::server::RunningServer,
+    tokens: HashMap<&'static str, String>,
+}
+
+impl Restartable {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tokens = issue(dir.path());
+        let config = ventas::config::ServerConfig::for_test(TestServer::data_dir_in(dir.path()));
+        let running = ventas::server::start(config.clone()).await.expect("server");
+        Self {
+            _dir: dir,
+            config,
+            running,
+            tokens,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}", self.running.addr)
+    }
+
+    async fn restart(self) -> Self {
+        let Self {
+            _dir,
+            config,
+            running,
+            tokens,
+        } = self;
+        running.shutdown().await.expect("shutdown");
+        let running = ventas::server::start(config.clone())
+            .await
+            .expect("restart");
+        Self {
+            _dir,
+            config,
+            running,
+            tokens,
+        }
+    }
+}
+
 fn issue(dir: &Path) -> HashMap<&'static str, String> {
     let wanted: Vec<_> = PEOPLE
         .iter()
@@ -609,11 +656,9 @@ async fn with_credentials_only_the_office_creates_documents() {
 
 #[tokio::test]
 async fn after_a_restart_the_server_still_knows_whose_van_a_stock_document_is() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let tokens = issue(dir.path());
-    let config = ventas::config::ServerConfig::for_test(TestServer::data_dir_in(dir.path()));
-    let running = ventas::server::start(config.clone()).await.expect("server");
-    let url = format!("ws://{}", running.addr);
+    let server = Restartable::start().await;
+    let tokens = server.tokens.clone();
+    let url = server.url();
     let devices = tempfile::tempdir().expect("dir");
     let office = client(&url, devices.path(), "office-1", &tokens["office-1"]);
     let catalog = created(&office, catalog()).await;
@@ -625,12 +670,11 @@ async fn after_a_restart_the_server_still_knows_whose_van_a_stock_document_is() 
     let stock_id = stock.document_id();
     drop((catalog, stock));
     office.close().await.expect("close");
-    running.shutdown().await.expect("shutdown");
 
     // Nobody opens the catalog after the restart; ana writes her van's
     // stock straight away.
-    let running = ventas::server::start(config).await.expect("restart");
-    let url = format!("ws://{}", running.addr);
+    let server = server.restart().await;
+    let url = server.url();
     let mut ana = RawDevice::connect(&url, "tab-ana", &tokens["tab-ana"]).await;
     ana.fetch(stock_id).await.expect("ana's stock");
     ana.mark(stock_id, "ana-counted");
@@ -638,16 +682,14 @@ async fn after_a_restart_the_server_still_knows_whose_van_a_stock_document_is() 
     assert!(errors(&heard).is_empty(), "{heard:?}");
     assert!(ana.acknowledged(stock_id));
     ana.close().await;
-    running.shutdown().await.expect("shutdown");
+    server.running.shutdown().await.expect("shutdown");
 }
 
 #[tokio::test]
 async fn a_device_writing_under_another_devices_actor_is_refused_even_after_a_restart() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let tokens = issue(dir.path());
-    let config = ventas::config::ServerConfig::for_test(TestServer::data_dir_in(dir.path()));
-    let running = ventas::server::start(config.clone()).await.expect("server");
-    let url = format!("ws://{}", running.addr);
+    let server = Restartable::start().await;
+    let tokens = server.tokens.clone();
+    let url = server.url();
     let devices = tempfile::tempdir().expect("dir");
     let office = client(&url, devices.path(), "office-1", &tokens["office-1"]);
     let ana = SellerId::new("ana").expect("id");
@@ -721,10 +763,15 @@ async fn a_device_writing_under_another_devices_actor_is_refused_even_after_a_re
     .await
     .expect("alive");
     let heads = ledger.read(|d| d.get_heads()).expect("read");
-    let copy = server_copy(running.addr, &tokens["office-1"], ledger_id, heads).await;
+    let copy = server_copy(server.running.addr, &tokens["office-1"], ledger_id, heads).await;
     assert!(copy.get(ROOT, "forged").expect("read").is_none());
     assert!(copy.get(ROOT, "tablet-again").expect("read").is_some());
-    let session = ended_session(running.addr, &tokens["office-1"], "acme/ana/phone-ana").await;
+    let session = ended_session(
+        server.running.addr,
+        &tokens["office-1"],
+        "acme/ana/phone-ana",
+    )
+    .await;
     assert_eq!(session["writes_denied"], 1, "{session}");
     let denial = session["denials"][0]
         .as_str()
@@ -739,9 +786,8 @@ async fn a_device_writing_under_another_devices_actor_is_refused_even_after_a_re
 
     // After a restart the binding holds: a fresh phone replica still
     // cannot write as the tablet.
-    running.shutdown().await.expect("shutdown");
-    let running = ventas::server::start(config).await.expect("restart");
-    let url = format!("ws://{}", running.addr);
+    let server = server.restart().await;
+    let url = server.url();
     let mut phone = RawDevice::connect(&url, "phone-ana", &tokens["phone-ana"]).await;
     phone.fetch(ledger_id).await.expect("ana's ledger");
     phone.write_as(ledger_id, tablets_actor);
@@ -750,6 +796,5 @@ async fn a_device_writing_under_another_devices_actor_is_refused_even_after_a_re
     assert_eq!(errors(&heard).len(), 1, "{heard:?}");
     assert!(!phone.acknowledged(ledger_id));
     phone.close().await;
-    running.shutdown().await.expect("shutdown");
-    drop(dir);
+    server.running.shutdown().await.expect("shutdown");
 }
