@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use automerge::{Automerge, ChangeHash, Prop, ReadDoc, ROOT};
 use ventas_sync_protocol::ids::DocumentId;
 
+use super::cached::CachedDoc;
 use super::tables::{Cell, Row, Table};
 use super::ExportError;
 use crate::domain::{
@@ -128,7 +129,7 @@ pub fn build_rows(
     let mut rows = Rows::default();
     match (meta.kind, touched) {
         (DocKind::Ledger, None) => {
-            let view = read_ledger_selected(doc, None, None);
+            let view = read_ledger_selected(&CachedDoc::new(doc), None, None);
             ledger_rows(&context, &view, &mut rows)?;
         }
         (DocKind::Ledger, Some(touched)) => {
@@ -138,7 +139,8 @@ pub fn build_rows(
             export.scope = scope_of(&view, scope);
         }
         (DocKind::Stock, None) => {
-            let view = read_stock_selected(doc, KeySelection::All, KeySelection::All);
+            let view =
+                read_stock_selected(&CachedDoc::new(doc), KeySelection::All, KeySelection::All);
             stock_rows(&context, &view, &mut rows)?;
         }
         (DocKind::Stock, Some(touched)) => {
@@ -158,7 +160,7 @@ pub fn build_rows(
             export.scope = ExportScope::Records { keys, whole };
         }
         (DocKind::Catalog, None) => {
-            let view = read_catalog_selected(doc, |_| KeySelection::All);
+            let view = read_catalog_selected(&CachedDoc::new(doc), |_| KeySelection::All);
             catalog_rows(&context, &view, &mut rows)?;
         }
         (DocKind::Catalog, Some(touched)) => {
