@@ -14,9 +14,37 @@ use ventas::protocol::ids::DocumentId;
 
 pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable";
 
-/// A database of its own, created for one test and dropped by [`TestDb::drop_db`].
+/// A database of its own, created for one test and dropped by
+/// [`TestDb::drop_db`], or when dropped (a failing test panics before it
+/// gets there).
 pub struct TestDb {
     pub name: String,
+    dropped: bool,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime: drop the database from a
+        // thread with a runtime of its own.
+        let dropper = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if let Ok(admin) = export::connect(ADMIN_URL).await {
+                    let _ = admin
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        });
+        let _ = dropper.join();
+    }
 }
 
 impl TestDb {
@@ -29,7 +57,10 @@ impl TestDb {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create database");
-        Self { name }
+        Self {
+            name,
+            dropped: false,
+        }
     }
 
     pub fn url(&self) -> String {
