@@ -28,6 +28,36 @@ fn rows(c: &mut Criterion) {
             b.iter(|| black_box(build_rows(&document_id, ledger, &[]).expect("rows")))
         });
         let heads = ledger.get_heads();
+        // How fast the same records read with one `map_range` pass per
+        // record map instead of one `get` per field (what a faster domain
+        // reader would do); for comparison with `full`.
+        group.bench_with_input(
+            BenchmarkId::new("one_pass_scan", sales),
+            &ledger,
+            |b, ledger| {
+                use automerge::ReadDoc;
+                b.iter(|| {
+                    let mut values = 0usize;
+                    for collection in ["sales", "payments"] {
+                        let (_, map) = ledger
+                            .get(automerge::ROOT, collection)
+                            .expect("get")
+                            .expect("map");
+                        for record in ledger.map_range(&map, ..) {
+                            for field in ledger.map_range(record.id(), ..) {
+                                values += 1;
+                                if field.key == "lines" {
+                                    for line in ledger.list_range(field.id(), ..) {
+                                        values += ledger.map_range(line.id(), ..).count();
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    black_box(values)
+                })
+            },
+        );
         group.bench_with_input(
             BenchmarkId::new("diff_alone", sales),
             &ledger,

@@ -36,6 +36,7 @@
 
 mod apply;
 pub mod backfill;
+mod cached;
 mod connect;
 mod rows;
 mod tables;

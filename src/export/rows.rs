@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use automerge::{Automerge, ChangeHash, Prop, ReadDoc, ROOT};
 use ventas_sync_protocol::ids::DocumentId;
 
+use super::cached::CachedDoc;
 use super::tables::{Cell, Row, Table};
 use super::ExportError;
 use crate::domain::{
@@ -128,7 +129,7 @@ pub fn build_rows(
     let mut rows = Rows::default();
     match (meta.kind, touched) {
         (DocKind::Ledger, None) => {
-            let view = read_ledger_selected(doc, None, None);
+            let view = read_ledger_selected(&CachedDoc::new(doc), None, None);
             ledger_rows(&context, &view, &mut rows)?;
         }
         (DocKind::Ledger, Some(touched)) => {
@@ -138,7 +139,8 @@ pub fn build_rows(
             export.scope = scope_of(&view, scope);
         }
         (DocKind::Stock, None) => {
-            let view = read_stock_selected(doc, KeySelection::All, KeySelection::All);
+            let view =
+                read_stock_selected(&CachedDoc::new(doc), KeySelection::All, KeySelection::All);
             stock_rows(&context, &view, &mut rows)?;
         }
         (DocKind::Stock, Some(touched)) => {
@@ -158,7 +160,7 @@ pub fn build_rows(
             export.scope = ExportScope::Records { keys, whole };
         }
         (DocKind::Catalog, None) => {
-            let view = read_catalog_selected(doc, |_| KeySelection::All);
+            let view = read_catalog_selected(&CachedDoc::new(doc), |_| KeySelection::All);
             catalog_rows(&context, &view, &mut rows)?;
         }
         (DocKind::Catalog, Some(touched)) => {
@@ -173,7 +175,10 @@ pub fn build_rows(
                 whole: BTreeSet::from(["root".to_owned()]),
             };
         }
-        (DocKind::Device, _) => {}
+        // A device document feeds no table: after its first export only
+        // its heads move.
+        (DocKind::Device, None) => {}
+        (DocKind::Device, Some(_)) => export.scope = ExportScope::empty(),
     }
     export.rows = rows.0;
     Ok(export)
@@ -732,4 +737,111 @@ fn catalog_rows(
     }
     invalid_rows(context, &view.violations, rows);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::*;
+
+    fn ledger_with_sales(count: usize) -> (Automerge, Automerge, CatalogView) {
+        let tenant = TenantId::new("acme").expect("id");
+        let seller = SellerId::new("ana").expect("id");
+        let device = DeviceId::new("tab-1").expect("id");
+        let mut catalog = create_catalog_doc(&tenant).expect("catalog");
+        put_product(
+            &mut catalog,
+            &Product {
+                id: ProductId::new("soap").expect("id"),
+                name: "Soap".into(),
+                unit_price_cents: 250,
+                currency: Currency::new("EUR").expect("currency"),
+                active: true,
+            },
+        )
+        .expect("product");
+        put_customer(
+            &mut catalog,
+            &Customer {
+                id: CustomerId::new("shop").expect("id"),
+                name: "Shop".into(),
+            },
+        )
+        .expect("customer");
+        put_location(
+            &mut catalog,
+            &Location {
+                id: LocationId::new("van").expect("id"),
+                name: "Van".into(),
+                kind: LocationKind::Vehicle,
+                seller: Some(seller.clone()),
+            },
+        )
+        .expect("location");
+        let catalog = read_catalog(&catalog);
+        let at_ms = Period::parse("2026-11").expect("period").start_ms() + 1_000;
+        let mut ledger = create_ledger_doc(&tenant, &seller, Period::of_ms(at_ms)).expect("ledger");
+        let mut phone = create_device_doc(&tenant, &device, &seller, "K1").expect("device");
+        for _ in 0..count {
+            sell(&mut phone, &mut ledger, &catalog);
+        }
+        (ledger, phone, catalog)
+    }
+
+    fn sell(phone: &mut Automerge, ledger: &mut Automerge, catalog: &CatalogView) -> Sale {
+        let at_ms = Period::parse("2026-11").expect("period").start_ms() + 5_000;
+        record_sale(
+            phone,
+            ledger,
+            catalog,
+            &SaleInput {
+                customer: CustomerId::new("shop").expect("id"),
+                location: LocationId::new("van").expect("id"),
+                at_ms,
+                lines: vec![SaleLineInput {
+                    product: ProductId::new("soap").expect("id"),
+                    quantity: 2,
+                }],
+            },
+        )
+        .expect("sale")
+    }
+
+    #[test]
+    fn an_incremental_export_covers_only_the_new_sale_and_its_corrections() {
+        let (mut ledger, mut phone, catalog) = ledger_with_sales(5);
+        let id = DocumentId::from_bytes([1; 16]);
+        let full = build_rows(&id, &ledger, &[]).expect("rows");
+        assert!(full.is_full());
+        assert_eq!(full.rows.get(&Table::Sales).map(Vec::len), Some(5));
+        let before = ledger.get_heads();
+        let sale = sell(&mut phone, &mut ledger, &catalog);
+        let next = build_rows(&id, &ledger, &before).expect("rows");
+        assert_eq!(next.rows.get(&Table::Sales).map(Vec::len), Some(1));
+        assert_eq!(next.rows.get(&Table::SaleLines).map(Vec::len), Some(1));
+        match &next.scope {
+            ExportScope::Records { keys, whole } => {
+                assert_eq!(
+                    keys.get("sales"),
+                    Some(&BTreeSet::from([sale.id.to_string()]))
+                );
+                assert!(whole.contains("root"));
+            }
+            ExportScope::Full => panic!("expected an incremental export"),
+        }
+        assert_eq!(next.heads, ledger.get_heads());
+    }
+
+    #[test]
+    fn unchanged_heads_export_nothing_and_unknown_heads_export_everything() {
+        let (ledger, _, _) = ledger_with_sales(2);
+        let id = DocumentId::from_bytes([1; 16]);
+        let same = build_rows(&id, &ledger, &ledger.get_heads()).expect("rows");
+        assert_eq!(same.row_count(), 0);
+        assert!(!same.is_full());
+        let unknown = [ChangeHash([9; 32])];
+        let all = build_rows(&id, &ledger, &unknown).expect("rows");
+        assert!(all.is_full());
+        assert_eq!(all.rows.get(&Table::Sales).map(Vec::len), Some(2));
+    }
 }

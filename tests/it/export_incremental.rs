@@ -14,9 +14,37 @@ use ventas::protocol::ids::DocumentId;
 
 pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable";
 
-/// A database of its own, created for one test and dropped by [`TestDb::drop_db`].
+/// A database of its own, created for one test and dropped by
+/// [`TestDb::drop_db`], or when dropped (a failing test panics before it
+/// gets there).
 pub struct TestDb {
     pub name: String,
+    dropped: bool,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime: drop the database from a
+        // thread with a runtime of its own.
+        let dropper = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if let Ok(admin) = export::connect(ADMIN_URL).await {
+                    let _ = admin
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        });
+        let _ = dropper.join();
+    }
 }
 
 impl TestDb {
@@ -29,7 +57,10 @@ impl TestDb {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create database");
-        Self { name }
+        Self {
+            name,
+            dropped: false,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -671,4 +702,58 @@ async fn connect_speaks_tls_when_required() {
         .expect("pg_stat_ssl")
         .get(0);
     assert!(ssl, "the connection is encrypted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_log_upserts_by_session_id() {
+    use ventas::server::sessions::SyncSession;
+    let db = TestDb::create().await;
+    let mut client = db.client().await;
+    export::migrate(&mut client).await.expect("migrate");
+    let mut sessions: Vec<SyncSession> = (1..=3)
+        .map(|id| SyncSession {
+            id,
+            peer_id: Some(format!("tab-{id}")),
+            remote_addr: "127.0.0.1:9".into(),
+            connected_at_ms: 1_000 * id,
+            documents: vec!["doc".into()],
+            ..SyncSession::default()
+        })
+        .collect();
+    export::apply_sessions(&mut client, &sessions)
+        .await
+        .expect("apply");
+    export::apply_sessions(&mut client, &sessions)
+        .await
+        .expect("apply again");
+    assert_eq!(count(&client, "sync_sessions").await, 3);
+    let open: i64 = client
+        .query_one(
+            "SELECT count(*) FROM sync_sessions WHERE disconnected_at IS NULL",
+            &[],
+        )
+        .await
+        .expect("open sessions")
+        .get(0);
+    assert_eq!(open, 3);
+    // The session ends: its record is rewritten, not duplicated.
+    sessions[1].disconnected_at_ms = Some(9_000);
+    sessions[1].bytes_in = 42;
+    export::apply_sessions(&mut client, &sessions[1..2])
+        .await
+        .expect("apply the ended session");
+    assert_eq!(count(&client, "sync_sessions").await, 3);
+    let row = client
+        .query_one(
+            "SELECT disconnected_at_ms, bytes_in, extract(epoch FROM disconnected_at)::bigint \
+             FROM sync_sessions WHERE session_id = 2",
+            &[],
+        )
+        .await
+        .expect("session 2");
+    assert_eq!(row.get::<_, Option<i64>>(0), Some(9_000));
+    assert_eq!(row.get::<_, i64>(1), 42);
+    assert_eq!(row.get::<_, i64>(2), 9);
+    drop(client);
+    db.drop_db().await;
 }
