@@ -14,7 +14,8 @@ use ventas::protocol::ids::DocumentId;
 use ventas::server::sessions::{SessionLog, SyncSession};
 use ventas::storage::{DocStore, SledStore};
 
-use super::export_incremental::{count, dump, TestDb, Workload};
+use super::export_incremental::{count, dump, Workload};
+use crate::harness::TestDatabase;
 
 /// Copies of one ledger stored under this many document ids (plus the
 /// catalog, the stock document and a plain document).
@@ -110,7 +111,7 @@ async fn run(data_dir: &Path, url: &str, extra: &[&str]) -> (i32, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_fills_reruns_resumes_after_a_kill_and_verifies() {
     let data = data_dir();
-    let db = TestDb::create().await;
+    let db = TestDatabase::create().await;
     let url = db.url();
 
     // Killed mid-run: some batches committed, not all.
@@ -229,7 +230,6 @@ async fn backfill_fills_reruns_resumes_after_a_kill_and_verifies() {
     );
 
     drop(client);
-    db.drop_db().await;
 }
 
 async fn tokio_postgres_connect(

@@ -12,81 +12,7 @@ use ventas::domain::*;
 use ventas::export::{self, ExportError, Table};
 use ventas::protocol::ids::DocumentId;
 
-pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable";
-
-/// A database of its own, created for one test and dropped by
-/// [`TestDb::drop_db`], or when dropped (a failing test panics before it
-/// gets there).
-pub struct TestDb {
-    pub name: String,
-    dropped: bool,
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if self.dropped {
-            return;
-        }
-        let name = self.name.clone();
-        // Drop runs inside the test's runtime: drop the database from a
-        // thread with a runtime of its own.
-        let dropper = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                if let Ok(admin) = export::connect(ADMIN_URL).await {
-                    let _ = admin
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                }
-            });
-        });
-        let _ = dropper.join();
-    }
-}
-
-impl TestDb {
-    pub async fn create() -> Self {
-        let name = format!("ventas_t_{:016x}", rand::random::<u64>());
-        let admin = export::connect(ADMIN_URL)
-            .await
-            .expect("connect to test db");
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create database");
-        Self {
-            name,
-            dropped: false,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:5432/{}?sslmode=disable",
-            self.name
-        )
-    }
-
-    pub async fn client(&self) -> Client {
-        export::connect(&self.url()).await.expect("connect")
-    }
-
-    pub async fn drop_db(self) {
-        let admin = export::connect(ADMIN_URL)
-            .await
-            .expect("connect to test db");
-        admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .await
-            .expect("drop database");
-    }
-}
+use crate::harness::{TestDatabase, POSTGRES_ADMIN_URL};
 
 /// Every exported table and `export_state` (without `exported_at`), as
 /// text, for comparing two databases.
@@ -494,8 +420,8 @@ fn documents() -> [DocumentId; 3] {
 }
 
 async fn incremental_equals_full(seed: u64, steps: usize) {
-    let incremental = TestDb::create().await;
-    let full = TestDb::create().await;
+    let incremental = TestDatabase::create().await;
+    let full = TestDatabase::create().await;
     let mut inc = incremental.client().await;
     let mut fresh = full.client().await;
     export::migrate(&mut inc).await.expect("migrate");
@@ -574,8 +500,6 @@ async fn incremental_equals_full(seed: u64, steps: usize) {
     }
     drop(inc);
     drop(fresh);
-    incremental.drop_db().await;
-    full.drop_db().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -590,7 +514,7 @@ async fn incremental_exports_of_a_random_workload_equal_a_full_export() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applying_the_same_export_twice_changes_nothing_and_stale_heads_conflict() {
-    let db = TestDb::create().await;
+    let db = TestDatabase::create().await;
     let mut client = db.client().await;
     export::migrate(&mut client).await.expect("migrate");
     let [_, ledger_id, _] = documents();
@@ -637,12 +561,11 @@ async fn applying_the_same_export_twice_changes_nothing_and_stale_heads_conflict
         Some(work.ledger.get_heads())
     );
     drop(client);
-    db.drop_db().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_run_twice_and_on_a_database_at_the_latest_version_are_no_ops() {
-    let db = TestDb::create().await;
+    let db = TestDatabase::create().await;
     let mut client = db.client().await;
     export::migrate(&mut client).await.expect("first migration");
     let versions = count(&client, "refinery_schema_history").await;
@@ -661,12 +584,11 @@ async fn migrations_run_twice_and_on_a_database_at_the_latest_version_are_no_ops
     assert_eq!(count(&other, "sales").await, 0);
     drop(client);
     drop(other);
-    db.drop_db().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_document_of_no_known_kind_exports_only_its_state() {
-    let db = TestDb::create().await;
+    let db = TestDatabase::create().await;
     let mut client = db.client().await;
     export::migrate(&mut client).await.expect("migrate");
     let mut doc = Automerge::new();
@@ -686,12 +608,11 @@ async fn a_document_of_no_known_kind_exports_only_its_state() {
         .get(0);
     assert_eq!(kind, None);
     drop(client);
-    db.drop_db().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_speaks_tls_when_required() {
-    let url = ADMIN_URL.replace("sslmode=disable", "sslmode=require");
+    let url = format!("{POSTGRES_ADMIN_URL}?sslmode=require");
     let client = export::connect(&url).await.expect("connect with TLS");
     let ssl: bool = client
         .query_one(
@@ -707,7 +628,7 @@ async fn connect_speaks_tls_when_required() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sync_log_upserts_by_session_id() {
     use ventas::server::sessions::SyncSession;
-    let db = TestDb::create().await;
+    let db = TestDatabase::create().await;
     let mut client = db.client().await;
     export::migrate(&mut client).await.expect("migrate");
     let mut sessions: Vec<SyncSession> = (1..=3)
@@ -755,5 +676,4 @@ async fn the_sync_log_upserts_by_session_id() {
     assert_eq!(row.get::<_, i64>(1), 42);
     assert_eq!(row.get::<_, i64>(2), 9);
     drop(client);
-    db.drop_db().await;
 }

@@ -458,12 +458,15 @@ impl TestDatabase {
     }
 
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+        format!(
+            "postgres://postgres@127.0.0.1:5432/{}?sslmode=disable",
+            self.name
+        )
     }
 
     /// The same database through another host and port (a proxy).
     pub fn url_via(&self, addr: SocketAddr) -> String {
-        format!("postgres://postgres@{addr}/{}", self.name)
+        format!("postgres://postgres@{addr}/{}?sslmode=disable", self.name)
     }
 
     pub async fn client(&self) -> tokio_postgres::Client {
