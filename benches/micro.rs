@@ -13,10 +13,9 @@ use automerge::transaction::Transactable;
 use automerge::{Automerge, ObjType, ROOT};
 use criterion::{criterion_group, BatchSize, BenchmarkId, Criterion, Throughput};
 use ventas::domain::{
-    create_catalog_doc, create_device_doc, create_ledger_doc, put_customer, put_device,
-    put_location, put_product, put_seller, read_catalog, record_sale, Currency, Customer,
-    CustomerId, DeviceId, DeviceRecord, Location, LocationId, LocationKind, Period, Product,
-    ProductId, SaleInput, SaleLineInput, Seller, SellerId, TenantId,
+    create_device_doc, create_ledger_doc, read_catalog, record_sale, sample_catalog, CustomerId,
+    DeviceId, LocationId, Period, ProductId, SaleInput, SaleLineInput, SampleCatalog, SellerId,
+    TenantId,
 };
 use ventas_storage::{DocStore, SledStore};
 use ventas_sync_protocol::ids::{DocumentId, PeerId, StorageId};
@@ -248,53 +247,14 @@ fn domain(c: &mut Criterion) {
     let van = LocationId::new("van-ana").expect("id");
     let soap = ProductId::new("soap").expect("id");
     let shop = CustomerId::new("shop-9").expect("id");
-    let mut catalog = create_catalog_doc(&tenant).expect("catalog");
-    put_product(
-        &mut catalog,
-        &Product {
-            id: soap.clone(),
-            name: "Soap".into(),
-            unit_price_cents: 250,
-            currency: Currency::new("EUR").expect("eur"),
-            active: true,
-        },
-    )
-    .expect("product");
-    put_customer(
-        &mut catalog,
-        &Customer {
-            id: shop.clone(),
-            name: "Shop".into(),
-        },
-    )
-    .expect("customer");
-    put_seller(
-        &mut catalog,
-        &Seller {
-            id: seller.clone(),
-            name: "Ana".into(),
-        },
-    )
-    .expect("seller");
-    put_device(
-        &mut catalog,
-        &DeviceRecord {
-            id: device.clone(),
-            seller: seller.clone(),
-            receipt_prefix: "K7Q".into(),
-        },
-    )
-    .expect("device");
-    put_location(
-        &mut catalog,
-        &Location {
-            id: van.clone(),
-            name: "Van".into(),
-            kind: LocationKind::Vehicle,
-            seller: Some(seller.clone()),
-        },
-    )
-    .expect("location");
+    let catalog = sample_catalog(&SampleCatalog {
+        tenant: "acme",
+        sellers: &["ana"],
+        customer: "shop-9",
+        products: &[("soap", 250)],
+        devices: &[("tab-1", "ana", "K7Q")],
+    })
+    .expect("catalog");
     let view = read_catalog(&catalog);
     let period = Period::parse("2026-11").expect("period");
     let at_ms = period.start_ms() + 1_000;

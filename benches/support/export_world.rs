@@ -3,10 +3,9 @@
 
 use automerge::Automerge;
 use ventas::domain::{
-    create_catalog_doc, create_device_doc, create_ledger_doc, put_customer, put_device,
-    put_location, put_product, put_seller, read_catalog, record_payment, record_sale, CatalogView,
-    Currency, Customer, CustomerId, DeviceId, DeviceRecord, Location, LocationId, LocationKind,
-    Period, Product, ProductId, SaleInput, SaleLineInput, Seller, SellerId, TenantId,
+    create_device_doc, create_ledger_doc, read_catalog, record_payment, record_sale,
+    sample_catalog, CatalogView, CustomerId, DeviceId, LocationId, Period, ProductId, SaleInput,
+    SaleLineInput, SampleCatalog, SellerId, TenantId,
 };
 
 pub struct World {
@@ -22,59 +21,18 @@ impl World {
         let tenant = TenantId::new("acme").expect("id");
         let seller = SellerId::new("ana").expect("id");
         let device = DeviceId::new("tab-1").expect("id");
-        let mut catalog = create_catalog_doc(&tenant).expect("catalog");
+        let catalog = sample_catalog(&SampleCatalog {
+            tenant: "acme",
+            sellers: &["ana"],
+            customer: "shop-9",
+            products: &[("soap", 250), ("rice", 1_199), ("oil", 705)],
+            devices: &[("tab-1", "ana", "K1")],
+        })
+        .expect("catalog");
         let products: Vec<ProductId> = ["soap", "rice", "oil"]
             .into_iter()
             .map(|p| ProductId::new(p).expect("id"))
             .collect();
-        for (index, product) in products.iter().enumerate() {
-            put_product(
-                &mut catalog,
-                &Product {
-                    id: product.clone(),
-                    name: product.to_string(),
-                    unit_price_cents: [250, 1_199, 705][index],
-                    currency: Currency::new("EUR").expect("currency"),
-                    active: true,
-                },
-            )
-            .expect("product");
-        }
-        put_customer(
-            &mut catalog,
-            &Customer {
-                id: CustomerId::new("shop-9").expect("id"),
-                name: "Shop".into(),
-            },
-        )
-        .expect("customer");
-        put_seller(
-            &mut catalog,
-            &Seller {
-                id: seller.clone(),
-                name: "Ana".into(),
-            },
-        )
-        .expect("seller");
-        put_location(
-            &mut catalog,
-            &Location {
-                id: LocationId::new("van-ana").expect("id"),
-                name: "Van".into(),
-                kind: LocationKind::Vehicle,
-                seller: Some(seller.clone()),
-            },
-        )
-        .expect("location");
-        put_device(
-            &mut catalog,
-            &DeviceRecord {
-                id: device.clone(),
-                seller: seller.clone(),
-                receipt_prefix: "K1".into(),
-            },
-        )
-        .expect("device");
         let at_ms = Period::parse("2026-11").expect("period").start_ms() + 1_000;
         Self {
             catalog: read_catalog(&catalog),

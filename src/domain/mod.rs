@@ -59,6 +59,7 @@ mod meta;
 mod money;
 mod oversell;
 mod read;
+mod sample;
 mod stock;
 mod validate;
 
@@ -90,6 +91,7 @@ pub use oversell::{
     detect_oversells, record_oversell_alerts, AlertChanges, AlertStatus, OversellAlert, StoredAlert,
 };
 pub use read::FieldError;
+pub use sample::{sample_catalog, SampleCatalog};
 pub use stock::{
     add_stock_products, apply_return_to_stock, apply_sale_to_stock, carry_late_movements,
     create_stock_doc, move_stock, open_next_stock_period, read_stock, stock_level, transfer_stock,

@@ -81,51 +81,18 @@ impl Workload {
         let tenant = id(TenantId::new("acme"));
         let seller = id(SellerId::new("ana"));
         let van = id(LocationId::new("van-ana"));
-        let eur = Currency::new("EUR").expect("currency");
-        let mut catalog = create_catalog_doc(&tenant).expect("catalog");
+        let catalog = sample_catalog(&SampleCatalog {
+            tenant: "acme",
+            sellers: &["ana"],
+            customer: "shop-9",
+            products: &[("soap", 250), ("rice", 1_199), ("oil", 705), ("salt", 99)],
+            devices: &[("tab-1", "ana", "K1"), ("tab-2", "ana", "K2")],
+        })
+        .expect("catalog");
         let products: Vec<ProductId> = ["soap", "rice", "oil", "salt"]
             .into_iter()
             .map(|p| id(ProductId::new(p)))
             .collect();
-        for (index, product) in products.iter().enumerate() {
-            put_product(
-                &mut catalog,
-                &Product {
-                    id: product.clone(),
-                    name: format!("Product {product}"),
-                    unit_price_cents: [250, 1_199, 705, 99][index],
-                    currency: eur,
-                    active: true,
-                },
-            )
-            .expect("product");
-        }
-        put_customer(
-            &mut catalog,
-            &Customer {
-                id: id(CustomerId::new("shop-9")),
-                name: "Corner shop".into(),
-            },
-        )
-        .expect("customer");
-        put_seller(
-            &mut catalog,
-            &Seller {
-                id: seller.clone(),
-                name: "Ana".into(),
-            },
-        )
-        .expect("seller");
-        put_location(
-            &mut catalog,
-            &Location {
-                id: van.clone(),
-                name: "Van".into(),
-                kind: LocationKind::Vehicle,
-                seller: Some(seller.clone()),
-            },
-        )
-        .expect("location");
         let period = Period::of_ms(november_ms());
         let ledger = create_ledger_doc(&tenant, &seller, period).expect("ledger");
         // "salt" has no counter yet: movements for it are invalid until the
@@ -134,15 +101,6 @@ impl Workload {
         let mut forks = Vec::new();
         for (name, prefix) in [("tab-1", "K1"), ("tab-2", "K2")] {
             let device = id(DeviceId::new(name));
-            put_device(
-                &mut catalog,
-                &DeviceRecord {
-                    id: device.clone(),
-                    seller: seller.clone(),
-                    receipt_prefix: prefix.into(),
-                },
-            )
-            .expect("device");
             forks.push(Fork {
                 device: create_device_doc(&tenant, &device, &seller, prefix).expect("device doc"),
                 ledger: ledger.fork(),

@@ -86,58 +86,14 @@ impl Office {
             create_stock_doc(&tenant, &van, period, &products).expect("stock doc"),
         );
 
-        let mut catalog = create_catalog_doc(&tenant).expect("catalog doc");
-        let eur = Currency::new("EUR").expect("currency");
-        for (product, name, unit_price_cents) in
-            [(&products[0], "Soap", 250), (&products[1], "Brush", 1_199)]
-        {
-            put_product(
-                &mut catalog,
-                &Product {
-                    id: product.clone(),
-                    name: name.into(),
-                    unit_price_cents,
-                    currency: eur,
-                    active: true,
-                },
-            )
-            .expect("product");
-        }
-        put_customer(
-            &mut catalog,
-            &Customer {
-                id: id(CustomerId::new, "shop-9"),
-                name: "Corner shop".into(),
-            },
-        )
-        .expect("customer");
-        put_seller(
-            &mut catalog,
-            &Seller {
-                id: seller.clone(),
-                name: "Ana".into(),
-            },
-        )
-        .expect("seller");
-        put_device(
-            &mut catalog,
-            &DeviceRecord {
-                id: device_id.clone(),
-                seller: seller.clone(),
-                receipt_prefix: prefix.into(),
-            },
-        )
-        .expect("device");
-        put_location(
-            &mut catalog,
-            &Location {
-                id: van.clone(),
-                name: "Ana's van".into(),
-                kind: LocationKind::Vehicle,
-                seller: Some(seller.clone()),
-            },
-        )
-        .expect("location");
+        let mut catalog = sample_catalog(&SampleCatalog {
+            tenant: "acme",
+            sellers: &["ana"],
+            customer: "shop-9",
+            products: &[("soap", 250), ("brush", 1_199)],
+            devices: &[(device, "ana", prefix)],
+        })
+        .expect("catalog doc");
         for (key, handle) in [
             (DocKey::device(&device_id), &device_doc),
             (DocKey::ledger(&seller, period), &ledger),
