@@ -458,17 +458,8 @@ fn load_doc(store: &dyn DocStore, document_id: &DocumentId) -> Result<Automerge,
     let Some(stored) = store.load(document_id.as_bytes())? else {
         return Ok(Automerge::new());
     };
-    let mut doc = match &stored.snapshot {
-        Some(snapshot) => {
-            Automerge::load(snapshot).map_err(|e| ClientError::Corrupt(e.to_string()))?
-        }
-        None => Automerge::new(),
-    };
-    for chunk in &stored.chunks {
-        doc.load_incremental(chunk)
-            .map_err(|e| ClientError::Corrupt(e.to_string()))?;
-    }
-    Ok(doc)
+    ventas_sync_protocol::stored::load_document(stored.snapshot.as_deref(), &stored.chunks)
+        .map_err(|e| ClientError::Corrupt(e.to_string()))
 }
 
 /// Keeps a link to the server up until shutdown.

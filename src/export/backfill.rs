@@ -59,19 +59,12 @@ pub fn load_doc(
     let Some(stored) = store.load(document_id.as_bytes())? else {
         return Ok(None);
     };
-    let corrupt = |reason: String| ExportError::Malformed {
-        document_id: *document_id,
-        reason,
-    };
-    let mut doc = match &stored.snapshot {
-        Some(snapshot) => Automerge::load(snapshot).map_err(|e| corrupt(e.to_string()))?,
-        None => Automerge::new(),
-    };
-    for chunk in &stored.chunks {
-        doc.load_incremental(chunk)
-            .map_err(|e| corrupt(e.to_string()))?;
-    }
-    Ok(Some(doc))
+    ventas_sync_protocol::stored::load_document(stored.snapshot.as_deref(), &stored.chunks)
+        .map(Some)
+        .map_err(|e| ExportError::Malformed {
+            document_id: *document_id,
+            reason: e.to_string(),
+        })
 }
 
 /// Sizes of a backfill's transactions.
@@ -175,7 +168,9 @@ pub async fn backfill(
 }
 
 /// Every document's exported heads (hex, sorted).
-async fn exported_state(client: &Client) -> Result<HashMap<String, Vec<String>>, ExportError> {
+pub(crate) async fn exported_state(
+    client: &Client,
+) -> Result<HashMap<String, Vec<String>>, ExportError> {
     let rows = client
         .query("SELECT document_id, heads FROM export_state", &[])
         .await?;

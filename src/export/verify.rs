@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 use ventas_storage::{DocStore, LIST_LIMIT_MAX};
 use ventas_sync_protocol::ids::DocumentId;
 
-use super::backfill::load_doc;
+use super::backfill::{exported_state, load_doc};
 use super::{heads_to_hex, ExportError};
 use crate::domain::{self, DocKind, Problem, Violation};
 
@@ -46,7 +46,7 @@ pub async fn verify(
     client: &Client,
 ) -> Result<(Vec<Difference>, u64), ExportError> {
     let postgres = postgres_figures(client).await?;
-    let heads = exported_heads(client).await?;
+    let heads = exported_state(client).await?;
     let mut differences = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut after = None;
@@ -189,20 +189,6 @@ fn document_figures(doc: &automerge::Automerge) -> Figures {
     // A zero figure and a missing one are the same thing.
     out.retain(|_, value| *value != 0);
     out
-}
-
-async fn exported_heads(client: &Client) -> Result<HashMap<String, Vec<String>>, ExportError> {
-    let rows = client
-        .query("SELECT document_id, heads FROM export_state", &[])
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let mut heads: Vec<String> = row.get(1);
-            heads.sort();
-            (row.get(0), heads)
-        })
-        .collect())
 }
 
 /// The same figures, aggregated in SQL per document.

@@ -268,17 +268,16 @@ impl CatalogIndex {
                 return None;
             }
         };
-        let mut doc = match &stored.snapshot {
-            Some(snapshot) => Automerge::load(snapshot).ok()?,
-            None => Automerge::new(),
-        };
-        for chunk in &stored.chunks {
-            if let Err(error) = doc.load_incremental(chunk) {
+        match ventas_sync_protocol::stored::load_document(
+            stored.snapshot.as_deref(),
+            &stored.chunks,
+        ) {
+            Ok(doc) => Some(doc),
+            Err(error) => {
                 warn!(%document_id, "the stored catalog is corrupt: {error}");
-                return None;
+                None
             }
         }
-        Some(doc)
     }
 }
 
