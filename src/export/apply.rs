@@ -77,32 +77,55 @@ pub async fn apply(
     export: &DocExport,
     expected_previous: Option<&[ChangeHash]>,
 ) -> Result<(), ExportError> {
+    apply_many(client, &[(export, expected_previous)]).await
+}
+
+/// [`apply`] for several documents in ONE transaction (one commit, one
+/// fsync for a whole page of documents): every document's rows and heads
+/// commit together, or none do. A [`ExportError::Conflict`] on any of them
+/// rolls back all of them; the caller may retry them one by one.
+pub async fn apply_many(
+    client: &mut Client,
+    exports: &[(&DocExport, Option<&[ChangeHash]>)],
+) -> Result<(), ExportError> {
     let tx = client.transaction().await?;
+    for (export, expected_previous) in exports {
+        if let Err(error) = apply_in(&tx, export, *expected_previous).await {
+            tx.rollback().await?;
+            return Err(error);
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// One document's part of a transaction (see [`apply`]).
+async fn apply_in(
+    tx: &Transaction<'_>,
+    export: &DocExport,
+    expected_previous: Option<&[ChangeHash]>,
+) -> Result<(), ExportError> {
     let document_id = export.document_id.to_string();
-    let found = lock_document(&tx, &document_id).await?;
+    let found = lock_document(tx, &document_id).await?;
     let new_heads = heads_to_hex(&export.heads);
     if found.as_ref() == Some(&new_heads) {
-        tx.rollback().await?;
         return Ok(());
     }
     let expected = expected_previous.map(heads_to_hex);
     if found != expected {
-        tx.rollback().await?;
         return Err(ExportError::Conflict {
             document_id: export.document_id,
             expected,
             found,
         });
     }
-    delete_scope(&tx, &document_id, &export.scope).await?;
+    delete_scope(tx, &document_id, &export.scope).await?;
     for table in Table::ALL {
         if let Some(rows) = export.rows.get(&table) {
-            insert_rows(&tx, table, rows).await?;
+            insert_rows(tx, table, rows).await?;
         }
     }
-    write_state(&tx, export).await?;
-    tx.commit().await?;
-    Ok(())
+    write_state(tx, export).await
 }
 
 /// Serializes exports of one document (whether or not its state row exists

@@ -596,35 +596,64 @@ impl Exporter {
         let built = tokio::task::spawn_blocking(move || build_page(store.as_ref(), work))
             .await
             .map_err(|error| ExporterError::Join(error.to_string()))??;
-        let mut exported = 0;
+        // Everything built commits in one transaction; if one document's
+        // heads moved under us (someone else wrote them), each is applied
+        // on its own and the conflicting ones wait for the next sweep.
+        let mut ready = Vec::new();
         for ((document_id, key, marker), (built_id, previous, result)) in
             documents.into_iter().zip(built)
         {
             debug_assert_eq!(document_id, built_id);
-            let (export, mut parsed) = match result {
-                Ok(built) => built,
+            match result {
+                Ok((export, parsed)) => {
+                    ready.push((document_id, key, marker, previous, export, parsed))
+                }
                 Err(error) => {
                     warn!(%document_id, "export: cannot export this document: {error}");
                     self.state.document_failed(&error);
-                    continue;
                 }
-            };
-            if let Some(export) = export {
-                let timeout_ms = self.timeout_ms;
-                let client = self.connected().await?;
-                within_timeout(
-                    timeout_ms,
-                    export::apply(client, &export, previous.as_deref()),
-                )
-                .await?;
-                debug!(%document_id, "exported");
-                if let Some(parsed) = parsed.as_mut() {
-                    parsed.exported = Some(export.heads.clone());
-                }
-            } else if let Some(parsed) = parsed.as_mut() {
-                parsed.exported = previous;
             }
-            if let Some(parsed) = parsed {
+        }
+        let batch: Vec<(&export::DocExport, Option<&[ChangeHash]>)> = ready
+            .iter()
+            .filter_map(|(_, _, _, previous, export, _)| {
+                export.as_ref().map(|export| (export, previous.as_deref()))
+            })
+            .collect();
+        let timeout_ms = self.timeout_ms;
+        let client = self.connected().await?;
+        let mut conflicted = std::collections::HashSet::new();
+        match within_timeout(timeout_ms, export::apply_many(client, &batch)).await {
+            Ok(()) => {}
+            Err(ExporterError::Export(ExportError::Conflict { .. })) => {
+                for (export, previous) in &batch {
+                    match within_timeout(timeout_ms, export::apply(client, export, *previous)).await
+                    {
+                        Ok(()) => {}
+                        Err(ExporterError::Export(ExportError::Conflict {
+                            document_id, ..
+                        })) => {
+                            warn!(%document_id, "export: its exported heads changed elsewhere; re-reading them");
+                            conflicted.insert(document_id);
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
+            }
+            Err(error) => return Err(error),
+        }
+        debug!(documents = batch.len(), "exported a page");
+        drop(batch);
+        let mut exported = 0;
+        for (document_id, key, marker, previous, export, parsed) in ready {
+            if conflicted.contains(&document_id) {
+                continue;
+            }
+            if let Some(mut parsed) = parsed {
+                parsed.exported = match &export {
+                    Some(export) => Some(export.heads.clone()),
+                    None => previous,
+                };
                 self.cache.put(document_id, parsed);
             }
             self.state
