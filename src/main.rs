@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the sync server (automerge-repo WebSocket protocol on sled).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage device credentials (the server must be stopped; a running
     /// server offers the same at /v1/tokens).
     #[command(subcommand)]

@@ -84,7 +84,7 @@ pub enum KeeperError {
     #[error("document {document_id}: {source}")]
     Domain {
         document_id: DocumentId,
-        source: DomainError,
+        source: Box<DomainError>,
     },
     #[error("catalog {0} is not available on the server")]
     CatalogMissing(DocumentId),
@@ -115,6 +115,13 @@ pub struct PassReport {
     pub carried: usize,
 }
 
+impl PassReport {
+    /// Whether the pass created or wrote anything.
+    pub fn changed_anything(&self) -> bool {
+        self.ledgers_created + self.stock_opened + self.carried > 0
+    }
+}
+
 /// Spawns the keeper; it runs a pass at once and then every
 /// `check_interval_ms` until `shutdown` turns true.
 pub fn spawn(
@@ -143,10 +150,10 @@ pub fn spawn(
             };
             match outcome {
                 None => return,
-                Some(Ok(report)) if report != PassReport::default() => {
+                Some(Ok(report)) if report.changed_anything() => {
                     info!(?report, "period keeper pass")
                 }
-                Some(Ok(_)) => {}
+                Some(Ok(report)) => debug!(?report, "period keeper pass"),
                 Some(Err(error)) => warn!("period keeper pass stopped: {error}"),
             }
             let wait = Duration::from_millis(keeper.settings.check_interval_ms);
@@ -274,7 +281,7 @@ impl Keeper {
                 let doc = create_ledger_doc(&tenant, seller, *period).map_err(|source| {
                     KeeperError::Domain {
                         document_id: catalog_id,
-                        source,
+                        source: Box::new(source),
                     }
                 })?;
                 let document_id = session.create(doc).await?;
@@ -333,16 +340,10 @@ impl Keeper {
         let Some(previous) = session.fetch(previous_id).await? else {
             return Ok(StockOutcome::Nothing);
         };
-        let domain = |document_id| {
-            move |source| KeeperError::Domain {
-                document_id,
-                source,
-            }
-        };
         let heads = previous.get_heads();
         match current_id {
             None => {
-                let next = open_next_stock_period(&previous).map_err(domain(previous_id))?;
+                let next = open_next_stock_period(&previous).map_err(domain_error(previous_id))?;
                 let document_id = session.create(next).await?;
                 self.mark_carried(previous_id, heads);
                 Ok(StockOutcome::Opened(document_id))
@@ -359,7 +360,7 @@ impl Keeper {
                         carry_late_movements(&previous, next, now)
                     })
                     .await?
-                    .map_err(domain(current_id))?;
+                    .map_err(domain_error(current_id))?;
                 self.mark_carried(previous_id, heads);
                 Ok(StockOutcome::Carried(carried.len()))
             }
@@ -378,6 +379,14 @@ enum StockOutcome {
     Opened(DocumentId),
     Carried(usize),
     Nothing,
+}
+
+/// Wraps a domain error about `document_id`.
+fn domain_error(document_id: DocumentId) -> impl Fn(DomainError) -> KeeperError {
+    move |source| KeeperError::Domain {
+        document_id,
+        source: Box::new(source),
+    }
 }
 
 fn parse_url(key: &DocKey, url: &str) -> Result<DocumentId, KeeperError> {
@@ -499,7 +508,7 @@ impl Session {
         .await?
         .map_err(|source| KeeperError::Domain {
             document_id: catalog_id,
-            source,
+            source: Box::new(source),
         })?;
         for (key, document_id) in entries {
             info!(%key, %document_id, "period keeper listed a document");

@@ -20,6 +20,7 @@ const CHECK_INTERVAL_MS: u64 = 200;
 
 /// A server config on `port` whose period keeper believes it is `at_ms`.
 fn config_at(dir: &std::path::Path, port: u16, at_ms: i64) -> ServerConfig {
+    init_logs();
     let mut config = ServerConfig::for_test(dir.join("server"));
     config.listen = format!("127.0.0.1:{port}").parse().expect("addr");
     config.period_check_interval_ms = CHECK_INTERVAL_MS;
