@@ -121,6 +121,8 @@ pub struct ServerConfig {
     pub period_open_ahead_days: u64,
     /// Time between two passes of the period keeper.
     pub period_check_interval_ms: u64,
+    /// Documents the period keeper creates in one pass at most.
+    pub period_documents_per_pass_max: usize,
     /// Shifts the period keeper's clock (ms, may be negative). Only for
     /// tests; 0 in production (no flag sets it).
     pub period_clock_offset_ms: i64,
@@ -173,6 +175,7 @@ impl ServerConfig {
             postgres_timeout_ms: crate::server::exporter::EXPORT_POSTGRES_TIMEOUT_MS_DEFAULT,
             period_open_ahead_days: crate::server::periods::PERIOD_OPEN_AHEAD_DAYS_DEFAULT,
             period_check_interval_ms: crate::server::periods::PERIOD_CHECK_INTERVAL_MS_DEFAULT,
+            period_documents_per_pass_max: crate::server::periods::DOCUMENTS_CREATED_PER_PASS_MAX,
             period_clock_offset_ms: 0,
         }
     }

@@ -194,6 +194,10 @@ struct ServeArgs {
     /// in ms.
     #[arg(long, env = "VENTAS_PERIOD_CHECK_INTERVAL_MS")]
     period_check_interval_ms: Option<u64>,
+    /// Ledgers and stock documents the server creates in one check at
+    /// most; the rest wait for the next check.
+    #[arg(long, env = "VENTAS_PERIOD_DOCUMENTS_PER_PASS_MAX")]
+    period_documents_per_pass_max: Option<usize>,
 }
 
 impl ServeArgs {
@@ -252,6 +256,10 @@ impl ServeArgs {
         if let Some(ms) = self.period_check_interval_ms {
             config.period_check_interval_ms = ms;
         }
+        set(
+            &mut config.period_documents_per_pass_max,
+            self.period_documents_per_pass_max,
+        );
         config
     }
 }

@@ -57,7 +57,8 @@ pub const PERIOD_OPEN_AHEAD_DAYS_DEFAULT: u64 = 7;
 pub const PERIOD_CHECK_INTERVAL_MS_DEFAULT: u64 = 60_000;
 /// Catalogs looked at in one pass; the next pass goes on after the last.
 pub const CATALOGS_PER_PASS_MAX: usize = 100;
-/// Documents (ledgers and stock) created in one pass.
+/// Documents (ledgers and stock) created in one pass, by default
+/// (`ServerConfig::period_documents_per_pass_max`).
 pub const DOCUMENTS_CREATED_PER_PASS_MAX: usize = 200;
 /// Longest the keeper waits for the hub to answer one step (a fetch, an
 /// acknowledgement) before it gives up on the pass.
@@ -101,6 +102,8 @@ pub struct KeeperSettings {
     pub check_interval_ms: u64,
     pub message_bytes_max: usize,
     pub outbound_queue_messages_max: usize,
+    /// Documents created in one pass at most.
+    pub documents_created_per_pass_max: usize,
     /// The keeper's clock, in ms since the epoch (`crate::now_ms` in
     /// production; tests shift it).
     pub now_ms: Arc<dyn Fn() -> u64 + Send + Sync>,
@@ -116,9 +119,13 @@ pub struct PassReport {
 }
 
 impl PassReport {
+    fn created(&self) -> usize {
+        self.ledgers_created.saturating_add(self.stock_opened)
+    }
+
     /// Whether the pass created or wrote anything.
     pub fn changed_anything(&self) -> bool {
-        self.ledgers_created + self.stock_opened + self.carried > 0
+        self.created() > 0 || self.carried > 0
     }
 }
 
@@ -201,7 +208,7 @@ impl Keeper {
         };
         let mut report = PassReport::default();
         for (_, tenant, catalog_id) in catalogs {
-            if report.ledgers_created + report.stock_opened >= DOCUMENTS_CREATED_PER_PASS_MAX {
+            if report.created() >= self.settings.documents_created_per_pass_max {
                 break;
             }
             report.catalogs += 1;
@@ -275,7 +282,7 @@ impl Keeper {
                 if view.find_doc(&key).is_some() {
                     continue;
                 }
-                if report.ledgers_created + report.stock_opened >= DOCUMENTS_CREATED_PER_PASS_MAX {
+                if report.created() >= self.settings.documents_created_per_pass_max {
                     break 'sellers;
                 }
                 let doc = create_ledger_doc(&tenant, seller, *period).map_err(|source| {
@@ -305,7 +312,7 @@ impl Keeper {
                 None => None,
             };
             if current_id.is_none()
-                && report.ledgers_created + report.stock_opened >= DOCUMENTS_CREATED_PER_PASS_MAX
+                && report.created() >= self.settings.documents_created_per_pass_max
             {
                 continue;
             }

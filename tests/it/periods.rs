@@ -222,3 +222,79 @@ async fn the_next_stock_document_opens_at_closing_levels_and_takes_late_sales_on
     office.close().await;
     server.shutdown().await.expect("shutdown");
 }
+
+/// Ledgers of `period` listed in the catalog.
+fn ledgers_listed(doc: &automerge::Automerge, period: Period) -> usize {
+    let suffix = format!("/{period}");
+    read_catalog(doc)
+        .directory
+        .keys()
+        .filter(|key| key.starts_with("ledger/") && key.ends_with(&suffix))
+        .count()
+}
+
+#[tokio::test]
+async fn a_pass_creates_at_most_period_documents_per_pass_max() {
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().expect("dir");
+    let november = Period::parse("2026-11").expect("period");
+    // Mid-November, one pass at start and no other during the test.
+    let mut config = config_at(dir.path(), port, november.start_ms() + 14 * 86_400_000);
+    config.period_check_interval_ms = 3_600_000;
+    config.period_documents_per_pass_max = 1;
+    let mut server = ventas::server::start(config.clone()).await.expect("server");
+    let office = Office::set_up(&url, dir.path(), "tab-1", "K1").await;
+    // Two more sellers, neither with a November ledger.
+    for (seller, name) in [("bea", "Bea"), ("cruz", "Cruz")] {
+        office
+            .catalog
+            .change(|doc| {
+                put_seller(
+                    doc,
+                    &Seller {
+                        id: id(SellerId::new, seller),
+                        name: name.into(),
+                    },
+                )
+                .expect("seller")
+            })
+            .expect("change");
+    }
+    within("the sellers saved", office.catalog.synced())
+        .await
+        .expect("synced");
+    assert_eq!(
+        office
+            .catalog
+            .read(|doc| ledgers_listed(doc, november))
+            .expect("read"),
+        1
+    );
+
+    // Each restart runs one pass, which creates one ledger.
+    for listed_after in [2, 3] {
+        server.shutdown().await.expect("shutdown");
+        server = ventas::server::start(config.clone())
+            .await
+            .expect("restart");
+        within(
+            "the pass to list one more ledger",
+            office
+                .catalog
+                .wait_until(move |doc| ledgers_listed(doc, november) >= listed_after),
+        )
+        .await
+        .expect("alive");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let listed = office
+            .catalog
+            .read(|doc| ledgers_listed(doc, november))
+            .expect("read");
+        assert_eq!(listed, listed_after, "one document per pass");
+    }
+    office.close().await;
+    server.shutdown().await.expect("shutdown");
+    // The office's four documents and the two ledgers.
+    assert_eq!(stored_documents(dir.path()), 6);
+}
