@@ -246,7 +246,11 @@ async fn serve_with_tls(
             check_interval_ms: config.period_check_interval_ms,
             message_bytes_max: config.message_bytes_max,
             outbound_queue_messages_max: config.outbound_queue_messages_max,
-            documents_created_per_pass_max: config.period_documents_per_pass_max,
+            // A keeper session holds the catalog and what it created; the
+            // hub allows a connection `docs_per_peer_max` documents.
+            documents_created_per_pass_max: config
+                .period_documents_per_pass_max
+                .min(config.docs_per_peer_max.saturating_sub(1).max(1)),
             now_ms: Arc::new(move || crate::now_ms().saturating_add_signed(clock_offset_ms)),
         },
         shutdown_rx.clone(),

@@ -449,12 +449,20 @@ impl Session {
             kill,
             message_bytes_max: settings.message_bytes_max,
         };
-        let effects = session.core.connected();
-        session.carry_out(effects).await?;
-        session
-            .pump_until("join", |core| matches!(core.link(), Link::Ready { .. }))
-            .await?;
-        Ok(session)
+        match session.join().await {
+            Ok(()) => Ok(session),
+            Err(error) => {
+                session.close().await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn join(&mut self) -> Result<(), KeeperError> {
+        let effects = self.core.connected();
+        self.carry_out(effects).await?;
+        self.pump_until("join", |core| matches!(core.link(), Link::Ready { .. }))
+            .await
     }
 
     /// The document as the hub holds it, or `None` if it has none.
@@ -468,7 +476,12 @@ impl Session {
         if self.core.is_unavailable(&document_id) {
             return Ok(None);
         }
-        Ok(self.core.doc(&document_id).cloned())
+        // An empty document (created, never written) is as good as none.
+        Ok(self
+            .core
+            .doc(&document_id)
+            .filter(|doc| !doc.get_heads().is_empty())
+            .cloned())
     }
 
     /// Creates `doc` on the hub under a fresh id; returns once the hub
@@ -587,8 +600,8 @@ impl Session {
     }
 }
 
-/// Whether the core holds the document and every change the hub reported
-/// for it (a fetched document is complete).
+/// Whether the core holds every change the hub reported for the document
+/// (a fetched document is complete; the hub may hold an empty one).
 fn holds_all_the_server_has(core: &DeviceCore, document_id: &DocumentId) -> bool {
     let Some(doc) = core.doc(document_id) else {
         return false;
@@ -596,7 +609,7 @@ fn holds_all_the_server_has(core: &DeviceCore, document_id: &DocumentId) -> bool
     let Some(server_heads) = core.server_heads(document_id) else {
         return false;
     };
-    !doc.get_heads().is_empty()
+    (server_heads.is_empty() || !doc.get_heads().is_empty())
         && server_heads
             .iter()
             .all(|head| doc.get_change_by_hash(head).is_some())
