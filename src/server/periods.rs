@@ -305,11 +305,19 @@ impl Keeper {
             let Some(previous_url) = view.find_doc(&DocKey::stock(location, previous)) else {
                 continue;
             };
-            let previous_id = parse_url(&DocKey::stock(location, previous), previous_url)?;
             let current_key = DocKey::stock(location, current);
-            let current_id = match view.find_doc(&current_key) {
-                Some(url) => Some(parse_url(&current_key, url)?),
-                None => None,
+            let ids = parse_url(&DocKey::stock(location, previous), previous_url).and_then(
+                |previous_id| match view.find_doc(&current_key) {
+                    Some(url) => Ok((previous_id, Some(parse_url(&current_key, url)?))),
+                    None => Ok((previous_id, None)),
+                },
+            );
+            let (previous_id, current_id) = match ids {
+                Ok(ids) => ids,
+                Err(error) => {
+                    warn!(%location, "period keeper skips the location: {error}");
+                    continue;
+                }
             };
             if current_id.is_none()
                 && report.created() >= self.settings.documents_created_per_pass_max

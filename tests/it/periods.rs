@@ -298,3 +298,82 @@ async fn a_pass_creates_at_most_period_documents_per_pass_max() {
     // The office's four documents and the two ledgers.
     assert_eq!(stored_documents(dir.path()), 6);
 }
+
+#[tokio::test]
+async fn a_catalog_with_a_broken_directory_entry_does_not_stop_the_others() {
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().expect("dir");
+    let november = Period::parse("2026-11").expect("period");
+    let october = Period::parse("2026-10").expect("period");
+    let config = config_at(dir.path(), port, november.start_ms() + 14 * 86_400_000);
+    let server = ventas::server::start(config).await.expect("server");
+    let office = Office::set_up(&url, dir.path(), "tab-1", "K1").await;
+    office
+        .catalog
+        .change(|doc| {
+            put_seller(
+                doc,
+                &Seller {
+                    id: id(SellerId::new, "bob"),
+                    name: "Bob".into(),
+                },
+            )
+            .expect("seller")
+        })
+        .expect("change");
+
+    // Tenant "zeta" (looked at before "acme"): a van whose October stock
+    // entry is not a document URL.
+    let zoe = id(SellerId::new, "zoe");
+    let van = id(LocationId::new, "van-zoe");
+    let mut broken = create_catalog_doc(&id(TenantId::new, "zeta")).expect("catalog");
+    put_seller(
+        &mut broken,
+        &Seller {
+            id: zoe.clone(),
+            name: "Zoe".into(),
+        },
+    )
+    .expect("seller");
+    put_location(
+        &mut broken,
+        &Location {
+            id: van.clone(),
+            name: "Zoe's van".into(),
+            kind: LocationKind::Vehicle,
+            seller: Some(zoe.clone()),
+        },
+    )
+    .expect("location");
+    put_directory_entry(&mut broken, &DocKey::stock(&van, october), "not-a-url").expect("entry");
+    let broken = create_in(&office.client, broken);
+    within("the broken catalog saved", broken.synced())
+        .await
+        .expect("synced");
+
+    // Both tenants get their missing ledgers; the broken entry is skipped.
+    let bob_url = listed(
+        &office.catalog,
+        &DocKey::ledger(&id(SellerId::new, "bob"), november),
+    )
+    .await;
+    let zoe_url = listed(&broken, &DocKey::ledger(&zoe, november)).await;
+    tokio::time::sleep(Duration::from_millis(3 * CHECK_INTERVAL_MS)).await;
+    let entries = directory(&broken);
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(
+        entries.get(&DocKey::ledger(&zoe, november).to_string()),
+        Some(&zoe_url)
+    );
+    assert!(!entries.contains_key(&DocKey::stock(&van, november).to_string()));
+    assert_eq!(
+        directory(&office.catalog)
+            .get(&DocKey::ledger(&id(SellerId::new, "bob"), november).to_string()),
+        Some(&bob_url)
+    );
+    let (status, body) = http_get(server.addr, "/health").await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    office.close().await;
+    server.shutdown().await.expect("shutdown");
+}
