@@ -201,14 +201,15 @@ impl Keeper {
             self.cursor.as_deref(),
             CATALOGS_PER_PASS_MAX,
         )?;
-        self.cursor = if catalogs.len() < CATALOGS_PER_PASS_MAX {
-            None
-        } else {
-            catalogs.last().map(|(key, _, _)| key.clone())
-        };
+        let page_full = catalogs.len() >= CATALOGS_PER_PASS_MAX;
+        // The next pass starts strictly after the last catalog this one
+        // finished; a catalog cut short by the budget is looked at again.
+        let mut resume_after = self.cursor.clone();
+        let mut budget_spent = false;
         let mut report = PassReport::default();
-        for (_, tenant, catalog_id) in catalogs {
+        for (key, tenant, catalog_id) in catalogs {
             if report.created() >= self.settings.documents_created_per_pass_max {
+                budget_spent = true;
                 break;
             }
             report.catalogs += 1;
@@ -222,7 +223,17 @@ impl Keeper {
                     warn!(tenant, %catalog_id, "period keeper skips the catalog: {error}")
                 }
             }
+            if report.created() >= self.settings.documents_created_per_pass_max {
+                budget_spent = true;
+                break;
+            }
+            resume_after = Some(key);
         }
+        self.cursor = if budget_spent || page_full {
+            resume_after
+        } else {
+            None
+        };
         Ok(report)
     }
 
