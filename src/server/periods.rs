@@ -287,6 +287,7 @@ impl Keeper {
 
         // Ledgers: create every missing one, wait for the hub, then list.
         let mut listed = Vec::new();
+        let mut failure = None;
         'sellers: for seller in view.sellers.keys() {
             for period in ledger_periods {
                 let key = DocKey::ledger(seller, *period);
@@ -302,12 +303,23 @@ impl Keeper {
                         source: Box::new(source),
                     }
                 })?;
-                let document_id = session.create(doc).await?;
-                report.ledgers_created += 1;
-                listed.push((key, document_id));
+                match session.create(doc).await {
+                    Ok(document_id) => {
+                        report.ledgers_created += 1;
+                        listed.push((key, document_id));
+                    }
+                    Err(error) => {
+                        failure = Some(error);
+                        break 'sellers;
+                    }
+                }
             }
         }
+        // What the hub acknowledged is listed even if a later one failed.
         session.list(catalog_id, &listed).await?;
+        if let Some(error) = failure {
+            return Err(error);
+        }
 
         // Stock: open this month's document for each location that had
         // one last month, and carry what reached last month late.
