@@ -16,6 +16,10 @@
 //! role, expires?}`) and `POST /v1/tokens/{id}/revoke` manage credentials on
 //! the running server; they need an office credential in every auth mode.
 //!
+//! Beside the hub runs the period keeper ([`periods`]), a server-internal
+//! peer on the hub's inbox (no socket) that creates each month's ledgers
+//! and stock documents and lists them in the tenants' catalogs.
+//!
 //! The connection cap is taken before the upgrade; past it the client gets
 //! HTTP 503. Per remote address and per tenant caps ([`limits`]) are taken
 //! there too; past them HTTP 429. With `tls_cert` and `tls_key` the server
