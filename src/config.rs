@@ -116,6 +116,16 @@ pub struct ServerConfig {
     /// Longest one step of the export to PostgreSQL may take before the
     /// connection is dropped and retried.
     pub postgres_timeout_ms: u64,
+    /// Days before a month starts from which the server creates its
+    /// ledgers (see `server::periods`).
+    pub period_open_ahead_days: u64,
+    /// Time between two passes of the period keeper.
+    pub period_check_interval_ms: u64,
+    /// Documents the period keeper creates in one pass at most.
+    pub period_documents_per_pass_max: usize,
+    /// Shifts the period keeper's clock (ms, may be negative). Only for
+    /// tests; 0 in production (no flag sets it).
+    pub period_clock_offset_ms: i64,
 }
 
 /// Settings that cannot work together.
@@ -163,6 +173,10 @@ impl ServerConfig {
             auth_mode: AuthMode::default(),
             postgres_url: None,
             postgres_timeout_ms: crate::server::exporter::EXPORT_POSTGRES_TIMEOUT_MS_DEFAULT,
+            period_open_ahead_days: crate::server::periods::PERIOD_OPEN_AHEAD_DAYS_DEFAULT,
+            period_check_interval_ms: crate::server::periods::PERIOD_CHECK_INTERVAL_MS_DEFAULT,
+            period_documents_per_pass_max: crate::server::periods::DOCUMENTS_CREATED_PER_PASS_MAX,
+            period_clock_offset_ms: 0,
         }
     }
 
@@ -207,6 +221,11 @@ impl ServerConfig {
             self.doc_queue_messages_max as u64,
         )?;
         at_least("tick_interval_ms", 1, self.tick_interval_ms)?;
+        at_least(
+            "period_check_interval_ms",
+            10,
+            self.period_check_interval_ms,
+        )?;
         at_least("keepalive_interval_ms", 100, self.keepalive_interval_ms)?;
         at_least(
             "idle_timeout_ms",

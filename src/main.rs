@@ -186,6 +186,18 @@ struct ServeArgs {
     /// take before it is retried, in ms.
     #[arg(long, env = "VENTAS_POSTGRES_TIMEOUT_MS")]
     postgres_timeout_ms: Option<u64>,
+    /// Days before a month starts from which the server creates that
+    /// month's ledgers for every seller.
+    #[arg(long, env = "VENTAS_PERIOD_OPEN_AHEAD_DAYS")]
+    period_open_ahead_days: Option<u64>,
+    /// Time between two checks for ledgers and stock documents to open,
+    /// in ms.
+    #[arg(long, env = "VENTAS_PERIOD_CHECK_INTERVAL_MS")]
+    period_check_interval_ms: Option<u64>,
+    /// Ledgers and stock documents the server creates in one check at
+    /// most; the rest wait for the next check.
+    #[arg(long, env = "VENTAS_PERIOD_DOCUMENTS_PER_PASS_MAX")]
+    period_documents_per_pass_max: Option<usize>,
 }
 
 impl ServeArgs {
@@ -238,6 +250,16 @@ impl ServeArgs {
         if let Some(ms) = self.postgres_timeout_ms {
             config.postgres_timeout_ms = ms;
         }
+        if let Some(days) = self.period_open_ahead_days {
+            config.period_open_ahead_days = days;
+        }
+        if let Some(ms) = self.period_check_interval_ms {
+            config.period_check_interval_ms = ms;
+        }
+        set(
+            &mut config.period_documents_per_pass_max,
+            self.period_documents_per_pass_max,
+        );
         config
     }
 }

@@ -281,6 +281,34 @@ impl CatalogIndex {
     }
 }
 
+/// Tenants' catalogs as recorded under `catalog-of/<tenant>`: `(metadata
+/// key, tenant, catalog id)`, in descending key order, starting strictly
+/// before `before`, at most `limit` (<= `ventas_storage::LIST_LIMIT_MAX`).
+/// A corrupt record is skipped (logged). The period keeper pages with it.
+pub fn recorded_catalogs(
+    store: &dyn DocStore,
+    before: Option<&[u8]>,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, String, DocumentId)>, StoreError> {
+    let entries = store.meta_scan_prefix_rev(CATALOG_OF_PREFIX, before, limit)?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let tenant = key
+                .strip_prefix(CATALOG_OF_PREFIX)
+                .and_then(|tenant| std::str::from_utf8(tenant).ok())?
+                .to_string();
+            match <[u8; 16]>::try_from(value.as_slice()) {
+                Ok(bytes) => Some((key, tenant, DocumentId::from_bytes(bytes))),
+                Err(_) => {
+                    warn!(tenant, "the recorded catalog id is corrupt");
+                    None
+                }
+            }
+        })
+        .collect())
+}
+
 fn catalog_key(tenant: &str) -> Vec<u8> {
     let mut key = CATALOG_OF_PREFIX.to_vec();
     key.extend_from_slice(tenant.as_bytes());

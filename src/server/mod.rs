@@ -16,6 +16,10 @@
 //! role, expires?}`) and `POST /v1/tokens/{id}/revoke` manage credentials on
 //! the running server; they need an office credential in every auth mode.
 //!
+//! Beside the hub runs the period keeper ([`periods`]), a server-internal
+//! peer on the hub's inbox (no socket) that creates each month's ledgers
+//! and stock documents and lists them in the tenants' catalogs.
+//!
 //! The connection cap is taken before the upgrade; past it the client gets
 //! HTTP 503. Per remote address and per tenant caps ([`limits`]) are taken
 //! there too; past them HTTP 429. With `tls_cert` and `tls_key` the server
@@ -31,6 +35,7 @@ mod connection;
 pub mod exporter;
 pub mod hub_task;
 pub mod limits;
+pub mod periods;
 pub mod review;
 pub mod sessions;
 pub mod tls;
@@ -200,6 +205,7 @@ async fn serve_with_tls(
 ) -> Result<(), ServerError> {
     config.validate()?;
     let storage_id = storage_id(store.as_ref())?;
+    let keeper_peer = PeerId::new(format!("ventas-keeper-{}", storage_id.as_str()));
     let mut hub_config = HubConfig::new(PeerId::new(format!("ventas-{}", storage_id.as_str())));
     hub_config.storage_id = Some(storage_id);
     hub_config.docs_per_peer_max = config.docs_per_peer_max;
@@ -232,6 +238,27 @@ async fn serve_with_tls(
             shutdown_rx.clone(),
         )
     });
+    let next_conn = Arc::new(AtomicU64::new(1));
+    let clock_offset_ms = config.period_clock_offset_ms;
+    let keeper_join = periods::spawn(
+        hub.clone(),
+        Arc::clone(&next_conn),
+        keeper_peer,
+        Arc::clone(&store),
+        periods::KeeperSettings {
+            open_ahead_days: config.period_open_ahead_days,
+            check_interval_ms: config.period_check_interval_ms,
+            message_bytes_max: config.message_bytes_max,
+            outbound_queue_messages_max: config.outbound_queue_messages_max,
+            // A keeper session holds the catalog and what it created; the
+            // hub allows a connection `docs_per_peer_max` documents.
+            documents_created_per_pass_max: config
+                .period_documents_per_pass_max
+                .min(config.docs_per_peer_max.saturating_sub(1).max(1)),
+            now_ms: Arc::new(move || crate::now_ms().saturating_add_signed(clock_offset_ms)),
+        },
+        shutdown_rx.clone(),
+    );
     let connections = Arc::new(Semaphore::new(config.connections_max));
     let state = AppState {
         config: config.clone(),
@@ -242,7 +269,7 @@ async fn serve_with_tls(
             config.connections_per_address_max,
             config.connections_per_tenant_max,
         ),
-        next_conn: Arc::new(AtomicU64::new(1)),
+        next_conn,
         shutdown: shutdown_rx,
         authenticator,
         store: Arc::clone(&store),
@@ -295,6 +322,17 @@ async fn serve_with_tls(
     .await;
     if drained.is_err() {
         error!("connections still open after {SHUTDOWN_CONNECTIONS_WAIT_MS} ms; flushing anyway");
+    }
+    // The keeper saw the signal and stops between steps; its sessions end
+    // with the hub's shutdown at the latest.
+    if tokio::time::timeout(
+        Duration::from_millis(SHUTDOWN_CONNECTIONS_WAIT_MS),
+        keeper_join,
+    )
+    .await
+    .is_err()
+    {
+        warn!("the period keeper did not stop in time");
     }
     let (done_tx, done_rx) = oneshot::channel();
     if hub.send(HubInput::Shutdown { done: done_tx }).await.is_ok() {

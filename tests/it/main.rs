@@ -17,5 +17,6 @@ mod limits_more;
 mod loadgen;
 mod nginx;
 mod office;
+mod periods;
 mod review;
 mod sync;
