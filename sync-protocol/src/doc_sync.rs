@@ -703,8 +703,15 @@ mod tests {
         let mut other = Automerge::new();
         let concurrent = put(&mut other, "z");
         let mut server = Automerge::new();
-        let applied = receive_exactly(&mut server, &carrying(&writer, vec![first, third, concurrent]));
-        assert_eq!(applied.changes_added(), 2, "the first and the concurrent one");
+        let applied = receive_exactly(
+            &mut server,
+            &carrying(&writer, vec![first, third, concurrent]),
+        );
+        assert_eq!(
+            applied.changes_added(),
+            2,
+            "the first and the concurrent one"
+        );
     }
 
     #[test]

@@ -740,7 +740,14 @@ impl Hub {
         };
         let mut added = Some(Vec::new());
         for (conn, message) in batch {
-            self.apply_one(conn, document_id, message, &heads_before, &mut added, effects);
+            self.apply_one(
+                conn,
+                document_id,
+                message,
+                &heads_before,
+                &mut added,
+                effects,
+            );
         }
         self.persist_since(document_id, &heads_before, added, effects);
     }
