@@ -1,10 +1,12 @@
 //! The sync state of one (peer, document) pair.
 //!
 //! [`PeerDocSync`] wraps `automerge::sync::State` and adds what the repo
-//! protocol needs on top: applying a message reports which heads it moved,
-//! so the caller can persist exactly the new changes (`save_after`), and
-//! generating a message reports how many changes it carried, for the sync
-//! log. Both sides (server hub and device) use this type.
+//! protocol needs on top: applying a message reports exactly the changes
+//! the document gained ([`Applied::added`]), so the caller can persist them
+//! as they came (their raw chunks, which `load_incremental` accepts back to
+//! back) without re-encoding anything, and generating a message reports how
+//! many changes it carried, for the sync log. Both sides (server hub and
+//! device) use this type.
 //!
 //! The server also asks, before anything applies, who wrote the *new*
 //! changes of a message ([`PeerDocSync::receive_admitting`]): the actors of
@@ -12,7 +14,7 @@
 //! [`Denial`] keeps every change of the message out while the rest of it
 //! (heads, have, need) still applies.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use automerge::legacy::{ObjectId, OpId, OpType};
 use automerge::sync::{ChunkList, Message as AutomergeSyncMessage, State, SyncDoc};
@@ -41,22 +43,48 @@ pub struct Denial {
 }
 
 /// What applying one incoming sync message did to the document.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
-    /// Heads before the message; `doc.save_after(&heads_before)` is the
-    /// chunk of changes this message added.
+    /// Heads before the message; `doc.save_after(&heads_before)` holds the
+    /// same changes as [`Applied::added`].
     pub heads_before: Vec<ChangeHash>,
-    /// Number of changes the document gained.
-    pub changes_added: usize,
+    /// Exactly the changes the document gained, once each, in an order
+    /// `load_incremental` accepts (each after its dependencies, or in the
+    /// same chunk list): mostly the message's own change chunks, never
+    /// re-encoded; `Automerge::get_changes` only when automerge held
+    /// changes waiting for their dependencies before the message (they may
+    /// have applied too) or when a whole-document chunk went unexpanded.
+    pub added: Vec<automerge::Change>,
     /// Set when the admission check refused the message's changes: none of
     /// them applied, the rest of the message did.
     pub denied: Option<Denial>,
 }
 
 impl Applied {
+    /// Number of changes the document gained.
+    pub fn changes_added(&self) -> usize {
+        self.added.len()
+    }
+
     /// Whether the document gained any change.
     pub fn changed(&self) -> bool {
-        self.changes_added > 0
+        !self.added.is_empty()
+    }
+
+    /// The gained changes as one incremental chunk for storage: their raw
+    /// change chunks back to back.
+    pub fn chunk(&self) -> Vec<u8> {
+        let mut chunk = Vec::new();
+        append_raw(&self.added, &mut chunk);
+        chunk
+    }
+}
+
+/// Appends the raw chunks of `changes` to `chunk` (an incremental chunk
+/// that `Automerge::load_incremental` reads back to the same changes).
+pub fn append_raw(changes: &[automerge::Change], chunk: &mut Vec<u8>) {
+    for change in changes {
+        chunk.extend_from_slice(change.raw_bytes());
     }
 }
 
@@ -89,10 +117,12 @@ const CHUNK_TYPE_CHANGE_COMPRESSED: u8 = 2;
 /// The same pass enforces [`ChangeLimits`]: decoded bytes and operations of
 /// all change chunks in the message, and of the changes inside a
 /// whole-document chunk (loaded once more to count them, only when limits
-/// are set or `new_in` is given).
+/// are set or `admitting`).
 ///
-/// With `new_in` (the receiving document; the server's path), every change
-/// the document does not hold yet is also expanded op by op, which
+/// Every change the receiving document `doc` does not hold yet is returned
+/// (once each, in message order) so the caller can count and persist what
+/// applied. With `admitting` (the server's path) each of them is also
+/// expanded op by op, which
 ///
 /// - refuses a change automerge itself would panic on: automerge 0.7 checks
 ///   a change's checksum and columns but not that its operations name
@@ -107,13 +137,18 @@ const CHUNK_TYPE_CHANGE_COMPRESSED: u8 = 2;
 fn check_change_chunks(
     message: &AutomergeSyncMessage,
     limits: &ChangeLimits,
-    new_in: Option<&Automerge>,
-) -> Result<Vec<ActorId>, SyncError> {
+    doc: &Automerge,
+    admitting: bool,
+) -> Result<CheckedChanges, SyncError> {
     let mut check = ChunkCheck {
         limits,
+        admitting,
         change_bytes: 0,
         change_ops: 0,
         new_actors: Vec::new(),
+        new_changes: Vec::new(),
+        new_hashes: HashSet::new(),
+        all_listed: true,
         made: HashMap::new(),
     };
     for (index, entry) in message.changes.iter().enumerate() {
@@ -137,13 +172,11 @@ fn check_change_chunks(
                 let change = automerge::Change::try_from(chunk)
                     .map_err(|error| refuse(&format!("is corrupt: {error}")))?;
                 check.count(&change)?;
-                if let Some(doc) = new_in {
-                    check
-                        .new_change(doc, &change)
-                        .map_err(|what| refuse(&what))?;
-                }
+                check
+                    .new_change(doc, change)
+                    .map_err(|what| refuse(&what))?;
             } else if kind == CHUNK_TYPE_DOCUMENT
-                && (new_in.is_some()
+                && (admitting
                     || (limits.change_bytes_max, limits.change_ops_max) != (usize::MAX, usize::MAX))
             {
                 // A peer sending most of a document sends it whole (a V2
@@ -154,31 +187,52 @@ fn check_change_chunks(
                     .map_err(|error| refuse(&format!("is a corrupt document: {error}")))?;
                 for change in whole.get_changes(&[]) {
                     check.count(&change)?;
-                    if let Some(doc) = new_in {
-                        check
-                            .new_change(doc, &change)
-                            .map_err(|what| refuse(&what))?;
-                    }
+                    check
+                        .new_change(doc, change)
+                        .map_err(|what| refuse(&what))?;
                 }
+            } else {
+                // Any other chunk (a document chunk left to automerge, or
+                // a type automerge ignores): its changes are not listed.
+                check.all_listed = false;
             }
             rest = after;
         }
     }
-    if let Some(doc) = new_in {
-        if !check.made.is_empty() {
-            check.check_depths(doc)?;
-        }
+    if admitting && !check.made.is_empty() {
+        check.check_depths(doc)?;
     }
     check.new_actors.sort();
-    Ok(check.new_actors)
+    Ok(CheckedChanges {
+        new_actors: check.new_actors,
+        new_changes: check.new_changes,
+        all_listed: check.all_listed,
+    })
+}
+
+/// What [`check_change_chunks`] found in a message it let through.
+struct CheckedChanges {
+    /// Actors of the new changes, sorted, once each.
+    new_actors: Vec<ActorId>,
+    /// The changes the document did not hold, once each, in message order.
+    new_changes: Vec<automerge::Change>,
+    /// Whether `new_changes` lists every change the message carries that
+    /// the document lacks (false when a whole-document chunk was left to
+    /// automerge unexpanded).
+    all_listed: bool,
 }
 
 /// What [`check_change_chunks`] has seen of one message so far.
 struct ChunkCheck<'a> {
     limits: &'a ChangeLimits,
+    /// Expand new changes, collect their actors and nesting (server path).
+    admitting: bool,
     change_bytes: usize,
     change_ops: usize,
     new_actors: Vec<ActorId>,
+    new_changes: Vec<automerge::Change>,
+    new_hashes: HashSet<ChangeHash>,
+    all_listed: bool,
     /// Each object the message's new changes make, and the object it is
     /// made in (`None`: the root).
     made: HashMap<ObjectKey, Option<ObjectKey>>,
@@ -203,10 +257,17 @@ impl ChunkCheck<'_> {
         Ok(())
     }
 
-    /// Expands a change `doc` does not hold yet (see
-    /// [`check_change_chunks`]); `Err` says what is wrong with it.
-    fn new_change(&mut self, doc: &Automerge, change: &automerge::Change) -> Result<(), String> {
-        if doc.get_change_meta_by_hash(&change.hash()).is_some() {
+    /// Keeps a change `doc` does not hold yet (once) and, when admitting,
+    /// expands it (see [`check_change_chunks`]); `Err` says what is wrong
+    /// with it.
+    fn new_change(&mut self, doc: &Automerge, change: automerge::Change) -> Result<(), String> {
+        let hash = change.hash();
+        if self.new_hashes.contains(&hash) || doc.get_change_meta_by_hash(&hash).is_some() {
+            return Ok(());
+        }
+        self.new_hashes.insert(hash);
+        if !self.admitting {
+            self.new_changes.push(change);
             return Ok(());
         }
         if !self.new_actors.contains(change.actor_id()) {
@@ -214,6 +275,7 @@ impl ChunkCheck<'_> {
         }
         let expanded = catch_unwind(|| change.decode())
             .map_err(|_| "is corrupt: its operations name actors it does not list".to_string())?;
+        self.new_changes.push(change);
         if self.limits.object_depth_max == usize::MAX {
             return Ok(());
         }
@@ -403,28 +465,41 @@ impl PeerDocSync {
     ) -> Result<Applied, SyncError> {
         let mut message = AutomergeSyncMessage::decode(data)
             .map_err(|error| SyncError::Malformed(error.to_string()))?;
-        let new_in = admit.as_ref().map(|_| &*doc);
-        let new_actors = check_change_chunks(&message, &self.limits, new_in)?;
+        let checked = check_change_chunks(&message, &self.limits, doc, admit.is_some())?;
+        let mut new_changes = checked.new_changes;
         let mut denied = None;
-        if let Some(admit) = admit.filter(|_| !new_actors.is_empty()) {
-            if let Err(denial) = admit(&new_actors) {
+        if let Some(admit) = admit.filter(|_| !checked.new_actors.is_empty()) {
+            if let Err(denial) = admit(&checked.new_actors) {
                 message.changes = ChunkList::empty();
+                new_changes.clear();
                 denied = Some(denial);
             }
         }
         let heads_before = doc.get_heads();
+        // automerge keeps changes whose dependencies it lacks in a queue
+        // and applies them once those arrive; each of them has a missing
+        // dependency. With none waiting, the document can gain only changes
+        // of this message.
+        let only_listed = checked.all_listed && doc.get_missing_deps(&[]).is_empty();
         doc.receive_sync_message(&mut self.state, message)
             .map_err(|error| SyncError::Rejected(error.to_string()))?;
-        // Cost proportional to the new changes only: the walk stops at
-        // `heads_before`.
-        let changes_added = if doc.get_heads() == heads_before {
-            0
+        let added = if doc.get_heads() == heads_before {
+            Vec::new()
+        } else if !only_listed {
+            // Cost proportional to the new changes, re-encoded: the walk
+            // stops at `heads_before`.
+            doc.get_changes(&heads_before)
+        } else if doc.get_missing_deps(&[]).is_empty() {
+            // Nothing waits: every new change of the message applied.
+            new_changes
         } else {
-            doc.get_changes(&heads_before).len()
+            // Some of the message's changes wait for dependencies.
+            new_changes.retain(|change| doc.get_change_meta_by_hash(&change.hash()).is_some());
+            new_changes
         };
         Ok(Applied {
             heads_before,
-            changes_added,
+            added,
             denied,
         })
     }
@@ -501,5 +576,177 @@ impl PeerDocSync {
             .iter()
             .all(|head| doc.get_change_by_hash(head).is_some())
             && doc.get_changes(their_heads).is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::sync::MessageVersion;
+    use automerge::transaction::Transactable;
+    use automerge::ROOT;
+
+    /// A sync message from `from` carrying these raw change chunks.
+    fn carrying(from: &Automerge, changes: Vec<Vec<u8>>) -> Vec<u8> {
+        AutomergeSyncMessage {
+            heads: from.get_heads(),
+            need: vec![],
+            have: vec![],
+            changes: changes.into(),
+            supported_capabilities: None,
+            version: MessageVersion::V1,
+        }
+        .encode()
+    }
+
+    /// Commits one put on `doc` and returns the change's raw bytes.
+    fn put(doc: &mut Automerge, key: &str) -> Vec<u8> {
+        let mut tx = doc.transaction();
+        tx.put(ROOT, key, 1_i64).expect("put");
+        tx.commit();
+        doc.get_last_local_change()
+            .expect("a change")
+            .raw_bytes()
+            .to_vec()
+    }
+
+    fn hashes(changes: &[automerge::Change]) -> Vec<ChangeHash> {
+        let mut hashes: Vec<ChangeHash> = changes.iter().map(|change| change.hash()).collect();
+        hashes.sort();
+        hashes
+    }
+
+    /// Receives `data` into `server` (admitting everyone) and checks that
+    /// what it reports added is exactly the document's gain, and that the
+    /// persisted chunk, loaded on top of the document as it was, gives the
+    /// same document.
+    fn receive_exactly(server: &mut Automerge, data: &[u8]) -> Applied {
+        let before = server.clone();
+        let applied = PeerDocSync::new()
+            .receive_admitting(server, data, |_| Ok(()))
+            .expect("applies");
+        assert_eq!(
+            hashes(&applied.added),
+            hashes(&server.get_changes(&applied.heads_before)),
+            "added is the gain"
+        );
+        let mut reloaded = before;
+        reloaded
+            .load_incremental(&applied.chunk())
+            .expect("the chunk loads");
+        assert_eq!(reloaded.get_heads(), server.get_heads());
+        applied
+    }
+
+    #[test]
+    fn a_change_sent_twice_in_one_message_counts_once() {
+        let mut writer = Automerge::new();
+        let change = put(&mut writer, "a");
+        let mut server = Automerge::new();
+        let applied = receive_exactly(
+            &mut server,
+            &carrying(&writer, vec![change.clone(), change]),
+        );
+        assert_eq!(applied.changes_added(), 1);
+        assert_eq!(applied.chunk().len(), applied.added[0].raw_bytes().len());
+    }
+
+    #[test]
+    fn changes_out_of_order_in_one_message_all_count_and_reload() {
+        let mut writer = Automerge::new();
+        let first = put(&mut writer, "a");
+        let second = put(&mut writer, "b");
+        let third = put(&mut writer, "c");
+        let mut server = Automerge::new();
+        let applied = receive_exactly(&mut server, &carrying(&writer, vec![third, first, second]));
+        assert_eq!(applied.changes_added(), 3);
+        assert_eq!(server.get_heads(), writer.get_heads());
+    }
+
+    #[test]
+    fn changes_the_document_holds_do_not_count() {
+        let mut writer = Automerge::new();
+        let first = put(&mut writer, "a");
+        let mut server = Automerge::new();
+        receive_exactly(&mut server, &carrying(&writer, vec![first.clone()]));
+        let second = put(&mut writer, "b");
+        let applied = receive_exactly(&mut server, &carrying(&writer, vec![first.clone(), second]));
+        assert_eq!(applied.changes_added(), 1);
+        let applied = receive_exactly(&mut server, &carrying(&writer, vec![first]));
+        assert_eq!(applied.changes_added(), 0);
+        assert!(applied.chunk().is_empty());
+    }
+
+    #[test]
+    fn a_change_waiting_for_its_dependency_counts_when_that_arrives() {
+        let mut writer = Automerge::new();
+        let first = put(&mut writer, "a");
+        let second = put(&mut writer, "b");
+        let third = put(&mut writer, "c");
+        let mut server = Automerge::new();
+        receive_exactly(&mut server, &carrying(&writer, vec![first]));
+        // The third change alone: automerge keeps it waiting for the second.
+        let applied = receive_exactly(&mut server, &carrying(&writer, vec![third]));
+        assert_eq!(applied.changes_added(), 0);
+        // The second arrives: both apply, and both are persisted.
+        let applied = receive_exactly(&mut server, &carrying(&writer, vec![second]));
+        assert_eq!(applied.changes_added(), 2);
+        assert_eq!(server.get_heads(), writer.get_heads());
+    }
+
+    #[test]
+    fn a_partly_waiting_message_counts_only_what_applied() {
+        let mut writer = Automerge::new();
+        let first = put(&mut writer, "a");
+        let _second = put(&mut writer, "b");
+        let third = put(&mut writer, "c");
+        let mut other = Automerge::new();
+        let concurrent = put(&mut other, "z");
+        let mut server = Automerge::new();
+        let applied = receive_exactly(
+            &mut server,
+            &carrying(&writer, vec![first, third, concurrent]),
+        );
+        assert_eq!(
+            applied.changes_added(),
+            2,
+            "the first and the concurrent one"
+        );
+    }
+
+    #[test]
+    fn a_denied_message_adds_nothing() {
+        let mut writer = Automerge::new();
+        let change = put(&mut writer, "a");
+        let mut server = Automerge::new();
+        let applied = PeerDocSync::new()
+            .receive_admitting(&mut server, &carrying(&writer, vec![change]), |_| {
+                Err(Denial {
+                    reason: "no".to_string(),
+                })
+            })
+            .expect("the rest applies");
+        assert!(applied.denied.is_some());
+        assert_eq!(applied.changes_added(), 0);
+        assert!(server.get_heads().is_empty());
+    }
+
+    #[test]
+    fn a_whole_document_message_counts_its_changes() {
+        let mut writer = Automerge::new();
+        put(&mut writer, "a");
+        put(&mut writer, "b");
+        let mut server = Automerge::new();
+        let whole = writer.save();
+        let applied = receive_exactly(&mut server, &carrying(&writer, vec![whole.clone()]));
+        assert_eq!(applied.changes_added(), 2);
+        // On the device's path the document chunk is not expanded; the
+        // count comes from the document instead.
+        let mut device = Automerge::new();
+        let applied = PeerDocSync::new()
+            .receive(&mut device, &carrying(&writer, vec![whole]))
+            .expect("applies");
+        assert_eq!(applied.changes_added(), 2);
+        assert_eq!(device.get_heads(), writer.get_heads());
     }
 }

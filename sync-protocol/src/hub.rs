@@ -738,18 +738,31 @@ impl Hub {
         let Some(heads_before) = self.docs.get(&document_id).map(|d| d.doc.get_heads()) else {
             return;
         };
+        let mut added = Some(Vec::new());
         for (conn, message) in batch {
-            self.apply_one(conn, document_id, message, &heads_before, effects);
+            self.apply_one(
+                conn,
+                document_id,
+                message,
+                &heads_before,
+                &mut added,
+                effects,
+            );
         }
-        self.persist_since(document_id, &heads_before, effects);
+        self.persist_since(document_id, &heads_before, added, effects);
     }
 
     /// Persists what the document gained since `heads_before`, if anything,
     /// and holds its outgoing messages until the flush of the current epoch.
+    /// `added` is that gain when the caller knows it exactly
+    /// ([`crate::doc_sync::Applied::added`] of each message): persisted as
+    /// the changes' raw chunks back to back, which `load_incremental` reads;
+    /// with `None` the gain is re-encoded with `save_after`.
     fn persist_since(
         &mut self,
         document_id: DocumentId,
         heads_before: &[ChangeHash],
+        added: Option<Vec<automerge::Change>>,
         effects: &mut Vec<Effect>,
     ) {
         let Some(doc) = self.docs.get_mut(&document_id) else {
@@ -758,7 +771,15 @@ impl Hub {
         if doc.doc.get_heads() == heads_before {
             return;
         }
-        let chunk = doc.doc.save_after(heads_before);
+        let chunk = match added {
+            Some(added) => {
+                debug_assert_gained_exactly(&doc.doc, heads_before, &added);
+                let mut chunk = Vec::new();
+                crate::doc_sync::append_raw(&added, &mut chunk);
+                chunk
+            }
+            None => doc.doc.save_after(heads_before),
+        };
         effects.push(Effect::Persist { document_id, chunk });
         doc.chunks_since_snapshot += 1;
         doc.pending_epoch = Some(self.open_epoch);
@@ -776,6 +797,7 @@ impl Hub {
         document_id: DocumentId,
         message: Message,
         batch_heads_before: &[ChangeHash],
+        batch_added: &mut Option<Vec<automerge::Change>>,
         effects: &mut Vec<Effect>,
     ) {
         let (mut data, is_request) = match message {
@@ -837,7 +859,10 @@ impl Hub {
         });
         match received {
             Ok(applied) => {
-                stats.changes_in += applied.changes_added as u64;
+                stats.changes_in += applied.changes_added() as u64;
+                if let Some(batch_added) = batch_added {
+                    batch_added.extend(applied.added);
+                }
                 if let Some(denial) = applied.denied {
                     let reason = format!(
                         "document {document_id}: {}; the message's changes were not applied",
@@ -847,6 +872,10 @@ impl Hub {
                 }
             }
             Err(error) => {
+                // automerge may have applied some of the message's changes
+                // before the bad one: the batch's gain is worked out from
+                // the heads instead.
+                *batch_added = None;
                 let reason = format!("document {document_id}: {error}");
                 self.fail(conn, reason, effects);
                 return;
@@ -1059,7 +1088,7 @@ impl Hub {
         let heads_before = doc.doc.get_heads();
         let result = change(&mut doc.doc);
         let mut effects = Vec::new();
-        self.persist_since(document_id, &heads_before, &mut effects);
+        self.persist_since(document_id, &heads_before, None, &mut effects);
         Some((result, effects))
     }
 
@@ -1170,6 +1199,25 @@ impl Hub {
 
 /// The automerge sync message `data` without its changes, and how many
 /// change chunks it carried; `None` when it carries none.
+/// Our own check, in debug builds, right before a write: `added` holds
+/// exactly the changes `doc` gained since `heads_before`, once each.
+fn debug_assert_gained_exactly(
+    doc: &Automerge,
+    heads_before: &[ChangeHash],
+    added: &[automerge::Change],
+) {
+    if cfg!(debug_assertions) {
+        let gained: BTreeSet<ChangeHash> = doc
+            .get_changes(heads_before)
+            .iter()
+            .map(|change| change.hash())
+            .collect();
+        let listed: BTreeSet<ChangeHash> = added.iter().map(|change| change.hash()).collect();
+        assert_eq!(listed.len(), added.len(), "a change listed twice");
+        assert_eq!(listed, gained, "the changes to persist are not the gain");
+    }
+}
+
 fn strip_changes(data: &[u8]) -> Result<Option<(Vec<u8>, usize)>, SyncError> {
     let mut message = automerge::sync::Message::decode(data)
         .map_err(|error| SyncError::Malformed(error.to_string()))?;

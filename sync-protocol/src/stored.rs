@@ -40,4 +40,27 @@ mod tests {
         assert!(load_document(None, &[b"not a chunk".to_vec()]).is_err());
         Ok(())
     }
+
+    /// The hub persists a batch's new changes as their raw change chunks
+    /// back to back, in the order messages carried them (not necessarily
+    /// each after its dependencies, within one chunk).
+    #[test]
+    fn raw_change_chunks_back_to_back_rebuild_the_document() -> Result<(), AutomergeError> {
+        let mut doc = Automerge::new();
+        for key in ["a", "b", "c"] {
+            let mut tx = doc.transaction();
+            tx.put(automerge::ROOT, key, 1_i64)?;
+            tx.commit();
+        }
+        let changes = doc.get_changes(&[]);
+        let first_only: Vec<u8> = changes[0].raw_bytes().to_vec();
+        let mut rest_reversed = Vec::new();
+        for change in changes[1..].iter().rev() {
+            rest_reversed.extend_from_slice(change.raw_bytes());
+        }
+        let rebuilt = load_document(None, &[first_only, rest_reversed])?;
+        assert_eq!(rebuilt.get_heads(), doc.get_heads());
+        assert_eq!(rebuilt.get_changes(&[]).len(), 3);
+        Ok(())
+    }
 }

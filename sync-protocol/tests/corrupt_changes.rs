@@ -47,7 +47,7 @@ fn a_change_with_any_one_byte_flipped_is_rejected_and_changes_nothing() {
     let applied = PeerDocSync::new()
         .receive(&mut server, &carrying(&writer, good))
         .expect("the intact change applies");
-    assert_eq!(applied.changes_added, 1);
+    assert_eq!(applied.changes_added(), 1);
     assert!(server.get(ROOT, "vandalised").expect("readable").is_some());
 }
 
