@@ -1,5 +1,6 @@
 //! Backfill throughput (`ventas export`'s code path: load from sled, build
-//! rows, binary COPY into staging tables, upsert, export_state) against a
+//! rows, delete the batch's old rows, binary COPY into the tables,
+//! export_state) against a
 //! raw binary COPY of the very same rows straight into the same tables of
 //! the same Postgres, measured in the same run.
 //!

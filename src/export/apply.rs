@@ -216,7 +216,7 @@ async fn insert_rows(tx: &Transaction<'_>, table: Table, rows: &[Row]) -> Result
     if rows.is_empty() {
         return Ok(());
     }
-    let statement = tx.prepare(&table.upsert_sql(false)).await?;
+    let statement = tx.prepare(&table.upsert_sql()).await?;
     for chunk in rows.chunks(INSERTS_IN_FLIGHT_MAX) {
         try_join_all(chunk.iter().map(|row| {
             let params: Vec<&(dyn ToSql + Sync)> =

@@ -4,9 +4,9 @@
 //! their full exports ([`super::build_rows`]) while the async side writes
 //! the previous batch: per batch of at most [`BACKFILL_BATCH_DOCS_MAX`] documents (or
 //! [`BACKFILL_BATCH_ROWS_MAX`] rows), one transaction deletes the batch's
-//! old rows, binary-COPYs the new ones into per-session staging tables,
-//! moves them with `INSERT .. SELECT .. ON CONFLICT DO UPDATE` and writes the
-//! documents' `export_state` heads. Interrupted, it is rerun: a document
+//! old rows, binary-COPYs the new ones straight into the tables (the delete
+//! leaves no row they could collide with; every row is keyed by its
+//! document) and writes the documents' `export_state` heads. Interrupted, it is rerun: a document
 //! whose exported heads equal its heads is skipped, any other is exported
 //! again. Then the sync log is upserted.
 
@@ -112,7 +112,6 @@ pub async fn backfill(
     };
     progress(&report);
     let exported = exported_state(client).await?;
-    create_stage_tables(client).await?;
 
     let (sender, mut batches) = mpsc::channel::<Result<Batch, ExportError>>(BATCHES_QUEUED_MAX);
     // Reading documents is the expensive part (the domain readers check
@@ -279,22 +278,6 @@ fn build_batches(
     send(Ok(batch));
 }
 
-/// Session-local staging tables with the exported columns of each table.
-async fn create_stage_tables(client: &Client) -> Result<(), ExportError> {
-    for table in Table::ALL {
-        let columns: Vec<&str> = table.columns().iter().map(|(name, _)| *name).collect();
-        client
-            .batch_execute(&format!(
-                "CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT {} FROM {} WITH NO DATA",
-                table.stage_name(),
-                columns.join(", "),
-                table.name()
-            ))
-            .await?;
-    }
-    Ok(())
-}
-
 async fn write_batch(client: &mut Client, batch: &Batch) -> Result<(), ExportError> {
     let tx = client.transaction().await?;
     let ids: Vec<String> = batch
@@ -351,25 +334,12 @@ async fn write_batch(client: &mut Client, batch: &Batch) -> Result<(), ExportErr
         if rows.is_empty() {
             continue;
         }
-        copy_rows(&tx, table, &rows).await?;
+        copy_into(&tx, table.name(), table, &rows).await?;
     }
     for export in &batch.exports {
         write_state(&tx, export).await?;
     }
     tx.commit().await?;
-    Ok(())
-}
-
-/// Binary COPY into the staging table, then an upsert into the real one.
-pub(crate) async fn copy_rows(
-    tx: &Transaction<'_>,
-    table: Table,
-    rows: &[&Row],
-) -> Result<(), ExportError> {
-    let stage = table.stage_name();
-    tx.batch_execute(&format!("TRUNCATE {stage}")).await?;
-    copy_into(tx, &stage, table, rows).await?;
-    tx.execute(&table.upsert_sql(true), &[]).await?;
     Ok(())
 }
 

@@ -327,7 +327,7 @@ impl Table {
     }
 
     /// `INSERT .. ON CONFLICT (key) DO UPDATE`: the upsert keyed by domain ids.
-    pub fn upsert_sql(self, from_stage: bool) -> String {
+    pub fn upsert_sql(self) -> String {
         let columns: Vec<&str> = self.columns().iter().map(|(name, _)| *name).collect();
         let key = self.key();
         let updates: Vec<String> = columns
@@ -335,12 +335,8 @@ impl Table {
             .filter(|column| !key.contains(column))
             .map(|column| format!("{column} = EXCLUDED.{column}"))
             .collect();
-        let source = if from_stage {
-            format!("SELECT {} FROM {}", columns.join(", "), self.stage_name())
-        } else {
-            let params: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
-            format!("VALUES ({})", params.join(", "))
-        };
+        let params: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
+        let source = format!("VALUES ({})", params.join(", "));
         format!(
             "INSERT INTO {} ({}) {} ON CONFLICT ({}) DO UPDATE SET {}",
             self.name(),
@@ -349,11 +345,6 @@ impl Table {
             key.join(", "),
             updates.join(", ")
         )
-    }
-
-    /// The session's temporary staging table for binary COPY.
-    pub fn stage_name(self) -> String {
-        format!("stage_{}", self.name())
     }
 
     /// Every row, as JSON text without the generated columns, sorted by
