@@ -103,13 +103,14 @@ pub fn spawn(
         .spawn(move || flusher(flusher_store, flush_request_rx, flush_report_tx, skip_flush))
         .map_err(|e| error!("cannot start flusher thread: {e}"))
         .ok();
+    let actors = ActorBindings::shared(Arc::clone(&store), hub_config.server_actor.clone());
     let task = HubTask {
         hub: Hub::new(hub_config),
         conns: HashMap::new(),
         flush_requests: flush_request_tx,
         review: Review::default(),
         catalogs: CatalogIndex::shared(Arc::clone(&store)),
-        actors: ActorBindings::shared(Arc::clone(&store)),
+        actors,
         store,
     };
     let join = tokio::spawn(task.run(inbox_rx, flush_report_rx, tick_interval_ms));
