@@ -48,7 +48,9 @@
 //! changes count: re-sending a change the server already has is harmless
 //! relaying. The office may also relay new changes of other devices'
 //! actors (say, a broken phone's backup); actors it shows first are bound
-//! to it. Actor ids longer than [`ACTOR_ID_BYTES_MAX`] are refused.
+//! to it. The server's own actor (`HubConfig::server_actor`, used for its
+//! alert records) is reserved: no connection writes as the server. Actor
+//! ids longer than [`ACTOR_ID_BYTES_MAX`] are refused.
 //!
 //! ```
 //! use ventas::server::access::{decide, DocClass};
@@ -332,6 +334,9 @@ pub const ACTOR_ID_BYTES_MAX: usize = 64;
 pub enum ActorOwner {
     /// Bound to no device yet.
     Nobody,
+    /// The server's own actor (`HubConfig::server_actor`): no device may
+    /// write as the server (its alert records, say).
+    Server,
     /// Bound to this device (`<tenant>/<device>`).
     Device(String),
 }
@@ -340,6 +345,7 @@ pub enum ActorOwner {
 /// documentation). Shared by every [`ConnectionAccess`] of the hub task.
 pub struct ActorBindings {
     store: Arc<dyn DocStore>,
+    server_actor: ActorId,
     cache: HashMap<ActorId, String>,
 }
 
@@ -355,19 +361,24 @@ impl fmt::Debug for ActorBindings {
 pub type SharedActorBindings = Arc<Mutex<ActorBindings>>;
 
 impl ActorBindings {
-    pub fn new(store: Arc<dyn DocStore>) -> Self {
+    /// Bindings kept in `store`; `server_actor` is reserved for the server.
+    pub fn new(store: Arc<dyn DocStore>, server_actor: ActorId) -> Self {
         Self {
             store,
+            server_actor,
             cache: HashMap::new(),
         }
     }
 
-    pub fn shared(store: Arc<dyn DocStore>) -> SharedActorBindings {
-        Arc::new(Mutex::new(Self::new(store)))
+    pub fn shared(store: Arc<dyn DocStore>, server_actor: ActorId) -> SharedActorBindings {
+        Arc::new(Mutex::new(Self::new(store, server_actor)))
     }
 
     /// The device `actor` is bound to.
     pub fn owner(&mut self, actor: &ActorId) -> Result<ActorOwner, StoreError> {
+        if *actor == self.server_actor {
+            return Ok(ActorOwner::Server);
+        }
         if let Some(device) = self.cache.get(actor) {
             return Ok(ActorOwner::Device(device.clone()));
         }
@@ -475,6 +486,11 @@ impl AccessPolicy for ConnectionAccess {
         for actor in actors {
             match bindings.owner(actor).map_err(cannot_check)? {
                 ActorOwner::Nobody => unbound.push(actor),
+                ActorOwner::Server => {
+                    return Err(Denial {
+                        reason: format!("changes by actor {actor}, which is the server's"),
+                    })
+                }
                 ActorOwner::Device(device) if device == self.device => {}
                 // The office may hand in other devices' changes.
                 ActorOwner::Device(_) if self.identity.role == Role::Office => {}
@@ -690,8 +706,12 @@ mod tests {
         assert_eq!(fresh.access(&stock_id, &stock), ReadWrite);
     }
 
+    fn server_actor() -> ActorId {
+        ActorId::from(b"ventas-test-server".to_vec())
+    }
+
     fn actors(store: &Arc<dyn DocStore>) -> SharedActorBindings {
-        ActorBindings::shared(Arc::clone(store))
+        ActorBindings::shared(Arc::clone(store), server_actor())
     }
 
     #[test]
@@ -749,6 +769,14 @@ mod tests {
         as_ana
             .admit_actors(&doc, &[ActorId::from(vec![7u8; ACTOR_ID_BYTES_MAX])])
             .expect("at the bound");
+
+        // Nobody writes as the server, not even the office.
+        for who in [&office, &ana] {
+            let refused = policy(who, &bindings)
+                .admit_actors(&doc, &[server_actor()])
+                .expect_err("the server's actor");
+            assert!(refused.reason.contains("the server's"), "{refused:?}");
+        }
 
         // The bindings are in the store: a fresh cache (a restart) knows them.
         let fresh = actors(&store);

@@ -169,6 +169,7 @@ pub fn spawn(
         .ok();
     let (review_tx, review_rx) = mpsc::unbounded_channel();
     let (load_tx, load_rx) = mpsc::unbounded_channel();
+    let actors = ActorBindings::shared(Arc::clone(&store), hub_config.server_actor.clone());
     let task = HubTask {
         hub: Hub::new(hub_config),
         conns: HashMap::new(),
@@ -180,7 +181,7 @@ pub fn spawn(
         loads_done: load_tx,
         reviews_done: review_tx,
         catalogs: CatalogIndex::shared(Arc::clone(&store)),
-        actors: ActorBindings::shared(Arc::clone(&store)),
+        actors,
         store,
         export_marks,
     };

@@ -134,6 +134,10 @@ impl AccessPolicy for AllowAll {
 pub struct HubConfig {
     /// The peer id the server announces in `peer` messages.
     pub server_peer_id: PeerId,
+    /// The actor of the server's own changes ([`Hub::change_local`]);
+    /// by default the server peer id's bytes, so it stays the same across
+    /// restarts and an access policy can reserve it.
+    pub server_actor: ActorId,
     /// The server's storage id, announced in `peer` metadata.
     pub storage_id: Option<StorageId>,
     /// Documents one connection may have open; past it the peer gets an
@@ -155,6 +159,7 @@ pub struct HubConfig {
 impl HubConfig {
     pub fn new(server_peer_id: PeerId) -> Self {
         Self {
+            server_actor: ActorId::from(server_peer_id.as_str().as_bytes()),
             server_peer_id,
             storage_id: None,
             docs_per_peer_max: DOCS_PER_PEER_MAX_DEFAULT,
@@ -1070,8 +1075,9 @@ impl Hub {
             .is_some_and(|doc| doc.pending_epoch.is_none() && doc.queue.is_empty())
     }
 
-    /// A change made by the server itself (e.g. recording an alert). It is
-    /// persisted and flushed like a peer's, then reaches every subscriber.
+    /// A change made by the server itself (e.g. recording an alert), as
+    /// [`HubConfig::server_actor`]. It is persisted and flushed like a
+    /// peer's, then reaches every subscriber.
     /// `None` when the document is not in memory or has a flush pending:
     /// try again later (a change now would leave before its own flush).
     pub fn change_local<R>(
@@ -1086,6 +1092,7 @@ impl Hub {
         let doc = self.docs.get_mut(&document_id)?;
         doc.last_used_ms = now_ms;
         let heads_before = doc.doc.get_heads();
+        doc.doc.set_actor(self.config.server_actor.clone());
         let result = change(&mut doc.doc);
         let mut effects = Vec::new();
         self.persist_since(document_id, &heads_before, None, &mut effects);

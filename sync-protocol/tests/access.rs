@@ -477,3 +477,28 @@ fn a_reader_after_a_refused_write_gets_every_later_change_in_any_run() {
         );
     }
 }
+
+#[test]
+fn the_servers_own_changes_are_written_as_the_configured_server_actor() {
+    let mut hub = hub_with_document();
+    let mut writer = Peer::join(&mut hub, 1, "writer", None);
+    writer.put("created");
+    writer.sync(&mut hub);
+    let (_, effects) = hub
+        .change_local(DOCUMENT, NOW_MS, |doc| {
+            let mut tx = doc.transaction();
+            tx.put(ROOT, "alert", true).expect("put");
+            tx.commit();
+        })
+        .expect("durable, so the server may change it");
+    assert!(effects.iter().any(|e| matches!(e, Effect::Persist { .. })));
+    let doc = hub.doc(&DOCUMENT).expect("loaded");
+    let heads = doc.get_heads();
+    let change = doc.get_change_by_hash(&heads[0]).expect("the alert change");
+    assert_eq!(change.actor_id(), &hub.config().server_actor);
+    assert_eq!(
+        hub.config().server_actor,
+        ActorId::from(b"server".to_vec()),
+        "derived from the server's peer id, so stable across restarts"
+    );
+}
