@@ -180,15 +180,6 @@ impl ExportMarks {
         Ok(marks)
     }
 
-    /// A disabled marker writer, for servers without export.
-    pub fn disabled(store: Arc<dyn DocStore>) -> Arc<Self> {
-        Arc::new(Self {
-            store,
-            enabled: false,
-            wake: Notify::new(),
-        })
-    }
-
     fn mark_every_document(&self) -> Result<u64, StoreError> {
         let mut after = None;
         let mut marked = 0;
@@ -645,6 +636,7 @@ impl Exporter {
         debug!(documents = batch.len(), "exported a page");
         drop(batch);
         let mut exported = 0;
+        let mut cleared = Vec::with_capacity(ready.len());
         for (document_id, key, marker, previous, export, parsed) in ready {
             if conflicted.contains(&document_id) {
                 continue;
@@ -659,9 +651,10 @@ impl Exporter {
             self.state
                 .documents_exported
                 .fetch_add(1, Ordering::Relaxed);
-            self.done(&key, &marker, loaded_at_ms)?;
+            cleared.push((key, marker));
             exported += 1;
         }
+        self.clear_markers(cleared, loaded_at_ms).await?;
         Ok(exported)
     }
 
@@ -697,29 +690,37 @@ impl Exporter {
         self.state
             .sessions_exported
             .fetch_add(sessions.len() as u64, Ordering::Relaxed);
-        for (_, key, marker) in pending {
-            self.done(&key, &marker, loaded_at_ms)?;
-        }
-        Ok(())
+        let cleared = pending
+            .into_iter()
+            .map(|(_, key, marker)| (key, marker))
+            .collect();
+        self.clear_markers(cleared, loaded_at_ms).await
     }
 
-    /// The marker's rows are committed: remove it unless it was set again.
-    /// A marker set again during the export waits for the changes made
-    /// after `loaded_at_ms`, so its first-marked time moves up to then.
-    fn done(&self, key: &[u8], marker: &[u8], loaded_at_ms: u64) -> Result<(), ExporterError> {
-        if !self.store.meta_remove_if(key, marker)? {
-            if let Some(current) = self.store.meta_get(key)? {
-                if marker_first_ms(&current).is_some_and(|first| first < loaded_at_ms) {
-                    let mut moved = current.clone();
-                    moved[..8].copy_from_slice(&loaded_at_ms.to_be_bytes());
-                    // Lost to a newer marker: that one is right as it is.
-                    self.store.meta_replace_if(key, &current, &moved)?;
-                }
-            }
-        }
+    /// The markers' rows are committed: clears them (on a blocking thread,
+    /// see [`clear_marker`]) and records their lags.
+    async fn clear_markers(
+        &self,
+        cleared: Vec<(Vec<u8>, Vec<u8>)>,
+        loaded_at_ms: u64,
+    ) -> Result<(), ExporterError> {
+        let store = Arc::clone(&self.store);
+        let firsts = tokio::task::spawn_blocking(move || {
+            cleared
+                .iter()
+                .map(|(key, marker)| {
+                    clear_marker(store.as_ref(), key, marker, loaded_at_ms)?;
+                    Ok(marker_first_ms(marker))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        })
+        .await
+        .map_err(|error| ExporterError::Join(error.to_string()))??;
         let now = now_ms();
-        let lag_ms = marker_first_ms(marker).map_or(0, |first| now.saturating_sub(first));
-        self.state.exported(lag_ms, now);
+        for first in firsts {
+            let lag_ms = first.map_or(0, |first| now.saturating_sub(first));
+            self.state.exported(lag_ms, now);
+        }
         Ok(())
     }
 
@@ -734,6 +735,29 @@ impl Exporter {
             info!(last_lag_ms = lag_ms, "export: catching up");
         }
     }
+}
+
+/// Removes a marker whose rows are committed, unless it was set again
+/// meanwhile; then it waits only for the changes made after
+/// `loaded_at_ms`, so its first-marked time moves up to then. Blocking.
+fn clear_marker(
+    store: &dyn DocStore,
+    key: &[u8],
+    marker: &[u8],
+    loaded_at_ms: u64,
+) -> Result<(), StoreError> {
+    if store.meta_remove_if(key, marker)? {
+        return Ok(());
+    }
+    if let Some(current) = store.meta_get(key)? {
+        if marker_first_ms(&current).is_some_and(|first| first < loaded_at_ms) {
+            let mut moved = current.clone();
+            moved[..8].copy_from_slice(&loaded_at_ms.to_be_bytes());
+            // Lost to a newer marker: that one is right as it is.
+            store.meta_replace_if(key, &current, &moved)?;
+        }
+    }
+    Ok(())
 }
 
 /// A document kept parsed between exports, with the chunk it was loaded
@@ -938,19 +962,8 @@ mod tests {
         marks.document_changed(&doc).expect("mark again");
         let again = store.meta_get(&key).expect("get").expect("marker");
         assert_eq!(marker_first_ms(&again), Some(first));
-        let exporter = Exporter {
-            postgres_url: String::new(),
-            timeout_ms: 1,
-            store: Arc::clone(&store),
-            sessions: SessionLog::new(Arc::clone(&store)),
-            marks: Arc::clone(&marks),
-            state: Arc::new(ExportState::default()),
-            client: None,
-            cache: ParsedCache::default(),
-            last_lag_log_ms: 0,
-        };
         let loaded_at_ms = first + 5_000;
-        exporter.done(&key, &seen, loaded_at_ms).expect("done");
+        clear_marker(store.as_ref(), &key, &seen, loaded_at_ms).expect("cleared");
         // Still pending, but only for what came after the export's load.
         let left = store.meta_get(&key).expect("get").expect("still marked");
         assert_eq!(marker_first_ms(&left), Some(loaded_at_ms));
