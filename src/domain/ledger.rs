@@ -939,11 +939,7 @@ fn read_sale_lines<R: ReadDoc>(
     p: &mut Problems,
 ) -> Vec<SaleLine> {
     let mut lines = Vec::new();
-    for index in 0..doc.length(list).min(SALE_LINES_MAX + 1) {
-        let field = format!("lines[{index}]");
-        let Some(item) = p.take(list_map(doc, list, index, &field)) else {
-            continue;
-        };
+    for (index, item) in line_maps(doc, list, p) {
         let product = p.take(get_parsed(doc, &item, "product", ProductId::new));
         let quantity = p.take(get_int(doc, &item, "quantity"));
         let unit_price_cents = p.take(get_int(doc, &item, "unit_price_cents"));
@@ -989,13 +985,26 @@ fn read_sale_lines<R: ReadDoc>(
             line_total_cents: stored,
         });
     }
-    if doc.length(list) > SALE_LINES_MAX {
+    lines
+}
+
+/// The line maps of a sale's or return's `lines` list with their indexes:
+/// at most [`SALE_LINES_MAX`], a longer list being a problem of its own.
+fn line_maps<R: ReadDoc>(doc: &R, list: &ObjId, p: &mut Problems) -> Vec<(usize, ObjId)> {
+    let length = doc.length(list);
+    if length > SALE_LINES_MAX {
         p.push(Problem::Field(FieldError::invalid(
             "lines",
             format!("more than {SALE_LINES_MAX} lines"),
         )));
     }
-    lines
+    (0..length.min(SALE_LINES_MAX))
+        .filter_map(|index| {
+            let field = format!("lines[{index}]");
+            p.take(list_map(doc, list, index, &field))
+                .map(|item| (index, item))
+        })
+        .collect()
 }
 
 /// A stored total must equal the sum of its lines (sale total, refund).
@@ -1016,11 +1025,7 @@ fn read_return_lines<R: ReadDoc>(
     p: &mut Problems,
 ) -> Vec<ReturnLine> {
     let mut lines = Vec::new();
-    for index in 0..doc.length(list).min(SALE_LINES_MAX + 1) {
-        let field = format!("lines[{index}]");
-        let Some(item) = p.take(list_map(doc, list, index, &field)) else {
-            continue;
-        };
+    for (index, item) in line_maps(doc, list, p) {
         let product = p.take(get_parsed(doc, &item, "product", ProductId::new));
         let quantity = p.take(get_int(doc, &item, "quantity"));
         let stored = p.take(get_int(doc, &item, "refund_cents"));

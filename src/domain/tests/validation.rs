@@ -625,3 +625,69 @@ fn records_written_in_another_devices_name_are_reported() {
         .iter()
         .any(|v| v.key == unregistered.id.to_string() && v.problem == Problem::UnknownWriter));
 }
+
+/// Appends copies-in-shape of a line to `lines` until it holds `count`.
+fn pad_lines(tx: &mut automerge::transaction::Transaction<'_>, lines: &ObjId, count: usize) {
+    for index in tx.length(lines)..count {
+        let line = tx
+            .insert_object(lines, index, ObjType::Map)
+            .expect("insert line");
+        tx.put(&line, "product", "soap").expect("put");
+        tx.put(&line, "quantity", 1i64).expect("put");
+    }
+}
+
+#[test]
+fn a_sale_with_more_lines_than_the_limit_is_reported() {
+    assert_sale_rejected(
+        |tx, map, _| {
+            let lines = tx.get(map, "lines").expect("get").expect("lines").1;
+            pad_lines(tx, &lines, SALE_LINES_MAX + 1);
+        },
+        |p| matches!(p, Problem::Field(error) if error.to_string().contains("more than")),
+    );
+}
+
+#[test]
+fn a_return_with_more_lines_than_the_limit_is_reported() {
+    let mut world = World::new();
+    let ana = world.sellers[0].clone();
+    let sale = world.sell("tab-a1", &[(0, 3)]);
+    let device = world.device("tab-a1");
+    let ledger = world.ledgers.get_mut(&ana).expect("ledger");
+    let returned = record_return(
+        world.device_docs.get_mut(&device).expect("doc"),
+        ledger,
+        &sale.id,
+        &[SaleLineInput {
+            product: world.products[0].clone(),
+            quantity: 1,
+        }],
+        &id(LocationId::new("van-ana")),
+        november_ms(),
+    )
+    .expect("return");
+    let returns = ledger
+        .get(ROOT, "returns")
+        .expect("get")
+        .expect("returns")
+        .1;
+    let map = ledger
+        .get(&returns, returned.id.to_string())
+        .expect("get")
+        .expect("return")
+        .1;
+    let lines = ledger.get(&map, "lines").expect("get").expect("lines").1;
+    let mut tx = ledger.transaction();
+    pad_lines(&mut tx, &lines, SALE_LINES_MAX + 1);
+    tx.commit();
+    let view = read_ledger(ledger, None);
+    assert!(
+        view.violations.iter().any(|v| v.collection == "returns"
+            && v.key == returned.id.to_string()
+            && v.problem.to_string().contains("more than")),
+        "{:?}",
+        view.violations
+    );
+    assert!(!view.returns.contains_key(&returned.id));
+}
