@@ -393,7 +393,11 @@ impl Sim {
                     .map(|d| d.get_heads())
                     .unwrap_or_default();
                 assert_eq!(device_heads, server_heads, "device {i} diverged on {id}");
-                assert!(device.core.is_synced(&id), "device {i} not synced on {id}");
+                // A document nobody wrote is empty on both sides and the
+                // server answers `doc-unavailable`: nothing to acknowledge.
+                if !device_heads.is_empty() {
+                    assert!(device.core.is_synced(&id), "device {i} not synced on {id}");
+                }
             }
         }
         let mut present = BTreeSet::new();
@@ -550,4 +554,17 @@ fn messages_round_trip_between_cores() {
     };
     let decoded: Message = decode(&encode(join), MESSAGE_BYTES_MAX_DEFAULT).expect("decodes");
     assert_eq!(&decoded, join);
+}
+
+/// Found by `any_schedule_converges`: a lone device that never wrote its
+/// second document, which the server therefore never had.
+#[test]
+fn a_document_nobody_wrote_converges_empty() {
+    let sim = run(629103517366541259, 1, 2, 50);
+    let empty = sim
+        .docs
+        .iter()
+        .filter(|id| sim.hub.doc(id).is_none_or(|doc| doc.get_heads().is_empty()))
+        .count();
+    assert_eq!(empty, 1, "the seed still leaves one document unwritten");
 }
