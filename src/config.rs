@@ -114,7 +114,8 @@ pub struct ServerConfig {
     /// `server::exporter`.
     pub postgres_url: Option<String>,
     /// Longest one step of the export to PostgreSQL may take before the
-    /// connection is dropped and retried.
+    /// connection is dropped and retried (doubled after each timeout in a
+    /// row, see `server::exporter::EXPORT_TIMEOUT_GROWTH_MAX`).
     pub postgres_timeout_ms: u64,
     /// Days before a month starts from which the server creates its
     /// ledgers (see `server::periods`).

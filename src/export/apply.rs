@@ -1,12 +1,13 @@
 //! Writing to Postgres: migrations, the per-document transaction that
 //! commits rows and heads together, and the sync log.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use automerge::ChangeHash;
 use futures_util::future::try_join_all;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::{Client, Statement, Transaction};
 use ventas_sync_protocol::ids::DocumentId;
 
 use super::rows::{DocExport, ExportScope};
@@ -52,6 +53,33 @@ pub async fn exported_heads(
         .transpose()
 }
 
+/// [`exported_heads`] of several documents in one query; documents never
+/// exported are absent from the map.
+pub async fn exported_heads_many(
+    client: &Client,
+    document_ids: &[DocumentId],
+) -> Result<HashMap<DocumentId, Vec<ChangeHash>>, ExportError> {
+    if document_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<String> = document_ids.iter().map(ToString::to_string).collect();
+    let rows = client
+        .query(
+            "SELECT document_id, heads FROM export_state WHERE document_id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+    let mut found = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let id: String = row.get(0);
+        let Some(document_id) = document_ids.iter().find(|d| d.to_string() == id) else {
+            continue;
+        };
+        found.insert(*document_id, parse_heads(document_id, row.get(1))?);
+    }
+    Ok(found)
+}
+
 pub(crate) fn parse_heads(
     document_id: &DocumentId,
     hex: Vec<String>,
@@ -84,146 +112,240 @@ pub async fn apply(
 /// fsync for a whole page of documents): every document's rows and heads
 /// commit together, or none do. A [`ExportError::Conflict`] on any of them
 /// rolls back all of them; the caller may retry them one by one.
+///
+/// Round trips do not grow with the documents, the tables or the rows
+/// (a remote database is as far away as its round trip): `BEGIN`; every
+/// statement prepared at once; every document locked and its heads read;
+/// every delete, upsert and heads write pipelined in order; `COMMIT`.
 pub async fn apply_many(
     client: &mut Client,
     exports: &[(&DocExport, Option<&[ChangeHash]>)],
 ) -> Result<(), ExportError> {
+    if exports.is_empty() {
+        return Ok(());
+    }
     let tx = client.transaction().await?;
-    for (export, expected_previous) in exports {
-        if let Err(error) = apply_in(&tx, export, *expected_previous).await {
-            tx.rollback().await?;
-            return Err(error);
+    match apply_in(&tx, exports).await {
+        Ok(()) => {
+            tx.commit().await?;
+            Ok(())
+        }
+        Err(error) => {
+            // A failed rollback changes nothing: dropping the transaction
+            // (or the connection) rolls back too.
+            let _ = tx.rollback().await;
+            Err(error)
         }
     }
-    tx.commit().await?;
-    Ok(())
 }
 
-/// One document's part of a transaction (see [`apply`]).
+/// Locks every document of `ids` for the transaction (in id order, so two
+/// writers of overlapping sets queue instead of deadlocking), then reads
+/// their exported heads (sorted). One round trip once prepared.
+async fn lock_documents(
+    tx: &Transaction<'_>,
+    lock: &Statement,
+    read: &Statement,
+    ids: &[String],
+) -> Result<HashMap<String, Vec<String>>, ExportError> {
+    let mut sorted: Vec<&String> = ids.iter().collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    // Sent in this order on first poll, so the read runs after the locks.
+    let params: [&(dyn ToSql + Sync); 1] = [&sorted];
+    let (_, rows) = futures_util::try_join!(tx.execute(lock, &params), tx.query(read, &params))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let mut heads: Vec<String> = row.get(1);
+            heads.sort();
+            (row.get(0), heads)
+        })
+        .collect())
+}
+
+/// [`lock_documents`] with its two statements prepared here (one more
+/// round trip).
+pub(crate) async fn lock_and_read_heads(
+    tx: &Transaction<'_>,
+    ids: &[String],
+) -> Result<HashMap<String, Vec<String>>, ExportError> {
+    let (lock, read) = futures_util::try_join!(tx.prepare(LOCK_SQL), tx.prepare(HEADS_SQL))?;
+    lock_documents(tx, &lock, &read, ids).await
+}
+
+/// Takes every document's advisory lock, one by one in array order.
+const LOCK_SQL: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended(id, 0)) FROM unnest($1::text[]) AS ids(id)";
+/// The exported heads of the documents, their rows locked.
+const HEADS_SQL: &str =
+    "SELECT document_id, heads FROM export_state WHERE document_id = ANY($1) FOR UPDATE";
+const STATE_SQL: &str =
+    "INSERT INTO export_state (document_id, kind, tenant, owner, period, heads, exported_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, now()) \
+     ON CONFLICT (document_id) DO UPDATE SET kind = EXCLUDED.kind, tenant = EXCLUDED.tenant, \
+     owner = EXCLUDED.owner, period = EXCLUDED.period, heads = EXCLUDED.heads, \
+     exported_at = EXCLUDED.exported_at";
+const INVALID_COLLECTION_SQL: &str =
+    "DELETE FROM invalid_records WHERE document_id = $1 AND collection = $2";
+const INVALID_KEYS_SQL: &str = "DELETE FROM invalid_records \
+     WHERE document_id = $1 AND collection = $2 AND record_key = ANY($3)";
+
+/// Distinct SQL texts of one transaction, prepared in one round trip.
+#[derive(Default)]
+struct Statements {
+    texts: Vec<String>,
+    index: HashMap<String, usize>,
+    prepared: Vec<Statement>,
+}
+
+impl Statements {
+    /// Registers `sql`; returns its handle for [`Statements::get`].
+    fn add(&mut self, sql: String) -> usize {
+        if let Some(&at) = self.index.get(&sql) {
+            return at;
+        }
+        self.texts.push(sql.clone());
+        self.index.insert(sql, self.texts.len() - 1);
+        self.texts.len() - 1
+    }
+
+    async fn prepare(&mut self, tx: &Transaction<'_>) -> Result<(), ExportError> {
+        self.prepared = try_join_all(self.texts.iter().map(|sql| tx.prepare(sql))).await?;
+        Ok(())
+    }
+
+    fn get(&self, handle: usize) -> &Statement {
+        &self.prepared[handle]
+    }
+}
+
+/// The documents' part of [`apply_many`]'s transaction.
 async fn apply_in(
     tx: &Transaction<'_>,
-    export: &DocExport,
-    expected_previous: Option<&[ChangeHash]>,
+    exports: &[(&DocExport, Option<&[ChangeHash]>)],
 ) -> Result<(), ExportError> {
-    let document_id = export.document_id.to_string();
-    let found = lock_document(tx, &document_id).await?;
-    let new_heads = heads_to_hex(&export.heads);
-    if found.as_ref() == Some(&new_heads) {
-        return Ok(());
-    }
-    let expected = expected_previous.map(heads_to_hex);
-    if found != expected {
-        return Err(ExportError::Conflict {
-            document_id: export.document_id,
-            expected,
-            found,
-        });
-    }
-    delete_scope(tx, &document_id, &export.scope).await?;
-    for table in Table::ALL {
-        if let Some(rows) = export.rows.get(&table) {
-            insert_rows(tx, table, rows).await?;
-        }
-    }
-    write_state(tx, export).await
-}
+    let ids: Vec<String> = exports
+        .iter()
+        .map(|(export, _)| export.document_id.to_string())
+        .collect();
+    let new_heads: Vec<Vec<String>> = exports
+        .iter()
+        .map(|(export, _)| heads_to_hex(&export.heads))
+        .collect();
+    let kinds: Vec<Option<&str>> = exports
+        .iter()
+        .map(|(export, _)| export.kind.map(|kind| kind.as_str()))
+        .collect();
+    // Record keys as the array parameters their deletes take.
+    let key_lists: Vec<Vec<(&String, Vec<&String>)>> = exports
+        .iter()
+        .map(|(export, _)| match &export.scope {
+            ExportScope::Full => Vec::new(),
+            ExportScope::Records { keys, whole } => keys
+                .iter()
+                .filter(|(collection, keys)| !keys.is_empty() && !whole.contains(*collection))
+                .map(|(collection, keys)| (collection, keys.iter().collect()))
+                .collect(),
+        })
+        .collect();
 
-/// Serializes exports of one document (whether or not its state row exists
-/// yet) and reads its exported heads.
-async fn lock_document(
-    tx: &Transaction<'_>,
-    document_id: &str,
-) -> Result<Option<Vec<String>>, ExportError> {
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-        &[&document_id],
-    )
-    .await?;
-    let row = tx
-        .query_opt(
-            "SELECT heads FROM export_state WHERE document_id = $1 FOR UPDATE",
-            &[&document_id],
-        )
-        .await?;
-    Ok(row.map(|row| {
-        let mut heads: Vec<String> = row.get(0);
-        heads.sort();
-        heads
-    }))
-}
-
-/// Deletes the rows an export replaces. Child rows (sale and return lines)
-/// go with their parents (`ON DELETE CASCADE`).
-pub(crate) async fn delete_scope(
-    tx: &Transaction<'_>,
-    document_id: &str,
-    scope: &ExportScope,
-) -> Result<(), ExportError> {
-    match scope {
-        ExportScope::Full => {
-            for table in Table::ALL.iter().rev() {
-                tx.execute(
-                    &format!("DELETE FROM {} WHERE document_id = $1", table.name()),
-                    &[&document_id],
-                )
-                .await?;
-            }
-        }
-        ExportScope::Records { keys, whole } => {
-            for collection in whole {
-                if let Some((table, _)) = Table::for_collection(collection) {
-                    tx.execute(
-                        &format!("DELETE FROM {} WHERE document_id = $1", table.name()),
-                        &[&document_id],
-                    )
-                    .await?;
+    let mut statements = Statements::default();
+    let lock = statements.add(LOCK_SQL.to_string());
+    let read = statements.add(HEADS_SQL.to_string());
+    let state = statements.add(STATE_SQL.to_string());
+    // Every statement the writes may need, in the order they run.
+    let mut writes: Vec<(usize, Vec<&(dyn ToSql + Sync)>)> = Vec::new();
+    let mut planned: Vec<Vec<(usize, Vec<&(dyn ToSql + Sync)>)>> =
+        Vec::with_capacity(exports.len());
+    for (at, (export, _)) in exports.iter().enumerate() {
+        let id = &ids[at];
+        let mut plan: Vec<(usize, Vec<&(dyn ToSql + Sync)>)> = Vec::new();
+        match &export.scope {
+            ExportScope::Full => {
+                for table in Table::ALL.iter().rev() {
+                    let sql = format!("DELETE FROM {} WHERE document_id = $1", table.name());
+                    plan.push((statements.add(sql), vec![id]));
                 }
-                tx.execute(
-                    "DELETE FROM invalid_records WHERE document_id = $1 AND collection = $2",
-                    &[&document_id, collection],
-                )
-                .await?;
             }
-            for (collection, keys) in keys {
-                if keys.is_empty() || whole.contains(collection) {
-                    continue;
+            ExportScope::Records { whole, .. } => {
+                for collection in whole {
+                    if let Some((table, _)) = Table::for_collection(collection) {
+                        let sql = format!("DELETE FROM {} WHERE document_id = $1", table.name());
+                        plan.push((statements.add(sql), vec![id]));
+                    }
+                    let sql = statements.add(INVALID_COLLECTION_SQL.to_string());
+                    plan.push((sql, vec![id, collection]));
                 }
-                let keys: Vec<&String> = keys.iter().collect();
-                if let Some((table, column)) = Table::for_collection(collection) {
-                    tx.execute(
-                        &format!(
+                for (collection, keys) in &key_lists[at] {
+                    if let Some((table, column)) = Table::for_collection(collection) {
+                        let sql = format!(
                             "DELETE FROM {} WHERE document_id = $1 AND {column} = ANY($2)",
                             table.name()
-                        ),
-                        &[&document_id, &keys],
-                    )
-                    .await?;
+                        );
+                        plan.push((statements.add(sql), vec![id, keys]));
+                    }
+                    let sql = statements.add(INVALID_KEYS_SQL.to_string());
+                    plan.push((sql, vec![id, *collection, keys]));
                 }
-                tx.execute(
-                    "DELETE FROM invalid_records \
-                     WHERE document_id = $1 AND collection = $2 AND record_key = ANY($3)",
-                    &[&document_id, collection, &keys],
-                )
-                .await?;
             }
         }
+        for table in Table::ALL {
+            let Some(rows) = export.rows.get(&table) else {
+                continue;
+            };
+            if rows.is_empty() {
+                continue;
+            }
+            let upsert = statements.add(table.upsert_sql());
+            for row in rows {
+                plan.push((
+                    upsert,
+                    row.iter().map(|cell| cell as &(dyn ToSql + Sync)).collect(),
+                ));
+            }
+        }
+        plan.push((
+            state,
+            vec![
+                id,
+                &kinds[at],
+                &export.tenant,
+                &export.owner,
+                &export.period,
+                &new_heads[at],
+            ],
+        ));
+        planned.push(plan);
     }
-    Ok(())
-}
+    statements.prepare(tx).await?;
 
-/// Upserts rows one statement each, pipelined on the connection.
-async fn insert_rows(tx: &Transaction<'_>, table: Table, rows: &[Row]) -> Result<(), ExportError> {
-    if rows.is_empty() {
-        return Ok(());
+    let found = lock_documents(tx, statements.get(lock), statements.get(read), &ids).await?;
+    for (at, ((export, expected_previous), plan)) in exports.iter().zip(planned).enumerate() {
+        let found = found.get(&ids[at]);
+        if found == Some(&new_heads[at]) {
+            // Already committed at these heads (a retry whose answer was
+            // lost): nothing to write.
+            continue;
+        }
+        let expected = expected_previous.map(heads_to_hex);
+        if found != expected.as_ref() {
+            return Err(ExportError::Conflict {
+                document_id: export.document_id,
+                expected,
+                found: found.cloned(),
+            });
+        }
+        writes.extend(plan);
     }
-    let statement = tx.prepare(&table.upsert_sql()).await?;
-    for chunk in rows.chunks(INSERTS_IN_FLIGHT_MAX) {
-        try_join_all(chunk.iter().map(|row| {
-            let params: Vec<&(dyn ToSql + Sync)> =
-                row.iter().map(|cell| cell as &(dyn ToSql + Sync)).collect();
-            let statement = &statement;
-            async move { tx.execute(statement, &params).await }
-        }))
+    // Sent in order, each on its future's first poll: Postgres runs them in
+    // that order (deletes before upserts, parents before lines).
+    for chunk in writes.chunks(INSERTS_IN_FLIGHT_MAX) {
+        try_join_all(
+            chunk
+                .iter()
+                .map(|(statement, params)| tx.execute(statements.get(*statement), params)),
+        )
         .await?;
     }
     Ok(())
@@ -233,26 +355,39 @@ async fn insert_rows(tx: &Transaction<'_>, table: Table, rows: &[Row]) -> Result
 /// of one apply's queued requests.
 const INSERTS_IN_FLIGHT_MAX: usize = 1_024;
 
-pub(crate) async fn write_state(
+/// Writes the exported heads of `exports` (pipelined: one round trip).
+pub(crate) async fn write_states(
     tx: &Transaction<'_>,
-    export: &DocExport,
+    exports: &[DocExport],
 ) -> Result<(), ExportError> {
-    tx.execute(
-        "INSERT INTO export_state (document_id, kind, tenant, owner, period, heads, exported_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, now()) \
-         ON CONFLICT (document_id) DO UPDATE SET kind = EXCLUDED.kind, tenant = EXCLUDED.tenant, \
-         owner = EXCLUDED.owner, period = EXCLUDED.period, heads = EXCLUDED.heads, \
-         exported_at = EXCLUDED.exported_at",
-        &[
-            &export.document_id.to_string(),
-            &export.kind.map(|kind| kind.as_str()),
-            &export.tenant,
-            &export.owner,
-            &export.period,
-            &heads_to_hex(&export.heads),
-        ],
-    )
-    .await?;
+    let statement = tx.prepare(STATE_SQL).await?;
+    let values: Vec<(String, Option<&str>, Vec<String>)> = exports
+        .iter()
+        .map(|export| {
+            (
+                export.document_id.to_string(),
+                export.kind.map(|kind| kind.as_str()),
+                heads_to_hex(&export.heads),
+            )
+        })
+        .collect();
+    let params: Vec<[&(dyn ToSql + Sync); 6]> = exports
+        .iter()
+        .zip(&values)
+        .map(|(export, (id, kind, heads))| {
+            [
+                id as &(dyn ToSql + Sync),
+                kind,
+                &export.tenant,
+                &export.owner,
+                &export.period,
+                heads,
+            ]
+        })
+        .collect();
+    for chunk in params.chunks(INSERTS_IN_FLIGHT_MAX) {
+        try_join_all(chunk.iter().map(|params| tx.execute(&statement, params))).await?;
+    }
     Ok(())
 }
 

@@ -22,7 +22,7 @@ use tokio_postgres::{Client, Transaction};
 use ventas_storage::{DocStore, LIST_LIMIT_MAX};
 use ventas_sync_protocol::ids::DocumentId;
 
-use super::apply::{apply_sessions, migrate, write_state};
+use super::apply::{apply_sessions, lock_and_read_heads, migrate, write_states};
 use super::rows::{build_rows, DocExport};
 use super::tables::{Row, Table};
 use super::{heads_to_hex, ExportError};
@@ -287,27 +287,7 @@ async fn write_batch(client: &mut Client, batch: &Batch) -> Result<(), ExportErr
         .collect();
     // Exactly once against another backfill of the same database: the
     // documents' heads must still be those read at the start.
-    for id in &ids {
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            &[id],
-        )
-        .await?;
-    }
-    let rows = tx
-        .query(
-            "SELECT document_id, heads FROM export_state WHERE document_id = ANY($1)",
-            &[&ids],
-        )
-        .await?;
-    let found: HashMap<String, Vec<String>> = rows
-        .into_iter()
-        .map(|row| {
-            let mut heads: Vec<String> = row.get(1);
-            heads.sort();
-            (row.get(0), heads)
-        })
-        .collect();
+    let found = lock_and_read_heads(&tx, &ids).await?;
     for ((id, export), previous) in ids.iter().zip(&batch.exports).zip(&batch.previous) {
         if found.get(id) != previous.as_ref() {
             return Err(ExportError::Conflict {
@@ -336,9 +316,7 @@ async fn write_batch(client: &mut Client, batch: &Batch) -> Result<(), ExportErr
         }
         copy_into(&tx, table.name(), table, &rows).await?;
     }
-    for export in &batch.exports {
-        write_state(&tx, export).await?;
-    }
+    write_states(&tx, &batch.exports).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -44,7 +44,7 @@ pub mod verify;
 
 use ventas_sync_protocol::ids::DocumentId;
 
-pub use apply::{apply, apply_many, apply_sessions, exported_heads, migrate};
+pub use apply::{apply, apply_many, apply_sessions, exported_heads, exported_heads_many, migrate};
 pub use connect::connect;
 pub use rows::{build_rows, DocExport, ExportScope};
 pub use tables::{Cell, Row, Table};

@@ -59,6 +59,12 @@ pub const EXPORT_STATUS_COUNT_MAX: usize = 100_000;
 /// may take by default (`ServerConfig::postgres_timeout_ms`); past it the connection is dropped and retried like an error,
 /// so a hung database cannot stall the export for good.
 pub const EXPORT_POSTGRES_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// After each timeout in a row the next attempt gets twice the time, up to
+/// this many times `postgres_timeout_ms`: a database that is slow but alive
+/// (a loaded machine, a first migration, a big catch-up page) is caught up
+/// with instead of being given up on at the same step forever. Any success
+/// brings the timeout back to `postgres_timeout_ms`.
+pub const EXPORT_TIMEOUT_GROWTH_MAX: u64 = 16;
 /// Documents the exporter keeps parsed between exports.
 pub const EXPORT_DOCS_CACHED_MAX: usize = 64;
 /// Longest a lag line may wait in the log while the export is behind.
@@ -93,6 +99,15 @@ pub enum ExporterError {
     Join(String),
     #[error("PostgreSQL did not answer within {0} ms")]
     Timeout(u64),
+}
+
+/// The step timeout after a step timed out at `current`: doubled, at most
+/// [`EXPORT_TIMEOUT_GROWTH_MAX`] times the configured `configured`.
+fn next_step_timeout_ms(current: u64, configured: u64) -> u64 {
+    current
+        .saturating_mul(2)
+        .min(configured.saturating_mul(EXPORT_TIMEOUT_GROWTH_MAX))
+        .max(configured)
 }
 
 /// Runs one Postgres step, giving up after `timeout_ms`.
@@ -407,6 +422,7 @@ pub fn spawn(
     let exporter = Exporter {
         postgres_url,
         timeout_ms,
+        step_timeout_ms: timeout_ms,
         store: Arc::clone(&store),
         sessions: SessionLog::new(store),
         marks,
@@ -420,7 +436,11 @@ pub fn spawn(
 
 struct Exporter {
     postgres_url: String,
+    /// `ServerConfig::postgres_timeout_ms`.
     timeout_ms: u64,
+    /// What the next step may take: `timeout_ms`, grown after timeouts in
+    /// a row (see [`next_step_timeout_ms`]).
+    step_timeout_ms: u64,
     store: Arc<dyn DocStore>,
     sessions: SessionLog,
     marks: Arc<ExportMarks>,
@@ -450,6 +470,7 @@ impl Exporter {
             let wait_ms = match self.sweep().await {
                 Sweep::Done { exported } => {
                     delay_ms = EXPORT_RETRY_DELAY_MIN_MS;
+                    self.step_timeout_ms = self.timeout_ms;
                     if exported > 0 {
                         // More may have arrived while we worked.
                         continue;
@@ -459,6 +480,10 @@ impl Exporter {
                 Sweep::Failed(error) => {
                     warn!(retry_in_ms = delay_ms, "export failed: {error}");
                     self.state.failed(&error);
+                    if matches!(error, ExporterError::Timeout(_)) {
+                        self.step_timeout_ms =
+                            next_step_timeout_ms(self.step_timeout_ms, self.timeout_ms);
+                    }
                     if matches!(error, ExporterError::Export(_) | ExporterError::Timeout(_)) {
                         // A Postgres error may have broken the session.
                         self.client = None;
@@ -487,8 +512,8 @@ impl Exporter {
         }
         if self.client.is_none() {
             let mut client =
-                within_timeout(self.timeout_ms, export::connect(&self.postgres_url)).await?;
-            within_timeout(self.timeout_ms, export::migrate(&mut client)).await?;
+                within_timeout(self.step_timeout_ms, export::connect(&self.postgres_url)).await?;
+            within_timeout(self.step_timeout_ms, export::migrate(&mut client)).await?;
             info!("export: connected to PostgreSQL");
             self.state.set_connected(true);
             self.client = Some(client);
@@ -566,19 +591,28 @@ impl Exporter {
         &mut self,
         documents: Vec<(DocumentId, Vec<u8>, Vec<u8>)>,
     ) -> Result<usize, ExporterError> {
+        // The heads this exporter committed last are the database's,
+        // unless someone else wrote them (then `apply` reports a conflict
+        // and the next attempt asks the database): one query for the
+        // documents not in the cache.
+        let uncached: Vec<DocumentId> = documents
+            .iter()
+            .map(|(document_id, _, _)| *document_id)
+            .filter(|document_id| !self.cache.knows_exported(document_id))
+            .collect();
+        let mut in_database = if uncached.is_empty() {
+            std::collections::HashMap::new()
+        } else {
+            let timeout_ms = self.step_timeout_ms;
+            let client = self.connected().await?;
+            within_timeout(timeout_ms, export::exported_heads_many(client, &uncached)).await?
+        };
         let mut work = Vec::with_capacity(documents.len());
         for (document_id, _, _) in &documents {
             let cached = self.cache.take(document_id);
-            // The heads this exporter committed last are the database's,
-            // unless someone else wrote them (then `apply` reports a
-            // conflict and the next attempt asks the database).
             let previous = match cached.as_ref().and_then(|c| c.exported.clone()) {
                 Some(heads) => Some(heads),
-                None => {
-                    let timeout_ms = self.timeout_ms;
-                    let client = self.connected().await?;
-                    within_timeout(timeout_ms, export::exported_heads(client, document_id)).await?
-                }
+                None => in_database.remove(document_id),
             };
             work.push((*document_id, cached, previous));
         }
@@ -611,7 +645,7 @@ impl Exporter {
                 export.as_ref().map(|export| (export, previous.as_deref()))
             })
             .collect();
-        let timeout_ms = self.timeout_ms;
+        let timeout_ms = self.step_timeout_ms;
         let client = self.connected().await?;
         let mut conflicted = std::collections::HashSet::new();
         match within_timeout(timeout_ms, export::apply_many(client, &batch)).await {
@@ -684,7 +718,7 @@ impl Exporter {
         })
         .await
         .map_err(|error| ExporterError::Join(error.to_string()))??;
-        let timeout_ms = self.timeout_ms;
+        let timeout_ms = self.step_timeout_ms;
         let client = self.connected().await?;
         within_timeout(timeout_ms, export::apply_sessions(client, &sessions)).await?;
         self.state
@@ -779,6 +813,14 @@ struct ParsedCache {
 }
 
 impl ParsedCache {
+    /// Whether the cache holds the heads this exporter last committed for
+    /// the document.
+    fn knows_exported(&self, document_id: &DocumentId) -> bool {
+        self.docs
+            .get(document_id)
+            .is_some_and(|parsed| parsed.exported.is_some())
+    }
+
     fn take(&mut self, document_id: &DocumentId) -> Option<Parsed> {
         self.docs.remove(document_id)
     }
@@ -911,6 +953,19 @@ mod tests {
         let store: Arc<dyn DocStore> = Arc::new(SledStore::temporary().expect("store"));
         let marks = ExportMarks::open(Arc::clone(&store), enabled).expect("marks");
         (store, marks)
+    }
+
+    #[test]
+    fn the_step_timeout_doubles_after_each_timeout_up_to_its_bound() {
+        let mut timeout = 500;
+        let mut seen = vec![timeout];
+        for _ in 0..6 {
+            timeout = next_step_timeout_ms(timeout, 500);
+            seen.push(timeout);
+        }
+        assert_eq!(seen, [500, 1_000, 2_000, 4_000, 8_000, 8_000, 8_000]);
+        assert_eq!(EXPORT_TIMEOUT_GROWTH_MAX * 500, 8_000);
+        assert_eq!(next_step_timeout_ms(u64::MAX, u64::MAX), u64::MAX);
     }
 
     #[test]

@@ -508,11 +508,14 @@ pub async fn postgres_client(url: &str) -> tokio_postgres::Client {
 
 /// A TCP proxy to PostgreSQL that a test can cut (every connection
 /// dropped, new ones refused), stall (connections stay open but nothing
-/// gets through: a hung database) and restore: a database outage without
-/// stopping the shared server.
+/// gets through: a hung database), slow down (every chunk each way held
+/// for a delay: a database that is slow but alive) and restore: a database
+/// outage without stopping the shared server.
 pub struct CuttableProxy {
     pub addr: SocketAddr,
     mode: Arc<tokio::sync::watch::Sender<ProxyMode>>,
+    /// Delay per forwarded chunk, each way, in ms (0: none).
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -520,6 +523,32 @@ enum ProxyMode {
     Open,
     Cut,
     Stalled,
+}
+
+/// Copies `from` to `to`, holding each chunk for the proxy's current delay.
+async fn pump(
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
+    delay_ms: &std::sync::atomic::AtomicU64,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => {
+                // Passes the end on, as copy_bidirectional would.
+                let _ = to.shutdown().await;
+                return;
+            }
+            Ok(read) => read,
+        };
+        let delay = delay_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl CuttableProxy {
@@ -530,9 +559,11 @@ impl CuttableProxy {
         let addr = listener.local_addr().expect("addr");
         let (mode, _) = tokio::sync::watch::channel(ProxyMode::Open);
         let mode = Arc::new(mode);
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let accepting = Arc::clone(&mode);
+        let delays = Arc::clone(&delay_ms);
         tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
                 let mut watch = accepting.subscribe();
                 let now = *watch.borrow();
                 match now {
@@ -547,12 +578,19 @@ impl CuttableProxy {
                     }
                     ProxyMode::Open => {}
                 }
+                let delay_ms = Arc::clone(&delays);
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                    let Ok(outbound) = TcpStream::connect(upstream).await else {
                         return;
                     };
+                    // The halves outlive the pumps: a stalled connection
+                    // stays open after its pumps are dropped.
+                    let (mut inbound_read, mut inbound_write) = inbound.into_split();
+                    let (mut outbound_read, mut outbound_write) = outbound.into_split();
+                    let up = pump(&mut inbound_read, &mut outbound_write, &delay_ms);
+                    let down = pump(&mut outbound_read, &mut inbound_write, &delay_ms);
                     let interrupted = tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => false,
+                        _ = async { tokio::join!(up, down) } => false,
                         changed = watch.wait_for(|mode| *mode != ProxyMode::Open) => changed.is_ok(),
                     };
                     if interrupted {
@@ -563,7 +601,17 @@ impl CuttableProxy {
                 });
             }
         });
-        Self { addr, mode }
+        Self {
+            addr,
+            mode,
+            delay_ms,
+        }
+    }
+
+    /// Holds every chunk, each way, for `delay_ms` from now on (0: none).
+    pub fn slow_down(&self, delay_ms: u64) {
+        self.delay_ms
+            .store(delay_ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn cut(&self) {
