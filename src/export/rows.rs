@@ -129,7 +129,7 @@ pub fn build_rows(
     let mut rows = Rows::default();
     match (meta.kind, touched) {
         (DocKind::Ledger, None) => {
-            let view = read_ledger_selected(&CachedDoc::new(doc), None, None);
+            let view = read_ledger_selected(&CachedDoc::whole(doc), None, None);
             ledger_rows(&context, &view, &mut rows)?;
         }
         (DocKind::Ledger, Some(touched)) => {
@@ -140,7 +140,7 @@ pub fn build_rows(
         }
         (DocKind::Stock, None) => {
             let view =
-                read_stock_selected(&CachedDoc::new(doc), KeySelection::All, KeySelection::All);
+                read_stock_selected(&CachedDoc::whole(doc), KeySelection::All, KeySelection::All);
             stock_rows(&context, &view, &mut rows)?;
         }
         (DocKind::Stock, Some(touched)) => {
@@ -160,7 +160,7 @@ pub fn build_rows(
             export.scope = ExportScope::Records { keys, whole };
         }
         (DocKind::Catalog, None) => {
-            let view = read_catalog_selected(&CachedDoc::new(doc), |_| KeySelection::All);
+            let view = read_catalog_selected(&CachedDoc::whole(doc), |_| KeySelection::All);
             catalog_rows(&context, &view, &mut rows)?;
         }
         (DocKind::Catalog, Some(touched)) => {

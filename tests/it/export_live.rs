@@ -292,4 +292,3 @@ async fn a_server_killed_while_exporting_neither_loses_nor_duplicates_rows() {
     office.close().await;
     server.kill().await;
 }
-
