@@ -9,6 +9,7 @@ mod domain_interop;
 mod export_backfill;
 mod export_incremental;
 mod export_live;
+mod export_round_trips;
 mod harness;
 mod hostile;
 mod js_interop;
