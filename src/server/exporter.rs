@@ -314,8 +314,10 @@ pub struct ExportStatus {
     pub last_error: Option<String>,
     pub last_error_at_ms: Option<u64>,
     pub last_export_at_ms: Option<u64>,
-    /// Time from a change being marked to its rows committing, over the
-    /// last [`EXPORT_LAG_SAMPLES_MAX`] exports.
+    /// Time from a document change being marked to its rows committing,
+    /// over the last [`EXPORT_LAG_SAMPLES_MAX`] document exports (sync-log
+    /// records are not counted: they are written when a connection ends,
+    /// not when a sale is made).
     pub lag_ms_p50: Option<u64>,
     pub lag_ms_p99: Option<u64>,
     pub lag_ms_max: Option<u64>,
@@ -345,9 +347,14 @@ impl ExportState {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn exported(&self, lag_ms: u64, at_ms: u64) {
+    /// Something was exported at `at_ms`; a document's export also counts
+    /// its lag.
+    fn exported(&self, lag_ms: Option<u64>, at_ms: u64) {
         let mut inner = self.lock();
         inner.last_export_at_ms = Some(at_ms);
+        let Some(lag_ms) = lag_ms else {
+            return;
+        };
         if inner.lags_ms.len() == EXPORT_LAG_SAMPLES_MAX {
             inner.lags_ms.pop_front();
         }
@@ -448,6 +455,14 @@ struct Exporter {
     client: Option<tokio_postgres::Client>,
     cache: ParsedCache,
     last_lag_log_ms: u64,
+}
+
+/// Which markers [`Exporter::clear_markers`] clears: only documents' count
+/// in the lag percentiles.
+#[derive(Debug, Clone, Copy)]
+enum Lagged {
+    Documents,
+    Sessions,
 }
 
 /// What one sweep did.
@@ -688,7 +703,8 @@ impl Exporter {
             cleared.push((key, marker));
             exported += 1;
         }
-        self.clear_markers(cleared, loaded_at_ms).await?;
+        self.clear_markers(cleared, loaded_at_ms, Lagged::Documents)
+            .await?;
         Ok(exported)
     }
 
@@ -728,15 +744,17 @@ impl Exporter {
             .into_iter()
             .map(|(_, key, marker)| (key, marker))
             .collect();
-        self.clear_markers(cleared, loaded_at_ms).await
+        self.clear_markers(cleared, loaded_at_ms, Lagged::Sessions)
+            .await
     }
 
     /// The markers' rows are committed: clears them (on a blocking thread,
-    /// see [`clear_marker`]) and records their lags.
+    /// see [`clear_marker`]) and, for documents, records their lags.
     async fn clear_markers(
         &self,
         cleared: Vec<(Vec<u8>, Vec<u8>)>,
         loaded_at_ms: u64,
+        lagged: Lagged,
     ) -> Result<(), ExporterError> {
         let store = Arc::clone(&self.store);
         let firsts = tokio::task::spawn_blocking(move || {
@@ -751,9 +769,14 @@ impl Exporter {
         .await
         .map_err(|error| ExporterError::Join(error.to_string()))??;
         let now = now_ms();
-        for first in firsts {
-            let lag_ms = first.map_or(0, |first| now.saturating_sub(first));
-            self.state.exported(lag_ms, now);
+        match lagged {
+            Lagged::Documents => {
+                for first in firsts {
+                    let lag_ms = first.map_or(0, |first| now.saturating_sub(first));
+                    self.state.exported(Some(lag_ms), now);
+                }
+            }
+            Lagged::Sessions => self.state.exported(None, now),
         }
         Ok(())
     }
@@ -966,6 +989,20 @@ mod tests {
         assert_eq!(seen, [500, 1_000, 2_000, 4_000, 8_000, 8_000, 8_000]);
         assert_eq!(EXPORT_TIMEOUT_GROWTH_MAX * 500, 8_000);
         assert_eq!(next_step_timeout_ms(u64::MAX, u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn only_document_exports_count_in_the_lag_percentiles() {
+        let (_store, marks) = marks(true);
+        let state = ExportState::default();
+        state.exported(Some(40), 1_000);
+        state.exported(Some(10), 1_001);
+        // A sync-log record written when a day-long connection ended.
+        state.exported(None, 1_002);
+        let status = status(&marks, &state).expect("status");
+        assert_eq!(status.last_export_at_ms, Some(1_002));
+        assert_eq!(status.lag_ms_p50, Some(10));
+        assert_eq!(status.lag_ms_max, Some(40));
     }
 
     #[test]
