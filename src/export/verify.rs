@@ -4,8 +4,10 @@
 //! (not from the export's rows) are compared with the same figures
 //! aggregated in SQL: counts and money totals of sales, lines, voids,
 //! payments and returns, each stock level, movement counts and sums,
-//! alerts, catalog records, invalid records, and the exported heads. Every
-//! difference is reported.
+//! alerts, catalog records, invalid records, and the exported heads. Then
+//! every sync-log record still in the store is compared with its
+//! `sync_sessions` row (the table keeps records the store has pruned, so
+//! only missing or different rows count). Every difference is reported.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -14,9 +16,10 @@ use tokio_postgres::Client;
 use ventas_storage::{DocStore, LIST_LIMIT_MAX};
 use ventas_sync_protocol::ids::DocumentId;
 
-use super::backfill::{exported_state, load_doc};
+use super::backfill::{exported_state, load_doc, SESSIONS_PAGE_MAX};
 use super::{heads_to_hex, ExportError};
 use crate::domain::{self, DocKind, Problem, Violation};
+use crate::server::sessions::{SessionLog, SyncSession};
 
 /// One figure that differs between a document and Postgres.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +111,103 @@ pub async fn verify(
             in_postgres: "present".into(),
         });
     }
+    verify_sessions(store, client, &mut differences).await?;
     Ok((differences, documents))
+}
+
+/// The figures of a sync-log record that `sync_sessions` must hold.
+const SESSION_FIGURES: [&str; 10] = [
+    "disconnected_at_ms",
+    "messages_in",
+    "messages_out",
+    "changes_in",
+    "changes_out",
+    "bytes_in",
+    "bytes_out",
+    "writes_denied",
+    "documents",
+    "denials",
+];
+
+fn session_figures(session: &SyncSession) -> [i64; SESSION_FIGURES.len()] {
+    let big = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    [
+        session.disconnected_at_ms.map_or(-1, big),
+        big(session.messages_in),
+        big(session.messages_out),
+        big(session.changes_in),
+        big(session.changes_out),
+        big(session.bytes_in),
+        big(session.bytes_out),
+        big(session.writes_denied),
+        count(session.documents.iter()),
+        count(session.denials.iter()),
+    ]
+}
+
+/// Compares each sync-log record of the store with its `sync_sessions` row,
+/// a page at a time; differences are named `sync_session <id>`.
+async fn verify_sessions(
+    store: Arc<dyn DocStore>,
+    client: &Client,
+    differences: &mut Vec<Difference>,
+) -> Result<(), ExportError> {
+    let log = SessionLog::new(store);
+    let mut before = None;
+    loop {
+        let page = log.page(before, SESSIONS_PAGE_MAX)?;
+        let ids: Vec<i64> = page
+            .sessions
+            .iter()
+            .map(|session| i64::try_from(session.id).unwrap_or(i64::MAX))
+            .collect();
+        let rows = client
+            .query(
+                "SELECT session_id, coalesce(disconnected_at_ms, -1), messages_in, messages_out, \
+                 changes_in, changes_out, bytes_in, bytes_out, writes_denied, \
+                 cardinality(documents)::bigint, cardinality(denials)::bigint \
+                 FROM sync_sessions WHERE session_id = ANY($1)",
+                &[&ids],
+            )
+            .await?;
+        let in_postgres: HashMap<i64, Vec<i64>> = rows
+            .iter()
+            .map(|row| {
+                let figures = (1..=SESSION_FIGURES.len()).map(|at| row.get(at)).collect();
+                (row.get(0), figures)
+            })
+            .collect();
+        for (session, id) in page.sessions.iter().zip(&ids) {
+            let name = format!("sync_session {}", session.id);
+            let Some(found) = in_postgres.get(id) else {
+                differences.push(Difference {
+                    document_id: name,
+                    figure: "row".into(),
+                    in_document: "present".into(),
+                    in_postgres: "missing".into(),
+                });
+                continue;
+            };
+            for ((figure, expected), found) in SESSION_FIGURES
+                .iter()
+                .zip(session_figures(session))
+                .zip(found)
+            {
+                if expected != *found {
+                    differences.push(Difference {
+                        document_id: name.clone(),
+                        figure: (*figure).to_string(),
+                        in_document: expected.to_string(),
+                        in_postgres: found.to_string(),
+                    });
+                }
+            }
+        }
+        match page.next_before {
+            Some(next) => before = Some(next),
+            None => return Ok(()),
+        }
+    }
 }
 
 fn invalid_count(violations: &[Violation]) -> i64 {

@@ -217,6 +217,18 @@ async fn backfill_fills_reruns_resumes_after_a_kill_and_verifies() {
         )
         .await
         .expect("delete a movement");
+    let session: i64 = client
+        .query_one("SELECT min(session_id) FROM sync_sessions", &[])
+        .await
+        .expect("a session")
+        .get(0);
+    client
+        .execute(
+            "UPDATE sync_sessions SET changes_in = changes_in + 5 WHERE session_id = $1",
+            &[&session],
+        )
+        .await
+        .expect("tamper a session");
     let (code, output) = run(&data.path, &url, &["--verify"]).await;
     assert_eq!(code, 1, "{output}");
     assert!(
@@ -225,7 +237,11 @@ async fn backfill_fills_reruns_resumes_after_a_kill_and_verifies() {
     );
     assert!(output.contains(" movements: document"), "{output}");
     assert!(
-        output.contains("2 differences") || output.contains("3 differences"),
+        output.contains(&format!("sync_session {session} changes_in: document")),
+        "{output}"
+    );
+    assert!(
+        output.contains("3 differences") || output.contains("4 differences"),
         "{output}"
     );
 
