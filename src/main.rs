@@ -264,6 +264,20 @@ impl ServeArgs {
     }
 }
 
+/// automerge may panic on a peer's crafted change; `sync-protocol` runs it
+/// under `catch_unwind` and refuses the input, so such a panic is one log
+/// line, not a crash report on stderr. Any other panic is reported as usual.
+fn quiet_guarded_panics() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if ventas_sync_protocol::doc_sync::panic_is_guarded() {
+            tracing::warn!("automerge failed on a peer's input, which is refused: {info}");
+        } else {
+            report(info);
+        }
+    }));
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -274,6 +288,7 @@ fn main() -> anyhow::Result<()> {
         // `listening on` line, an issued token).
         .with_writer(std::io::stderr)
         .init();
+    quiet_guarded_panics();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     match cli.command {

@@ -359,10 +359,27 @@ fn depth_in(doc: &Automerge, (counter, actor): &ObjectKey) -> usize {
         .map_or(1, |parents| parents.count().max(1))
 }
 
+std::thread_local! {
+    /// Set while this thread runs automerge on a peer's input under
+    /// [`catch_unwind`].
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a panic now, on this thread, is automerge failing on a peer's
+/// hostile input under `catch_unwind`: expected, and already turned into a
+/// refusal of that input. A process's panic hook may log such a panic as
+/// one line instead of a crash report (the server does).
+pub fn panic_is_guarded() -> bool {
+    GUARDED.with(std::cell::Cell::get)
+}
+
 /// Runs automerge code that may panic on hostile input; a panic becomes
 /// `Err`. automerge holds no state of ours across the call.
 fn catch_unwind<T>(run: impl FnOnce() -> T) -> Result<T, ()> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).map_err(|_| ())
+    let outer = GUARDED.with(|guarded| guarded.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).map_err(|_| ());
+    GUARDED.with(|guarded| guarded.set(outer));
+    result
 }
 
 /// An unsigned LEB128 number and how many bytes it took; `None` if it runs
@@ -583,6 +600,27 @@ impl PeerDocSync {
 mod tests {
     use super::*;
     use automerge::sync::MessageVersion;
+
+    #[test]
+    fn a_panic_is_guarded_only_inside_catch_unwind() {
+        assert!(!panic_is_guarded());
+        let seen_by_hook = catch_unwind(panic_is_guarded).expect("no panic");
+        assert!(seen_by_hook);
+        // Still guarded while the panic unwinds (when a hook would run).
+        let unwound = catch_unwind(|| {
+            let _guard = AssertOnDrop;
+            panic!("automerge failing on hostile input");
+        });
+        assert!(unwound.is_err());
+        assert!(!panic_is_guarded(), "cleared after a panic too");
+    }
+
+    struct AssertOnDrop;
+    impl Drop for AssertOnDrop {
+        fn drop(&mut self) {
+            assert!(panic_is_guarded());
+        }
+    }
     use automerge::transaction::Transactable;
     use automerge::ROOT;
 
