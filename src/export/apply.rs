@@ -154,14 +154,19 @@ async fn lock_documents(
     // Sent in this order on first poll, so the read runs after the locks.
     let params: [&(dyn ToSql + Sync); 1] = [&sorted];
     let (_, rows) = futures_util::try_join!(tx.execute(lock, &params), tx.query(read, &params))?;
-    Ok(rows
-        .into_iter()
+    Ok(heads_by_document(rows))
+}
+
+/// `(document_id, heads)` rows of `export_state` as a map, each document's
+/// heads sorted.
+pub(crate) fn heads_by_document(rows: Vec<tokio_postgres::Row>) -> HashMap<String, Vec<String>> {
+    rows.into_iter()
         .map(|row| {
             let mut heads: Vec<String> = row.get(1);
             heads.sort();
             (row.get(0), heads)
         })
-        .collect())
+        .collect()
 }
 
 /// [`lock_documents`] with its two statements prepared here (one more

@@ -22,7 +22,7 @@ use tokio_postgres::{Client, Transaction};
 use ventas_storage::{DocStore, LIST_LIMIT_MAX};
 use ventas_sync_protocol::ids::DocumentId;
 
-use super::apply::{apply_sessions, lock_and_read_heads, migrate, write_states};
+use super::apply::{apply_sessions, heads_by_document, lock_and_read_heads, migrate, write_states};
 use super::rows::{build_rows, DocExport};
 use super::tables::{Row, Table};
 use super::{heads_to_hex, ExportError};
@@ -173,14 +173,7 @@ pub(crate) async fn exported_state(
     let rows = client
         .query("SELECT document_id, heads FROM export_state", &[])
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let mut heads: Vec<String> = row.get(1);
-            heads.sort();
-            (row.get(0), heads)
-        })
-        .collect())
+    Ok(heads_by_document(rows))
 }
 
 /// One transaction's worth of documents.

@@ -7,12 +7,14 @@
 
 use std::time::Instant;
 
-use automerge::Automerge;
-use ventas::domain::*;
 use ventas::export;
 use ventas::protocol::ids::DocumentId;
 
 use crate::harness::*;
+
+/// A seller's ledger, as the export benchmarks build it.
+#[path = "../../benches/support/export_world.rs"]
+mod world;
 
 /// Ledgers in the page.
 const LEDGERS: usize = 32;
@@ -21,54 +23,6 @@ const SALES_EACH: usize = 20;
 /// Delay per chunk each way: a 10 ms round trip.
 const DELAY_MS: u64 = 5;
 
-/// One seller's device and ledger, with a catalog to sell from.
-struct Seller {
-    catalog: CatalogView,
-    device: Automerge,
-    ledger: Automerge,
-    at_ms: i64,
-}
-
-impl Seller {
-    fn new() -> Self {
-        let tenant = TenantId::new("acme").expect("id");
-        let seller = SellerId::new("ana").expect("id");
-        let device = DeviceId::new("tab-1").expect("id");
-        let catalog = sample_catalog(&SampleCatalog {
-            tenant: "acme",
-            sellers: &["ana"],
-            customer: "shop-9",
-            products: &[("soap", 250), ("rice", 1_199)],
-            devices: &[("tab-1", "ana", "K1")],
-        })
-        .expect("catalog");
-        let at_ms = Period::parse("2026-11").expect("period").start_ms() + 1_000;
-        Self {
-            catalog: read_catalog(&catalog),
-            device: create_device_doc(&tenant, &device, &seller, "K1").expect("device"),
-            ledger: create_ledger_doc(&tenant, &seller, Period::of_ms(at_ms)).expect("ledger"),
-            at_ms,
-        }
-    }
-
-    fn sell(&mut self, count: usize) {
-        for _ in 0..count {
-            self.at_ms += 60_000;
-            let line = |product: &str, quantity| SaleLineInput {
-                product: ProductId::new(product).expect("id"),
-                quantity,
-            };
-            let input = SaleInput {
-                customer: CustomerId::new("shop-9").expect("id"),
-                location: LocationId::new("van-ana").expect("id"),
-                at_ms: self.at_ms,
-                lines: vec![line("soap", 2), line("rice", 1)],
-            };
-            record_sale(&mut self.device, &mut self.ledger, &self.catalog, &input).expect("sale");
-        }
-    }
-}
-
 #[tokio::test]
 #[ignore = "measurement, run by hand"]
 async fn measure_export_round_trips() {
@@ -76,9 +30,9 @@ async fn measure_export_round_trips() {
     let proxy = CuttableProxy::start("127.0.0.1:5432".parse().expect("addr")).await;
     let mut direct = db.client().await;
     export::migrate(&mut direct).await.expect("migrate");
-    let mut sellers: Vec<Seller> = (0..LEDGERS)
+    let mut sellers: Vec<world::World> = (0..LEDGERS)
         .map(|_| {
-            let mut seller = Seller::new();
+            let mut seller = world::World::new();
             seller.sell(SALES_EACH);
             seller
         })
