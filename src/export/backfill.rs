@@ -290,13 +290,15 @@ async fn write_batch(client: &mut Client, batch: &Batch) -> Result<(), ExportErr
             });
         }
     }
-    for table in Table::ALL.iter().rev() {
-        tx.execute(
-            &format!("DELETE FROM {} WHERE document_id = ANY($1)", table.name()),
-            &[&ids],
-        )
+    // Pipelined: one round trip for every table (children first).
+    let deletes: Vec<String> = Table::ALL
+        .iter()
+        .rev()
+        .map(|table| format!("DELETE FROM {} WHERE document_id = ANY($1)", table.name()))
+        .collect();
+    let params: [&(dyn ToSql + Sync); 1] = [&ids];
+    futures_util::future::try_join_all(deletes.iter().map(|sql| tx.execute(sql.as_str(), &params)))
         .await?;
-    }
     for table in Table::ALL {
         let rows: Vec<&Row> = batch
             .exports
