@@ -110,11 +110,23 @@ async fn three_devices_editing_one_document_concurrently_converge() {
         wait_for_keys(handle, &wanted).await;
         within("synced", handle.synced()).await.expect("synced");
     }
-    // Same heads and same winner of the shared key everywhere.
-    let heads: Vec<_> = handles
-        .iter()
-        .map(|h| h.read(|d| d.get_heads()).expect("read"))
-        .collect();
+    // Same heads and same winner of the shared key everywhere. `synced()`
+    // says the server holds this device's changes; another device's last
+    // `shared` edit may still be on its way here, so wait for the heads to
+    // meet (a replica that never converges fails the wait).
+    let heads_now = || -> Vec<_> {
+        handles
+            .iter()
+            .map(|h| h.read(|d| d.get_heads()).expect("read"))
+            .collect()
+    };
+    within("the replicas' heads to meet", async {
+        while !heads_now().windows(2).all(|w| w[0] == w[1]) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let heads = heads_now();
     assert!(
         heads.windows(2).all(|w| w[0] == w[1]),
         "heads differ: {heads:?}"
