@@ -32,7 +32,8 @@ use super::tables::{Cell, Row, Table};
 use super::ExportError;
 use crate::domain::{
     doc_meta, read_catalog_selected, read_ledger_selected, read_stock_selected, CatalogView,
-    DocKind, DocMeta, KeySelection, LedgerSelection, LedgerView, Problem, StockView, Violation,
+    DocKind, DocMeta, KeySelection, LedgerSelection, LedgerView, Problem, RecordId, StockView,
+    Violation,
 };
 
 /// Which rows of the document an export replaces.
@@ -497,6 +498,19 @@ fn index(value: usize) -> Cell {
     Cell::Int4(i32::try_from(value).unwrap_or(i32::MAX))
 }
 
+/// A correction's row (void, payment, return): its id, its sale, its device
+/// and sequence number, then `rest`.
+fn correction_cells<const N: usize>(
+    id: &RecordId,
+    sale: &RecordId,
+    rest: [Cell; N],
+) -> Result<Vec<Cell>, ExportError> {
+    let mut cells = Vec::with_capacity(4 + N);
+    cells.extend([text(id), text(sale), text(id.device.as_str()), seq(id.seq)?]);
+    cells.extend(rest);
+    Ok(cells)
+}
+
 /// Invalid records, one row per problem, numbered per record in the order
 /// the reader reported them. The counter-drift rule is left to SQL.
 fn invalid_rows(context: &Context<'_>, violations: &[Violation], rows: &mut Rows) {
@@ -567,46 +581,43 @@ fn ledger_rows(
         rows.push(
             Table::Voids,
             context,
-            vec![
-                text(&void.id),
-                text(&void.sale),
-                text(void.id.device.as_str()),
-                seq(void.id.seq)?,
-                text(&void.reason),
-                Cell::Int(void.at_ms),
-            ],
+            correction_cells(
+                &void.id,
+                &void.sale,
+                [text(&void.reason), Cell::Int(void.at_ms)],
+            )?,
         );
     }
     for payment in view.payments.values() {
         rows.push(
             Table::Payments,
             context,
-            vec![
-                text(&payment.id),
-                text(&payment.sale),
-                text(payment.id.device.as_str()),
-                seq(payment.id.seq)?,
-                Cell::Int(payment.amount_cents),
-                text(payment.currency.as_str()),
-                text(&payment.method),
-                Cell::Int(payment.at_ms),
-            ],
+            correction_cells(
+                &payment.id,
+                &payment.sale,
+                [
+                    Cell::Int(payment.amount_cents),
+                    text(payment.currency.as_str()),
+                    text(&payment.method),
+                    Cell::Int(payment.at_ms),
+                ],
+            )?,
         );
     }
     for sale_return in view.returns.values() {
         rows.push(
             Table::Returns,
             context,
-            vec![
-                text(&sale_return.id),
-                text(&sale_return.sale),
-                text(sale_return.id.device.as_str()),
-                seq(sale_return.id.seq)?,
-                text(&sale_return.receipt),
-                text(sale_return.location.as_str()),
-                Cell::Int(sale_return.refund_cents),
-                Cell::Int(sale_return.at_ms),
-            ],
+            correction_cells(
+                &sale_return.id,
+                &sale_return.sale,
+                [
+                    text(&sale_return.receipt),
+                    text(sale_return.location.as_str()),
+                    Cell::Int(sale_return.refund_cents),
+                    Cell::Int(sale_return.at_ms),
+                ],
+            )?,
         );
         for (number, line) in sale_return.lines.iter().enumerate() {
             rows.push(
