@@ -175,23 +175,10 @@ impl RawDevice {
             header::AUTHORIZATION,
             HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
         );
-        let (socket, _) = within("connect", tokio_tungstenite::connect_async(request))
+        let (peer, server) = RawPeer::connect_with(request, device)
             .await
-            .expect("upgrade accepted");
-        let mut peer = RawPeer {
-            socket,
-            peer_id: PeerId::new(device),
-        };
-        peer.send(&Message::Join {
-            sender_id: peer.peer_id.clone(),
-            supported_protocol_versions: vec!["1".to_string()],
-            peer_metadata: None,
-        })
-        .await;
-        let server = match peer.recv().await {
-            Some(Message::Peer { sender_id, .. }) => sender_id,
-            other => panic!("expected peer, got {other:?}"),
-        };
+            .handshake()
+            .await;
         Self {
             peer,
             server,

@@ -201,17 +201,42 @@ impl RawPeer {
         }
     }
 
+    /// Connects with `request` (a URL, or a request carrying a credential);
+    /// the upgrade must be accepted.
+    pub async fn connect_with(
+        request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
+        name: &str,
+    ) -> Self {
+        let (socket, _) = within("connect", tokio_tungstenite::connect_async(request))
+            .await
+            .expect("upgrade accepted");
+        Self {
+            socket,
+            peer_id: PeerId::new(name),
+        }
+    }
+
     /// Connects and completes the join/peer handshake.
     pub async fn joined(url: &str, name: &str) -> (Self, PeerId) {
-        let mut peer = Self::connect(url, name).await;
-        peer.send(&Message::Join {
-            sender_id: peer.peer_id.clone(),
+        Self::connect(url, name).await.handshake().await
+    }
+
+    /// Sends `join` as this peer (protocol version 1).
+    pub async fn send_join(&mut self) {
+        self.send(&Message::Join {
+            sender_id: self.peer_id.clone(),
             supported_protocol_versions: vec!["1".to_string()],
             peer_metadata: None,
         })
         .await;
-        match peer.recv().await {
-            Some(Message::Peer { sender_id, .. }) => (peer, sender_id),
+    }
+
+    /// Joins and expects the server's `peer` answer; returns the server's
+    /// peer id with the peer.
+    pub async fn handshake(mut self) -> (Self, PeerId) {
+        self.send_join().await;
+        match self.recv().await {
+            Some(Message::Peer { sender_id, .. }) => (self, sender_id),
             other => panic!("expected peer, got {other:?}"),
         }
     }

@@ -251,20 +251,12 @@ async fn joined_over_tls(url: &str, certificate: &[u8], name: &str) -> (RawPeer,
     let (socket, _) = within("wss connect", connect)
         .await
         .expect("TLS handshake and upgrade");
-    let mut peer = RawPeer {
+    RawPeer {
         socket,
         peer_id: PeerId::new(name),
-    };
-    peer.send(&Message::Join {
-        sender_id: peer.peer_id.clone(),
-        supported_protocol_versions: vec!["1".to_string()],
-        peer_metadata: None,
-    })
-    .await;
-    match peer.recv().await {
-        Some(Message::Peer { sender_id, .. }) => (peer, sender_id),
-        other => panic!("expected peer, got {other:?}"),
     }
+    .handshake()
+    .await
 }
 
 /// Runs the automerge sync conversation for `doc` until `done`; the first
