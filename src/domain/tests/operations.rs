@@ -25,12 +25,7 @@ fn record_sale_refuses_another_sellers_ledger() {
     let device = world.device("tab-b1");
     let input = world.sale_input(&device, &[(0, 1)], november_ms());
     let ana = world.sellers[0].clone();
-    let result = record_sale(
-        world.device_docs.get_mut(&device).expect("device"),
-        world.ledgers.get_mut(&ana).expect("ledger"),
-        &world.catalog_view,
-        &input,
-    );
+    let result = world.try_sale(&device, &ana, &input);
     assert!(
         matches!(result, Err(DomainError::NotOwner { .. })),
         "{result:?}"
@@ -45,12 +40,7 @@ fn record_sale_refuses_a_date_outside_the_ledgers_month() {
     let december = Period::parse("2026-12").expect("period").start_ms();
     let input = world.sale_input(&device, &[(0, 1)], december);
     let ana = world.sellers[0].clone();
-    let result = record_sale(
-        world.device_docs.get_mut(&device).expect("device"),
-        world.ledgers.get_mut(&ana).expect("ledger"),
-        &world.catalog_view,
-        &input,
-    );
+    let result = world.try_sale(&device, &ana, &input);
     assert!(
         matches!(result, Err(DomainError::WrongPeriod { .. })),
         "{result:?}"
@@ -62,14 +52,7 @@ fn record_sale_refuses_bad_input() {
     let mut world = World::new();
     let device = world.device("tab-a1");
     let ana = world.sellers[0].clone();
-    let mut attempt = |input: SaleInput| {
-        record_sale(
-            world.device_docs.get_mut(&device).expect("device"),
-            world.ledgers.get_mut(&ana).expect("ledger"),
-            &world.catalog_view,
-            &input,
-        )
-    };
+    let mut attempt = |input: SaleInput| world.try_sale(&device, &ana, &input);
     let base = SaleInput {
         customer: id(CustomerId::new("shop-9")),
         location: id(LocationId::new("van-ana")),
@@ -531,13 +514,7 @@ fn sales_between_filters_and_orders_by_time() {
     let mut ids = Vec::new();
     for offset in [30, 10, 20] {
         let input = world.sale_input(&device, &[(0, 1)], november_ms() + offset);
-        let sale = record_sale(
-            world.device_docs.get_mut(&device).expect("doc"),
-            world.ledgers.get_mut(&ana).expect("ledger"),
-            &world.catalog_view,
-            &input,
-        )
-        .expect("sale");
+        let sale = world.try_sale(&device, &ana, &input).expect("sale");
         ids.push(sale.id);
     }
     let view = read_ledger(&world.ledgers[&ana], None);
