@@ -13,7 +13,6 @@ use ventas::client::{Client, ClientConfig};
 use ventas::server::auth::Role;
 use ventas::storage::{DocStore, SledStore};
 use ventas_sync_protocol::ids::PeerId;
-use ventas_sync_protocol::wire::Message;
 
 use crate::harness::{
     bearer, http_get, http_request, issue_credentials, put, wait_for_keys, within, RawPeer,
@@ -87,15 +86,12 @@ async fn closed_with_error(peer: &mut RawPeer, within_ms: u64) -> String {
 /// The peer still gets answers: a request for an unknown document is
 /// answered with doc-unavailable.
 async fn still_served(peer: &mut RawPeer, server: &PeerId) {
-    let request = peer.request(
+    peer.assert_unavailable(
         server,
         ventas_sync_protocol::ids::DocumentId::from_bytes([9; 16]),
-    );
-    peer.send(&request).await;
-    match peer.recv().await {
-        Some(Message::DocUnavailable { .. }) => {}
-        other => panic!("expected doc-unavailable, got {other:?}"),
-    }
+        "expected doc-unavailable",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -184,6 +184,24 @@ impl ServerProcess {
     }
 }
 
+/// Tries `connect` every 20 ms, 100 times at most, and asserts that one
+/// attempt is admitted (a freed connection slot is reused); `what` says
+/// which slot.
+pub async fn assert_admitted_soon<T, E>(
+    what: &str,
+    mut connect: impl FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, E>>>>,
+) {
+    let mut admitted = false;
+    for _ in 0..100 {
+        if connect().await.is_ok() {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(admitted, "{what}");
+}
+
 /// A hand-driven protocol peer over a raw WebSocket.
 pub struct RawPeer {
     pub socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
@@ -239,6 +257,24 @@ impl RawPeer {
             Some(Message::Peer { sender_id, .. }) => (self, sender_id),
             other => panic!("expected peer, got {other:?}"),
         }
+    }
+
+    /// Requests `document_id`, unknown to the server, and asserts the
+    /// answer is doc-unavailable: the peer is still served. `what` says why
+    /// it should be.
+    pub async fn assert_unavailable(
+        &mut self,
+        server: &PeerId,
+        document_id: DocumentId,
+        what: &str,
+    ) {
+        let request = self.request(server, document_id);
+        self.send(&request).await;
+        let answer = self.recv().await;
+        assert!(
+            matches!(answer, Some(Message::DocUnavailable { .. })),
+            "{what}: {answer:?}"
+        );
     }
 
     pub async fn send(&mut self, message: &Message) {
