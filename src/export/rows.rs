@@ -317,16 +317,7 @@ fn ledger_selection(
             };
             let mut found = Vec::new();
             for item in doc.map_range(&map, ..) {
-                let sale = match doc.get(item.id(), "sale") {
-                    Ok(Some((automerge::Value::Scalar(scalar), _))) => match scalar.as_ref() {
-                        automerge::ScalarValue::Str(text) => Some(text.to_string()),
-                        _ => None,
-                    },
-                    Ok(Some((automerge::Value::Object(automerge::ObjType::Text), text))) => {
-                        doc.text(&text).ok()
-                    }
-                    _ => None,
-                };
+                let sale = string_field(doc, &item.id(), "sale", None);
                 if sale.is_some_and(|sale| selection.sales.contains(&sale)) {
                     found.push(item.key.into_owned());
                 }
@@ -363,11 +354,22 @@ fn correction_sale(
     if !matches!(value, automerge::Value::Object(automerge::ObjType::Map)) {
         return None;
     }
-    let field = match at {
-        None => doc.get(&obj, "sale"),
-        Some(heads) => doc.get_at(&obj, "sale", heads),
+    string_field(doc, &obj, "sale", at)
+}
+
+/// The string (scalar or text object) at `obj[field]`, now or at `at`;
+/// `None` when absent, unreadable or of another type.
+fn string_field(
+    doc: &Automerge,
+    obj: &automerge::ObjId,
+    field: &str,
+    at: Option<&[ChangeHash]>,
+) -> Option<String> {
+    let value = match at {
+        None => doc.get(obj, field),
+        Some(heads) => doc.get_at(obj, field, heads),
     };
-    match field.ok().flatten()? {
+    match value.ok().flatten()? {
         (automerge::Value::Scalar(scalar), _) => match scalar.as_ref() {
             automerge::ScalarValue::Str(text) => Some(text.to_string()),
             _ => None,
@@ -429,16 +431,7 @@ fn stock_movement_selection(doc: &Automerge, touched: &Touched) -> BTreeSet<Stri
         return keys;
     };
     for item in doc.map_range(&map, ..) {
-        let product = match doc.get(item.id(), "product") {
-            Ok(Some((automerge::Value::Scalar(scalar), _))) => match scalar.as_ref() {
-                automerge::ScalarValue::Str(text) => Some(text.to_string()),
-                _ => None,
-            },
-            Ok(Some((automerge::Value::Object(automerge::ObjType::Text), text))) => {
-                doc.text(&text).ok()
-            }
-            _ => None,
-        };
+        let product = string_field(doc, &item.id(), "product", None);
         if product.is_some_and(|product| touched.levels_reshaped.contains(&product)) {
             keys.insert(item.key.into_owned());
         }
