@@ -224,6 +224,26 @@ impl World {
     }
 }
 
+/// The office's `Load` of `delta` units of `product` into a stock document:
+/// movement `id`, from the delivery `record`.
+pub(crate) fn office_load(
+    id: &str,
+    record: &str,
+    product: &ProductId,
+    delta: i64,
+    at_ms: i64,
+) -> Movement {
+    Movement {
+        id: id.into(),
+        kind: MovementKind::Load,
+        product: product.clone(),
+        delta,
+        record: record.into(),
+        author: "office".into(),
+        at_ms,
+    }
+}
+
 /// A copy of `doc` on another replica, with a fixed actor.
 pub(crate) fn replica(doc: &Automerge, actor: u8, generation: u8) -> Automerge {
     let mut copy = doc.fork();
