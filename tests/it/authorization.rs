@@ -332,6 +332,16 @@ impl RawDevice {
     }
 }
 
+/// Everything heard says doc-unavailable: the document stays hidden.
+fn assert_only_unavailable(heard: &[Message]) {
+    assert!(
+        heard
+            .iter()
+            .all(|m| matches!(m, Message::DocUnavailable { .. })),
+        "{heard:?}"
+    );
+}
+
 fn errors(heard: &[Message]) -> Vec<String> {
     heard
         .iter()
@@ -454,12 +464,7 @@ async fn a_seller_sees_only_its_own_ledger_and_cannot_write_the_catalog() {
         .expect_err("bob's ledger is hidden from ana");
     ana.mark(bob_ledger.document_id(), "forged");
     let heard = ana.push(bob_ledger.document_id()).await;
-    assert!(
-        heard
-            .iter()
-            .all(|m| matches!(m, Message::DocUnavailable { .. })),
-        "{heard:?}"
-    );
+    assert_only_unavailable(&heard);
 
     // The catalog: readable, but a change is refused with an error, and
     // the connection stays open.
@@ -604,12 +609,7 @@ async fn with_credentials_only_the_office_creates_documents() {
     let mut ana = RawDevice::connect(&server.url(), "tab-ana", &tokens["tab-ana"]).await;
     ana.mark(fresh, "made-by-ana");
     let heard = ana.push(fresh).await;
-    assert!(
-        heard
-            .iter()
-            .all(|m| matches!(m, Message::DocUnavailable { .. })),
-        "{heard:?}"
-    );
+    assert_only_unavailable(&heard);
     assert!(!ana.acknowledged(fresh));
 
     let mut office = RawDevice::connect(&server.url(), "office-1", &tokens["office-1"]).await;
