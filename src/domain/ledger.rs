@@ -174,12 +174,7 @@ fn check_ledger_for(
             seller: device.seller.clone(),
         });
     }
-    let period = meta.period.ok_or(DomainError::Malformed {
-        path: "meta.period".into(),
-        source: FieldError::Missing {
-            field: "period".into(),
-        },
-    })?;
+    let period = meta.period.ok_or_else(missing_period)?;
     if !period.contains(at_ms) {
         return Err(DomainError::WrongPeriod {
             ledger: period,
@@ -192,6 +187,25 @@ fn check_ledger_for(
 fn check_note(note: &str) -> Result<(), DomainError> {
     if note.len() > NOTE_BYTES_MAX {
         return Err(DomainError::NoteTooLong { bytes: note.len() });
+    }
+    Ok(())
+}
+
+/// Refuses line `index` of what the seller entered (sale or return) if its
+/// quantity is not positive or an earlier line holds the same product.
+fn check_line_input(lines: &[SaleLineInput], index: usize) -> Result<(), DomainError> {
+    let line = &lines[index];
+    if line.quantity <= 0 {
+        return Err(DomainError::NonPositiveQuantity {
+            product: line.product.clone(),
+            quantity: line.quantity,
+        });
+    }
+    if lines[..index]
+        .iter()
+        .any(|earlier| earlier.product == line.product)
+    {
+        return Err(DomainError::DuplicateLine(line.product.clone()));
     }
     Ok(())
 }
@@ -225,18 +239,7 @@ pub fn record_sale(
     let mut currency = None;
     let mut lines = Vec::with_capacity(input.lines.len());
     for (index, line) in input.lines.iter().enumerate() {
-        if line.quantity <= 0 {
-            return Err(DomainError::NonPositiveQuantity {
-                product: line.product.clone(),
-                quantity: line.quantity,
-            });
-        }
-        if input.lines[..index]
-            .iter()
-            .any(|earlier| earlier.product == line.product)
-        {
-            return Err(DomainError::DuplicateLine(line.product.clone()));
-        }
+        check_line_input(&input.lines, index)?;
         let product = catalog
             .products
             .get(&line.product)
@@ -280,18 +283,7 @@ pub fn record_sale(
 
 /// Writes `sale` as a new key of `sales`. Refuses to overwrite.
 pub(crate) fn write_sale(ledger: &mut Automerge, sale: &Sale) -> Result<(), DomainError> {
-    let sales = container(ledger, "sales")?;
-    let writers = container(ledger, "writers")?;
-    let actor = ledger.get_actor().to_hex_string();
-    let key = sale.id.to_string();
-    let mut tx = ledger.transaction();
-    if tx.get(&sales, key.as_str())?.is_some() {
-        return Err(DomainError::RecordExists(key));
-    }
-    register_writer(&mut tx, &writers, &actor, &sale.id.device)?;
-    let map = tx.put_object(&sales, key.as_str(), ObjType::Map)?;
-    tx.put(&map, "device", sale.id.device.as_str())?;
-    tx.put(&map, "seq", seq_value(sale.id.seq)?)?;
+    let (mut tx, map) = begin_record(ledger, "sales", &sale.id)?;
     tx.put(&map, "receipt", sale.receipt.as_str())?;
     tx.put(&map, "seller", sale.seller.as_str())?;
     tx.put(&map, "customer", sale.customer.as_str())?;
@@ -315,22 +307,29 @@ fn seq_value(seq: u64) -> Result<i64, DomainError> {
     i64::try_from(seq).map_err(|_| DomainError::SequenceExhausted)
 }
 
-/// Reads the record at `collection[key]` header: a new key for a record id.
-fn new_record_map(
-    tx: &mut automerge::transaction::Transaction<'_>,
-    collection: &ObjId,
-    writer: (&ObjId, &str),
+/// Opens a transaction that writes the record `id` as a new key of the ledger
+/// map `collection` (sales and corrections alike): registers this actor as a
+/// writer for the device, writes the record's `device` and `seq`, and returns
+/// the transaction with the record's map for the caller to fill and commit.
+/// Refuses to overwrite.
+fn begin_record<'a>(
+    ledger: &'a mut Automerge,
+    collection: &str,
     id: &RecordId,
-) -> Result<ObjId, DomainError> {
+) -> Result<(automerge::transaction::Transaction<'a>, ObjId), DomainError> {
+    let records = container(ledger, collection)?;
+    let writers = container(ledger, "writers")?;
+    let actor = ledger.get_actor().to_hex_string();
     let key = id.to_string();
-    if tx.get(collection, key.as_str())?.is_some() {
+    let mut tx = ledger.transaction();
+    if tx.get(&records, key.as_str())?.is_some() {
         return Err(DomainError::RecordExists(key));
     }
-    register_writer(tx, writer.0, writer.1, &id.device)?;
-    let map = tx.put_object(collection, key.as_str(), ObjType::Map)?;
+    register_writer(&mut tx, &writers, &actor, &id.device)?;
+    let map = tx.put_object(&records, key.as_str(), ObjType::Map)?;
     tx.put(&map, "device", id.device.as_str())?;
     tx.put(&map, "seq", seq_value(id.seq)?)?;
-    Ok(map)
+    Ok((tx, map))
 }
 
 /// The sale `sale` as this replica sees it, with its corrections.
@@ -365,11 +364,7 @@ pub fn void_sale(
         return Err(DomainError::SaleVoided(sale.clone()));
     }
     let id = allocate_record_id(device_doc, highest_seq_in_ledger(ledger, &device.device))?;
-    let voids = container(ledger, "voids")?;
-    let writers = container(ledger, "writers")?;
-    let actor = ledger.get_actor().to_hex_string();
-    let mut tx = ledger.transaction();
-    let map = new_record_map(&mut tx, &voids, (&writers, &actor), &id)?;
+    let (mut tx, map) = begin_record(ledger, "voids", &id)?;
     tx.put(&map, "sale", sale.to_string())?;
     tx.put(&map, "reason", reason)?;
     tx.put(&map, "at_ms", at_ms)?;
@@ -388,12 +383,17 @@ fn ledger_period_start(ledger: &Automerge) -> Result<i64, DomainError> {
     let meta = expect_kind(ledger, DocKind::Ledger)?;
     meta.period
         .map(|period| period.start_ms())
-        .ok_or(DomainError::Malformed {
-            path: "meta.period".into(),
-            source: FieldError::Missing {
-                field: "period".into(),
-            },
-        })
+        .ok_or_else(missing_period)
+}
+
+/// A ledger whose meta has no period.
+fn missing_period() -> DomainError {
+    DomainError::Malformed {
+        path: "meta.period".into(),
+        source: FieldError::Missing {
+            field: "period".into(),
+        },
+    }
 }
 
 /// Records a payment towards a sale. Refused if this replica sees the sale
@@ -431,11 +431,7 @@ pub fn record_payment(
         });
     }
     let id = allocate_record_id(device_doc, highest_seq_in_ledger(ledger, &device.device))?;
-    let payments = container(ledger, "payments")?;
-    let writers = container(ledger, "writers")?;
-    let actor = ledger.get_actor().to_hex_string();
-    let mut tx = ledger.transaction();
-    let map = new_record_map(&mut tx, &payments, (&writers, &actor), &id)?;
+    let (mut tx, map) = begin_record(ledger, "payments", &id)?;
     tx.put(&map, "sale", sale.to_string())?;
     tx.put(&map, "amount_cents", amount_cents)?;
     tx.put(&map, "currency", found.currency.as_str())?;
@@ -473,18 +469,7 @@ pub fn record_return(
     }
     let mut return_lines = Vec::with_capacity(lines.len());
     for (index, line) in lines.iter().enumerate() {
-        if line.quantity <= 0 {
-            return Err(DomainError::NonPositiveQuantity {
-                product: line.product.clone(),
-                quantity: line.quantity,
-            });
-        }
-        if lines[..index]
-            .iter()
-            .any(|earlier| earlier.product == line.product)
-        {
-            return Err(DomainError::DuplicateLine(line.product.clone()));
-        }
+        check_line_input(lines, index)?;
         let sale_line = found
             .lines
             .iter()
@@ -524,11 +509,7 @@ pub fn record_return(
         lines: return_lines,
         refund_cents,
     };
-    let returns = container(ledger, "returns")?;
-    let writers = container(ledger, "writers")?;
-    let actor = ledger.get_actor().to_hex_string();
-    let mut tx = ledger.transaction();
-    let map = new_record_map(&mut tx, &returns, (&writers, &actor), &record.id)?;
+    let (mut tx, map) = begin_record(ledger, "returns", &record.id)?;
     tx.put(&map, "sale", sale.to_string())?;
     tx.put(&map, "receipt", record.receipt.as_str())?;
     tx.put(&map, "location", location.as_str())?;
@@ -673,16 +654,12 @@ pub(crate) fn read_ledger_selected<R: ReadDoc>(
             let lines = p
                 .take(get_list(doc, obj, "lines"))
                 .map(|list| read_sale_lines(doc, &list, catalog, &mut p));
-            if let Some(lines) = &lines {
-                if lines.is_empty() {
-                    p.push(Problem::EmptySale);
-                }
-                check_total(
-                    lines.iter().map(|l| l.line_total_cents),
-                    stored_total,
-                    &mut p,
-                );
-            }
+            check_lines(
+                lines.as_deref(),
+                |l| l.line_total_cents,
+                stored_total,
+                &mut p,
+            );
             if let (Some(owner), Some(seller)) = (&owner, &seller) {
                 let device_seller = id
                     .as_ref()
@@ -861,12 +838,7 @@ pub(crate) fn read_ledger_selected<R: ReadDoc>(
             let lines = p
                 .take(get_list(doc, obj, "lines"))
                 .map(|list| read_return_lines(doc, &list, sale.as_ref(), &mut p));
-            if let Some(lines) = &lines {
-                if lines.is_empty() {
-                    p.push(Problem::EmptySale);
-                }
-                check_total(lines.iter().map(|l| l.refund_cents), stored_refund, &mut p);
-            }
+            check_lines(lines.as_deref(), |l| l.refund_cents, stored_refund, &mut p);
             if let (Some(sale), Some(lines)) = (&sale, &lines) {
                 if p.0.is_empty() {
                     let mut over = Vec::new();
@@ -949,27 +921,14 @@ fn read_sale_lines<R: ReadDoc>(
         else {
             continue;
         };
-        if quantity <= 0 {
-            p.push(Problem::NonPositiveQuantity {
-                line: index,
-                quantity,
-            });
-        }
+        check_quantity(index, quantity, p);
         if unit_price_cents < 0 {
             p.push(Problem::NegativePrice {
                 line: index,
                 unit_price_cents,
             });
         }
-        match line_total_cents(quantity, unit_price_cents) {
-            Err(AmountOverflow) => p.push(Problem::AmountOverflow),
-            Ok(derived) if derived != stored => p.push(Problem::LineTotalMismatch {
-                line: index,
-                stored,
-                derived,
-            }),
-            Ok(_) => {}
-        }
+        check_line_total(index, quantity, unit_price_cents, stored, p);
         if let Some(catalog) = catalog {
             if !catalog.products.contains_key(&product) {
                 p.push(Problem::UnknownProduct {
@@ -1007,6 +966,52 @@ fn line_maps<R: ReadDoc>(doc: &R, list: &ObjId, p: &mut Problems) -> Vec<(usize,
         .collect()
 }
 
+/// A line's quantity must be positive (sale and return lines).
+fn check_quantity(index: usize, quantity: i64, p: &mut Problems) {
+    if quantity <= 0 {
+        p.push(Problem::NonPositiveQuantity {
+            line: index,
+            quantity,
+        });
+    }
+}
+
+/// A stored line amount (sale line total, return line refund) must equal
+/// `quantity` x `unit_price_cents`.
+fn check_line_total(
+    index: usize,
+    quantity: i64,
+    unit_price_cents: i64,
+    stored: i64,
+    p: &mut Problems,
+) {
+    match line_total_cents(quantity, unit_price_cents) {
+        Err(AmountOverflow) => p.push(Problem::AmountOverflow),
+        Ok(derived) if derived != stored => p.push(Problem::LineTotalMismatch {
+            line: index,
+            stored,
+            derived,
+        }),
+        Ok(_) => {}
+    }
+}
+
+/// A record's lines (sale, return), once read, must not be empty and must
+/// add up to the stored total (sale total, refund).
+fn check_lines<T>(
+    lines: Option<&[T]>,
+    amount: impl Fn(&T) -> i64,
+    stored: Option<i64>,
+    p: &mut Problems,
+) {
+    if let Some(lines) = lines {
+        if lines.is_empty() {
+            p.push(Problem::EmptySale);
+        }
+        check_total(lines.iter().map(amount), stored, p);
+    }
+}
+
 /// A stored total must equal the sum of its lines (sale total, refund).
 fn check_total(amounts: impl Iterator<Item = i64>, stored: Option<i64>, p: &mut Problems) {
     match (checked_sum(amounts), stored) {
@@ -1032,26 +1037,15 @@ fn read_return_lines<R: ReadDoc>(
         let (Some(product), Some(quantity), Some(stored)) = (product, quantity, stored) else {
             continue;
         };
-        if quantity <= 0 {
-            p.push(Problem::NonPositiveQuantity {
-                line: index,
-                quantity,
-            });
-        }
+        check_quantity(index, quantity, p);
         if let Some(sale) = sale {
             match sale.lines.iter().find(|line| line.product == product) {
                 None => p.push(Problem::ProductNotInSale {
                     product: product.clone(),
                 }),
-                Some(sale_line) => match line_total_cents(quantity, sale_line.unit_price_cents) {
-                    Err(AmountOverflow) => p.push(Problem::AmountOverflow),
-                    Ok(derived) if derived != stored => p.push(Problem::LineTotalMismatch {
-                        line: index,
-                        stored,
-                        derived,
-                    }),
-                    Ok(_) => {}
-                },
+                Some(sale_line) => {
+                    check_line_total(index, quantity, sale_line.unit_price_cents, stored, p)
+                }
             }
         }
         lines.push(ReturnLine {

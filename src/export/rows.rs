@@ -32,7 +32,8 @@ use super::tables::{Cell, Row, Table};
 use super::ExportError;
 use crate::domain::{
     doc_meta, read_catalog_selected, read_ledger_selected, read_stock_selected, CatalogView,
-    DocKind, DocMeta, KeySelection, LedgerSelection, LedgerView, Problem, StockView, Violation,
+    DocKind, DocMeta, KeySelection, LedgerSelection, LedgerView, Problem, RecordId, StockView,
+    Violation,
 };
 
 /// Which rows of the document an export replaces.
@@ -316,16 +317,7 @@ fn ledger_selection(
             };
             let mut found = Vec::new();
             for item in doc.map_range(&map, ..) {
-                let sale = match doc.get(item.id(), "sale") {
-                    Ok(Some((automerge::Value::Scalar(scalar), _))) => match scalar.as_ref() {
-                        automerge::ScalarValue::Str(text) => Some(text.to_string()),
-                        _ => None,
-                    },
-                    Ok(Some((automerge::Value::Object(automerge::ObjType::Text), text))) => {
-                        doc.text(&text).ok()
-                    }
-                    _ => None,
-                };
+                let sale = string_field(doc, &item.id(), "sale", None);
                 if sale.is_some_and(|sale| selection.sales.contains(&sale)) {
                     found.push(item.key.into_owned());
                 }
@@ -362,11 +354,22 @@ fn correction_sale(
     if !matches!(value, automerge::Value::Object(automerge::ObjType::Map)) {
         return None;
     }
-    let field = match at {
-        None => doc.get(&obj, "sale"),
-        Some(heads) => doc.get_at(&obj, "sale", heads),
+    string_field(doc, &obj, "sale", at)
+}
+
+/// The string (scalar or text object) at `obj[field]`, now or at `at`;
+/// `None` when absent, unreadable or of another type.
+fn string_field(
+    doc: &Automerge,
+    obj: &automerge::ObjId,
+    field: &str,
+    at: Option<&[ChangeHash]>,
+) -> Option<String> {
+    let value = match at {
+        None => doc.get(obj, field),
+        Some(heads) => doc.get_at(obj, field, heads),
     };
-    match field.ok().flatten()? {
+    match value.ok().flatten()? {
         (automerge::Value::Scalar(scalar), _) => match scalar.as_ref() {
             automerge::ScalarValue::Str(text) => Some(text.to_string()),
             _ => None,
@@ -428,16 +431,7 @@ fn stock_movement_selection(doc: &Automerge, touched: &Touched) -> BTreeSet<Stri
         return keys;
     };
     for item in doc.map_range(&map, ..) {
-        let product = match doc.get(item.id(), "product") {
-            Ok(Some((automerge::Value::Scalar(scalar), _))) => match scalar.as_ref() {
-                automerge::ScalarValue::Str(text) => Some(text.to_string()),
-                _ => None,
-            },
-            Ok(Some((automerge::Value::Object(automerge::ObjType::Text), text))) => {
-                doc.text(&text).ok()
-            }
-            _ => None,
-        };
+        let product = string_field(doc, &item.id(), "product", None);
         if product.is_some_and(|product| touched.levels_reshaped.contains(&product)) {
             keys.insert(item.key.into_owned());
         }
@@ -495,6 +489,19 @@ fn seq(value: u64) -> Result<Cell, ExportError> {
 
 fn index(value: usize) -> Cell {
     Cell::Int4(i32::try_from(value).unwrap_or(i32::MAX))
+}
+
+/// A correction's row (void, payment, return): its id, its sale, its device
+/// and sequence number, then `rest`.
+fn correction_cells<const N: usize>(
+    id: &RecordId,
+    sale: &RecordId,
+    rest: [Cell; N],
+) -> Result<Vec<Cell>, ExportError> {
+    let mut cells = Vec::with_capacity(4 + N);
+    cells.extend([text(id), text(sale), text(id.device.as_str()), seq(id.seq)?]);
+    cells.extend(rest);
+    Ok(cells)
 }
 
 /// Invalid records, one row per problem, numbered per record in the order
@@ -567,46 +574,43 @@ fn ledger_rows(
         rows.push(
             Table::Voids,
             context,
-            vec![
-                text(&void.id),
-                text(&void.sale),
-                text(void.id.device.as_str()),
-                seq(void.id.seq)?,
-                text(&void.reason),
-                Cell::Int(void.at_ms),
-            ],
+            correction_cells(
+                &void.id,
+                &void.sale,
+                [text(&void.reason), Cell::Int(void.at_ms)],
+            )?,
         );
     }
     for payment in view.payments.values() {
         rows.push(
             Table::Payments,
             context,
-            vec![
-                text(&payment.id),
-                text(&payment.sale),
-                text(payment.id.device.as_str()),
-                seq(payment.id.seq)?,
-                Cell::Int(payment.amount_cents),
-                text(payment.currency.as_str()),
-                text(&payment.method),
-                Cell::Int(payment.at_ms),
-            ],
+            correction_cells(
+                &payment.id,
+                &payment.sale,
+                [
+                    Cell::Int(payment.amount_cents),
+                    text(payment.currency.as_str()),
+                    text(&payment.method),
+                    Cell::Int(payment.at_ms),
+                ],
+            )?,
         );
     }
     for sale_return in view.returns.values() {
         rows.push(
             Table::Returns,
             context,
-            vec![
-                text(&sale_return.id),
-                text(&sale_return.sale),
-                text(sale_return.id.device.as_str()),
-                seq(sale_return.id.seq)?,
-                text(&sale_return.receipt),
-                text(sale_return.location.as_str()),
-                Cell::Int(sale_return.refund_cents),
-                Cell::Int(sale_return.at_ms),
-            ],
+            correction_cells(
+                &sale_return.id,
+                &sale_return.sale,
+                [
+                    text(&sale_return.receipt),
+                    text(sale_return.location.as_str()),
+                    Cell::Int(sale_return.refund_cents),
+                    Cell::Int(sale_return.at_ms),
+                ],
+            )?,
         );
         for (number, line) in sale_return.lines.iter().enumerate() {
             rows.push(

@@ -443,20 +443,36 @@ async fn list_sessions(
     Query(query): Query<SessionQuery>,
     Query(raw_query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(refused) = require_reader(&state, &headers, &raw_query) {
-        return refused.into_response();
-    }
+) -> Result<Response, Response> {
+    require_reader(&state, &headers, &raw_query)?;
     let limit = query.limit.unwrap_or(50).clamp(1, SYNC_SESSIONS_PAGE_MAX);
     let sessions = state.sessions.clone();
-    let page = tokio::task::spawn_blocking(move || sessions.page(query.before, limit)).await;
-    match page {
-        Ok(Ok(page)) => Json(page).into_response(),
+    let page = blocking_read("sync log", "sync log unavailable", move || {
+        sessions.page(query.before, limit)
+    })
+    .await?;
+    Ok(Json(page).into_response())
+}
+
+/// Runs `read` (storage, a blocking call) off the async runtime. A failed
+/// read is logged as `{what} read failed` and, like a panicked read task,
+/// answered 500 with `unavailable` (internals stay in the log).
+async fn blocking_read<T, E>(
+    what: &'static str,
+    unavailable: &'static str,
+    read: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, Response>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    match tokio::task::spawn_blocking(read).await {
+        Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => {
-            error!("sync log read failed: {error}");
-            (StatusCode::INTERNAL_SERVER_ERROR, "sync log unavailable").into_response()
+            error!("{what} read failed: {error}");
+            Err((StatusCode::INTERNAL_SERVER_ERROR, unavailable).into_response())
         }
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "sync log unavailable").into_response(),
+        Err(_) => Err((StatusCode::INTERNAL_SERVER_ERROR, unavailable).into_response()),
     }
 }
 
@@ -465,29 +481,15 @@ async fn export_status(
     State(state): State<AppState>,
     Query(raw_query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(refused) = require_reader(&state, &headers, &raw_query) {
-        return refused.into_response();
-    }
+) -> Result<Response, Response> {
+    require_reader(&state, &headers, &raw_query)?;
     let marks = Arc::clone(&state.export_marks);
     let export_state = Arc::clone(&state.export_state);
-    let status = tokio::task::spawn_blocking(move || exporter::status(&marks, &export_state)).await;
-    match status {
-        Ok(Ok(status)) => Json(status).into_response(),
-        Ok(Err(error)) => {
-            error!("export status read failed: {error}");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "export status unavailable",
-            )
-                .into_response()
-        }
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "export status unavailable",
-        )
-            .into_response(),
-    }
+    let status = blocking_read("export status", "export status unavailable", move || {
+        exporter::status(&marks, &export_state)
+    })
+    .await?;
+    Ok(Json(status).into_response())
 }
 
 /// The last review of a business document: the records that break a rule.
@@ -496,31 +498,31 @@ async fn document_violations(
     axum::extract::Path(id): axum::extract::Path<String>,
     Query(raw_query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
-) -> Response {
-    let reader = match require_reader(&state, &headers, &raw_query) {
-        Ok(reader) => reader,
-        Err(refused) => return refused.into_response(),
-    };
+) -> Result<Response, Response> {
+    let reader = require_reader(&state, &headers, &raw_query)?;
     let Ok(document_id) = ventas_sync_protocol::ids::DocumentId::parse(&id) else {
-        return (
+        return Err((
             StatusCode::BAD_REQUEST,
             "not a document id or automerge: URL",
         )
-            .into_response();
+            .into_response());
     };
     let store = Arc::clone(&state.store);
     let key = review::report_key(&document_id);
-    let report = tokio::task::spawn_blocking(move || store.meta_get(&key)).await;
+    let report = blocking_read("violation report", "report unavailable", move || {
+        store.meta_get(&key)
+    })
+    .await?;
     let missing = || (StatusCode::NOT_FOUND, "no review of this document").into_response();
-    match report {
-        Ok(Ok(Some(bytes))) => {
+    Ok(match report {
+        Some(bytes) => {
             // Another tenant's report looks exactly like a missing one.
             if let Some(reader) = reader {
                 let tenant = serde_json::from_slice::<review::ViolationReport>(&bytes)
                     .ok()
                     .and_then(|report| report.tenant);
                 if tenant.as_deref() != Some(reader.tenant.as_str()) {
-                    return missing();
+                    return Ok(missing());
                 }
             }
             (
@@ -530,13 +532,8 @@ async fn document_violations(
             )
                 .into_response()
         }
-        Ok(Ok(None)) => missing(),
-        Ok(Err(error)) => {
-            error!("violation report read failed: {error}");
-            (StatusCode::INTERNAL_SERVER_ERROR, "report unavailable").into_response()
-        }
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "report unavailable").into_response(),
-    }
+        None => missing(),
+    })
 }
 
 /// Status and report endpoints: open when authentication is off, else an
@@ -604,6 +601,13 @@ enum AdminRefusal {
     Forbidden(Role),
 }
 
+/// Lets a handler answering `Result<Response, Response>` refuse with `?`.
+impl From<AdminRefusal> for Response {
+    fn from(refusal: AdminRefusal) -> Self {
+        refusal.into_response()
+    }
+}
+
 impl IntoResponse for AdminRefusal {
     fn into_response(self) -> Response {
         match self {
@@ -618,15 +622,12 @@ async fn list_tokens(
     State(state): State<AppState>,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
-) -> Response {
-    let authenticator = match operator(&state, &headers, &query) {
-        Ok(authenticator) => authenticator,
-        Err(refusal) => return refusal.into_response(),
-    };
-    match authenticator.credentials() {
+) -> Result<Response, Response> {
+    let authenticator = operator(&state, &headers, &query)?;
+    Ok(match authenticator.credentials() {
         Some(credentials) => Json(credentials.list()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
-    }
+    })
 }
 
 /// Body of `POST /v1/tokens`.
@@ -645,18 +646,15 @@ async fn issue_token(
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     Json(body): Json<IssueBody>,
-) -> Response {
-    let authenticator = match operator(&state, &headers, &query) {
-        Ok(authenticator) => authenticator,
-        Err(refusal) => return refusal.into_response(),
-    };
+) -> Result<Response, Response> {
+    let authenticator = operator(&state, &headers, &query)?;
     let lifetime = body
         .expires
         .as_deref()
         .unwrap_or(auth::TOKEN_LIFETIME_DEFAULT);
     let lifetime_ms = match auth::parse_lifetime_ms(lifetime) {
         Ok(lifetime_ms) => lifetime_ms,
-        Err(reason) => return (StatusCode::BAD_REQUEST, reason).into_response(),
+        Err(reason) => return Err((StatusCode::BAD_REQUEST, reason).into_response()),
     };
     let now_ms = crate::now_ms();
     let request = IssueRequest {
@@ -672,11 +670,11 @@ async fn issue_token(
             .map(|credentials| credentials.issue(request, now_ms))
     })
     .await;
-    match issued {
+    Ok(match issued {
         Ok(Some(Ok(issued))) => (StatusCode::CREATED, Json(issued)).into_response(),
         Ok(Some(Err(error))) => credential_error(error),
         Ok(None) | Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot issue").into_response(),
-    }
+    })
 }
 
 async fn revoke_token(
@@ -684,11 +682,8 @@ async fn revoke_token(
     axum::extract::Path(id): axum::extract::Path<String>,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
-) -> Response {
-    let authenticator = match operator(&state, &headers, &query) {
-        Ok(authenticator) => authenticator,
-        Err(refusal) => return refusal.into_response(),
-    };
+) -> Result<Response, Response> {
+    let authenticator = operator(&state, &headers, &query)?;
     let now_ms = crate::now_ms();
     let revoked = tokio::task::spawn_blocking(move || {
         authenticator
@@ -696,11 +691,11 @@ async fn revoke_token(
             .map(|credentials| credentials.revoke(&id, now_ms))
     })
     .await;
-    match revoked {
+    Ok(match revoked {
         Ok(Some(Ok(info))) => Json(info).into_response(),
         Ok(Some(Err(error))) => credential_error(error),
         Ok(None) | Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot revoke").into_response(),
-    }
+    })
 }
 
 fn credential_error(error: CredentialError) -> Response {

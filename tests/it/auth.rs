@@ -13,7 +13,6 @@ use ventas::client::{Client, ClientConfig};
 use ventas::server::auth::Role;
 use ventas::storage::{DocStore, SledStore};
 use ventas_sync_protocol::ids::PeerId;
-use ventas_sync_protocol::wire::Message;
 
 use crate::harness::{
     bearer, http_get, http_request, issue_credentials, put, wait_for_keys, within, RawPeer,
@@ -64,27 +63,11 @@ async fn joined_with(
     request: tokio_tungstenite::tungstenite::handshake::client::Request,
     name: &str,
 ) -> RawPeer {
-    let (socket, _) = within("connect", tokio_tungstenite::connect_async(request))
+    RawPeer::connect_with(request, name)
         .await
-        .expect("upgrade accepted");
-    let mut peer = RawPeer {
-        socket,
-        peer_id: PeerId::new(name),
-    };
-    join(&mut peer).await;
-    match peer.recv().await {
-        Some(Message::Peer { .. }) => peer,
-        other => panic!("expected peer, got {other:?}"),
-    }
-}
-
-async fn join(peer: &mut RawPeer) {
-    peer.send(&Message::Join {
-        sender_id: peer.peer_id.clone(),
-        supported_protocol_versions: vec!["1".to_string()],
-        peer_metadata: None,
-    })
-    .await;
+        .handshake()
+        .await
+        .0
 }
 
 /// Waits (bounded) until the server closes `peer`; returns its error message.
@@ -103,19 +86,12 @@ async fn closed_with_error(peer: &mut RawPeer, within_ms: u64) -> String {
 /// The peer still gets answers: a request for an unknown document is
 /// answered with doc-unavailable.
 async fn still_served(peer: &mut RawPeer, server: &PeerId) {
-    let request = peer.request(
+    peer.assert_unavailable(
         server,
         ventas_sync_protocol::ids::DocumentId::from_bytes([9; 16]),
-    );
-    peer.send(&request).await;
-    match peer.recv().await {
-        Some(Message::DocUnavailable { .. }) => {}
-        other => panic!("expected doc-unavailable, got {other:?}"),
-    }
-}
-
-fn server_peer(peer_message: &Message) -> PeerId {
-    peer_message.sender_id().expect("sender").clone()
+        "expected doc-unavailable",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -185,18 +161,7 @@ async fn devices_with_bearer_tokens_sync_a_document() {
 async fn a_token_in_the_query_string_connects_and_syncs() {
     let (server, tokens) = server_with(&[("tab-1", Role::Seller, None)]).await;
     let url = format!("{}/?token={}", server.url(), tokens[0]);
-    let (socket, _) = within("connect", tokio_tungstenite::connect_async(url))
-        .await
-        .expect("upgrade accepted");
-    let mut peer = RawPeer {
-        socket,
-        peer_id: PeerId::new("tab-1"),
-    };
-    join(&mut peer).await;
-    let server_id = match peer.recv().await {
-        Some(message @ Message::Peer { .. }) => server_peer(&message),
-        other => panic!("expected peer, got {other:?}"),
-    };
+    let (mut peer, server_id) = RawPeer::connect_with(url, "tab-1").await.handshake().await;
     still_served(&mut peer, &server_id).await;
 }
 
@@ -216,15 +181,12 @@ async fn a_token_in_the_subprotocol_connects_and_the_server_selects_ventas() {
         response.headers().get(header::SEC_WEBSOCKET_PROTOCOL),
         Some(&HeaderValue::from_static("ventas"))
     );
-    let mut peer = RawPeer {
+    let (mut peer, server_id) = RawPeer {
         socket,
         peer_id: PeerId::new("tab-1"),
-    };
-    join(&mut peer).await;
-    let server_id = match peer.recv().await {
-        Some(message @ Message::Peer { .. }) => server_peer(&message),
-        other => panic!("expected peer, got {other:?}"),
-    };
+    }
+    .handshake()
+    .await;
     still_served(&mut peer, &server_id).await;
 }
 
@@ -237,21 +199,10 @@ async fn revoking_a_token_closes_its_open_connection_at_once_and_spares_others()
     ])
     .await;
     let mut doomed = joined_with(bearer(&server.url(), &tokens[0]), "tab-1").await;
-    let (socket, _) = within(
-        "connect",
-        tokio_tungstenite::connect_async(bearer(&server.url(), &tokens[1])),
-    )
-    .await
-    .expect("upgrade accepted");
-    let mut spared = RawPeer {
-        socket,
-        peer_id: PeerId::new("tab-2"),
-    };
-    join(&mut spared).await;
-    let server_id = match spared.recv().await {
-        Some(message @ Message::Peer { .. }) => server_peer(&message),
-        other => panic!("expected peer, got {other:?}"),
-    };
+    let (mut spared, server_id) = RawPeer::connect_with(bearer(&server.url(), &tokens[1]), "tab-2")
+        .await
+        .handshake()
+        .await;
     let id = tokens[0].split('_').nth(1).expect("id");
     let office = format!("Bearer {}", tokens[2]);
     let started = Instant::now();
@@ -286,17 +237,8 @@ async fn an_open_connection_closes_when_its_token_expires() {
 async fn a_join_claiming_another_peer_id_gets_an_error_and_a_close() {
     let (server, tokens) = server_with(&[("tab-1", Role::Seller, None)]).await;
     for claimed in ["tab-2", "tab-10", "other/tab-1"] {
-        let (socket, _) = within(
-            "connect",
-            tokio_tungstenite::connect_async(bearer(&server.url(), &tokens[0])),
-        )
-        .await
-        .expect("upgrade accepted");
-        let mut peer = RawPeer {
-            socket,
-            peer_id: PeerId::new(claimed),
-        };
-        join(&mut peer).await;
+        let mut peer = RawPeer::connect_with(bearer(&server.url(), &tokens[0]), claimed).await;
+        peer.send_join().await;
         let error = closed_with_error(&mut peer, CLOSE_AFTER_REVOKE_MS_MAX).await;
         assert!(error.contains("not allowed"), "{claimed}: {error}");
     }

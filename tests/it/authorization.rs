@@ -127,6 +127,11 @@ fn period() -> Period {
     Period::parse("2026-11").expect("period")
 }
 
+/// The ledger of `seller` (of [`tenant`]) for [`period`].
+fn ledger_doc(seller: &str) -> Automerge {
+    create_ledger_doc(&tenant(), &SellerId::new(seller).expect("id"), period()).expect("doc")
+}
+
 fn van() -> LocationId {
     LocationId::new("van-ana").expect("id")
 }
@@ -170,23 +175,10 @@ impl RawDevice {
             header::AUTHORIZATION,
             HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
         );
-        let (socket, _) = within("connect", tokio_tungstenite::connect_async(request))
+        let (peer, server) = RawPeer::connect_with(request, device)
             .await
-            .expect("upgrade accepted");
-        let mut peer = RawPeer {
-            socket,
-            peer_id: PeerId::new(device),
-        };
-        peer.send(&Message::Join {
-            sender_id: peer.peer_id.clone(),
-            supported_protocol_versions: vec!["1".to_string()],
-            peer_metadata: None,
-        })
-        .await;
-        let server = match peer.recv().await {
-            Some(Message::Peer { sender_id, .. }) => sender_id,
-            other => panic!("expected peer, got {other:?}"),
-        };
+            .handshake()
+            .await;
         Self {
             peer,
             server,
@@ -240,6 +232,25 @@ impl RawDevice {
     async fn push(&mut self, document_id: DocumentId) -> Vec<Message> {
         self.send_sync(document_id).await;
         self.converse().await
+    }
+
+    /// Writes `key` into the document and pushes it: the server answers no
+    /// error and acknowledges every change.
+    async fn write_accepted(&mut self, document_id: DocumentId, key: &str) {
+        self.mark(document_id, key);
+        let heard = self.push(document_id).await;
+        assert!(errors(&heard).is_empty(), "{heard:?}");
+        assert!(self.acknowledged(document_id));
+    }
+
+    /// Writes `key` into the document and pushes it: the server answers
+    /// exactly one error, returned.
+    async fn write_refused(&mut self, document_id: DocumentId, key: &str) -> String {
+        self.mark(document_id, key);
+        let heard = self.push(document_id).await;
+        let mut refused = errors(&heard);
+        assert_eq!(refused.len(), 1, "{heard:?}");
+        refused.remove(0)
     }
 
     /// Closes the connection cleanly (a close frame, then the server's).
@@ -321,6 +332,16 @@ impl RawDevice {
     }
 }
 
+/// Everything heard says doc-unavailable: the document stays hidden.
+fn assert_only_unavailable(heard: &[Message]) {
+    assert!(
+        heard
+            .iter()
+            .all(|m| matches!(m, Message::DocUnavailable { .. })),
+        "{heard:?}"
+    );
+}
+
 fn errors(heard: &[Message]) -> Vec<String> {
     heard
         .iter()
@@ -356,6 +377,12 @@ pub(crate) async fn server_copy(
     doc
 }
 
+/// [`server_copy`] of the document behind `handle`, at `handle`'s heads.
+async fn server_copy_of(server: SocketAddr, token: &str, handle: &DocHandle) -> Automerge {
+    let heads = handle.read(|d| d.get_heads()).expect("read");
+    server_copy(server, token, handle.document_id(), heads).await
+}
+
 /// The sync log's record of the session of `subject`, once it ended.
 pub(crate) async fn ended_session(server: SocketAddr, office_token: &str, subject: &str) -> Value {
     let auth = format!("Bearer {office_token}");
@@ -389,11 +416,7 @@ async fn another_tenants_document_is_unavailable_exactly_like_a_missing_one() {
     let (server, tokens) = server().await;
     let dir = tempfile::tempdir().expect("dir");
     let office = client(&server.url(), dir.path(), "office-1", &tokens["office-1"]);
-    let ledger = created(
-        &office,
-        create_ledger_doc(&tenant(), &SellerId::new("ana").expect("id"), period()).expect("doc"),
-    )
-    .await;
+    let ledger = created(&office, ledger_doc("ana")).await;
 
     let mut outsider = RawDevice::connect(&server.url(), "tab-gus", &tokens["tab-gus"]).await;
     let theirs = outsider
@@ -418,14 +441,7 @@ async fn another_tenants_document_is_unavailable_exactly_like_a_missing_one() {
     within("synced", ledger.synced()).await.expect("synced");
     let heard = outsider.converse().await;
     assert!(heard.is_empty(), "{heard:?}");
-    let heads = ledger.read(|d| d.get_heads()).expect("read");
-    let copy = server_copy(
-        server.addr(),
-        &tokens["office-1"],
-        ledger.document_id(),
-        heads,
-    )
-    .await;
+    let copy = server_copy_of(server.addr(), &tokens["office-1"], &ledger).await;
     assert!(copy.get(ROOT, "forged").expect("read").is_none());
 
     drop(ledger);
@@ -438,17 +454,8 @@ async fn a_seller_sees_only_its_own_ledger_and_cannot_write_the_catalog() {
     let dir = tempfile::tempdir().expect("dir");
     let office = client(&server.url(), dir.path(), "office-1", &tokens["office-1"]);
     let catalog = created(&office, catalog()).await;
-    let seller = |name: &str| SellerId::new(name).expect("id");
-    let ana_ledger = created(
-        &office,
-        create_ledger_doc(&tenant(), &seller("ana"), period()).expect("doc"),
-    )
-    .await;
-    let bob_ledger = created(
-        &office,
-        create_ledger_doc(&tenant(), &seller("bob"), period()).expect("doc"),
-    )
-    .await;
+    let ana_ledger = created(&office, ledger_doc("ana")).await;
+    let bob_ledger = created(&office, ledger_doc("bob")).await;
 
     let mut ana = RawDevice::connect(&server.url(), "tab-ana", &tokens["tab-ana"]).await;
     // Another seller's ledger: unavailable, and a write into it is ignored.
@@ -457,12 +464,7 @@ async fn a_seller_sees_only_its_own_ledger_and_cannot_write_the_catalog() {
         .expect_err("bob's ledger is hidden from ana");
     ana.mark(bob_ledger.document_id(), "forged");
     let heard = ana.push(bob_ledger.document_id()).await;
-    assert!(
-        heard
-            .iter()
-            .all(|m| matches!(m, Message::DocUnavailable { .. })),
-        "{heard:?}"
-    );
+    assert_only_unavailable(&heard);
 
     // The catalog: readable, but a change is refused with an error, and
     // the connection stays open.
@@ -470,21 +472,16 @@ async fn a_seller_sees_only_its_own_ledger_and_cannot_write_the_catalog() {
         .await
         .expect("ana reads the catalog");
     assert!(ana.has(catalog.document_id(), "locations"));
-    ana.mark(catalog.document_id(), "cheaper");
-    let heard = ana.push(catalog.document_id()).await;
-    let refused = errors(&heard);
-    assert_eq!(refused.len(), 1, "{heard:?}");
-    assert!(refused[0].contains("may only read"), "{}", refused[0]);
+    let refused = ana.write_refused(catalog.document_id(), "cheaper").await;
+    assert!(refused.contains("may only read"), "{refused}");
     assert!(!ana.acknowledged(catalog.document_id()));
 
     // The same connection still writes its own ledger.
     ana.fetch(ana_ledger.document_id())
         .await
         .expect("ana's own ledger");
-    ana.mark(ana_ledger.document_id(), "ana-was-here");
-    let heard = ana.push(ana_ledger.document_id()).await;
-    assert!(errors(&heard).is_empty(), "{heard:?}");
-    assert!(ana.acknowledged(ana_ledger.document_id()));
+    ana.write_accepted(ana_ledger.document_id(), "ana-was-here")
+        .await;
     within(
         "ana's change reaches the office",
         ana_ledger.wait_until(|doc| doc.get(ROOT, "ana-was-here").ok().flatten().is_some()),
@@ -494,14 +491,7 @@ async fn a_seller_sees_only_its_own_ledger_and_cannot_write_the_catalog() {
 
     // Neither refused change is on the server.
     for handle in [&catalog, &bob_ledger] {
-        let heads = handle.read(|d| d.get_heads()).expect("read");
-        let copy = server_copy(
-            server.addr(),
-            &tokens["office-1"],
-            handle.document_id(),
-            heads,
-        )
-        .await;
+        let copy = server_copy_of(server.addr(), &tokens["office-1"], handle).await;
         for key in ["forged", "cheaper"] {
             assert!(copy.get(ROOT, key).expect("read").is_none(), "{key}");
         }
@@ -532,11 +522,7 @@ async fn reporting_reads_every_ledger_of_its_tenant_but_writes_none() {
     let (server, tokens) = server().await;
     let dir = tempfile::tempdir().expect("dir");
     let office = client(&server.url(), dir.path(), "office-1", &tokens["office-1"]);
-    let ledger = created(
-        &office,
-        create_ledger_doc(&tenant(), &SellerId::new("ana").expect("id"), period()).expect("doc"),
-    )
-    .await;
+    let ledger = created(&office, ledger_doc("ana")).await;
     crate::harness::put(&ledger, "office-note", "1");
     within("synced", ledger.synced()).await.expect("synced");
 
@@ -546,9 +532,7 @@ async fn reporting_reads_every_ledger_of_its_tenant_but_writes_none() {
         .await
         .expect("reporting reads a seller's ledger");
     assert!(audit.has(ledger.document_id(), "office-note"));
-    audit.mark(ledger.document_id(), "audited");
-    let heard = audit.push(ledger.document_id()).await;
-    assert_eq!(errors(&heard).len(), 1, "{heard:?}");
+    audit.write_refused(ledger.document_id(), "audited").await;
 
     // Still subscribed: the office's next change reaches it.
     crate::harness::put(&ledger, "second-note", "1");
@@ -556,14 +540,7 @@ async fn reporting_reads_every_ledger_of_its_tenant_but_writes_none() {
     let heard = audit.converse().await;
     assert!(errors(&heard).is_empty(), "{heard:?}");
     assert!(audit.has(ledger.document_id(), "second-note"));
-    let heads = ledger.read(|d| d.get_heads()).expect("read");
-    let copy = server_copy(
-        server.addr(),
-        &tokens["office-1"],
-        ledger.document_id(),
-        heads,
-    )
-    .await;
+    let copy = server_copy_of(server.addr(), &tokens["office-1"], &ledger).await;
     assert!(copy.get(ROOT, "audited").expect("read").is_none());
 
     drop(ledger);
@@ -591,17 +568,12 @@ async fn the_office_writes_the_catalog_and_stock_follows_the_catalogs_vans() {
     // reads it.
     let mut ana = RawDevice::connect(&server.url(), "tab-ana", &tokens["tab-ana"]).await;
     ana.fetch(stock.document_id()).await.expect("ana's stock");
-    ana.mark(stock.document_id(), "ana-counted");
-    let heard = ana.push(stock.document_id()).await;
-    assert!(errors(&heard).is_empty(), "{heard:?}");
-    assert!(ana.acknowledged(stock.document_id()));
+    ana.write_accepted(stock.document_id(), "ana-counted").await;
 
     let mut bob = RawDevice::connect(&server.url(), "tab-bob", &tokens["tab-bob"]).await;
     bob.fetch(stock.document_id()).await.expect("bob reads it");
     assert!(bob.has(stock.document_id(), "ana-counted"));
-    bob.mark(stock.document_id(), "bob-counted");
-    let heard = bob.push(stock.document_id()).await;
-    assert_eq!(errors(&heard).len(), 1, "{heard:?}");
+    bob.write_refused(stock.document_id(), "bob-counted").await;
 
     // The office gives the van to bob: from then on he writes its stock.
     catalog
@@ -623,10 +595,8 @@ async fn the_office_writes_the_catalog_and_stock_follows_the_catalogs_vans() {
         .expect("synced");
     let mut bob = RawDevice::connect(&server.url(), "tab-bob", &tokens["tab-bob"]).await;
     bob.fetch(stock.document_id()).await.expect("bob's stock");
-    bob.mark(stock.document_id(), "bob-counted-later");
-    let heard = bob.push(stock.document_id()).await;
-    assert!(errors(&heard).is_empty(), "{heard:?}");
-    assert!(bob.acknowledged(stock.document_id()));
+    bob.write_accepted(stock.document_id(), "bob-counted-later")
+        .await;
 
     drop((catalog, stock));
     office.close().await.expect("close");
@@ -639,19 +609,11 @@ async fn with_credentials_only_the_office_creates_documents() {
     let mut ana = RawDevice::connect(&server.url(), "tab-ana", &tokens["tab-ana"]).await;
     ana.mark(fresh, "made-by-ana");
     let heard = ana.push(fresh).await;
-    assert!(
-        heard
-            .iter()
-            .all(|m| matches!(m, Message::DocUnavailable { .. })),
-        "{heard:?}"
-    );
+    assert_only_unavailable(&heard);
     assert!(!ana.acknowledged(fresh));
 
     let mut office = RawDevice::connect(&server.url(), "office-1", &tokens["office-1"]).await;
-    office.mark(fresh, "made-by-office");
-    let heard = office.push(fresh).await;
-    assert!(errors(&heard).is_empty(), "{heard:?}");
-    assert!(office.acknowledged(fresh));
+    office.write_accepted(fresh, "made-by-office").await;
 }
 
 #[tokio::test]
@@ -677,10 +639,7 @@ async fn after_a_restart_the_server_still_knows_whose_van_a_stock_document_is() 
     let url = server.url();
     let mut ana = RawDevice::connect(&url, "tab-ana", &tokens["tab-ana"]).await;
     ana.fetch(stock_id).await.expect("ana's stock");
-    ana.mark(stock_id, "ana-counted");
-    let heard = ana.push(stock_id).await;
-    assert!(errors(&heard).is_empty(), "{heard:?}");
-    assert!(ana.acknowledged(stock_id));
+    ana.write_accepted(stock_id, "ana-counted").await;
     ana.close().await;
     server.running.shutdown().await.expect("shutdown");
 }
@@ -693,11 +652,7 @@ async fn a_device_writing_under_another_devices_actor_is_refused_even_after_a_re
     let devices = tempfile::tempdir().expect("dir");
     let office = client(&url, devices.path(), "office-1", &tokens["office-1"]);
     let ana = SellerId::new("ana").expect("id");
-    let ledger = created(
-        &office,
-        create_ledger_doc(&tenant(), &ana, period()).expect("doc"),
-    )
-    .await;
+    let ledger = created(&office, ledger_doc("ana")).await;
     let phone_doc = created(
         &office,
         create_device_doc(
@@ -714,10 +669,7 @@ async fn a_device_writing_under_another_devices_actor_is_refused_even_after_a_re
     // Ana's tablet writes her ledger: its actor is the tablet's from now on.
     let mut tablet = RawDevice::connect(&url, "tab-ana", &tokens["tab-ana"]).await;
     tablet.fetch(ledger_id).await.expect("ana's ledger");
-    tablet.mark(ledger_id, "from-tablet");
-    let heard = tablet.push(ledger_id).await;
-    assert!(errors(&heard).is_empty(), "{heard:?}");
-    assert!(tablet.acknowledged(ledger_id));
+    tablet.write_accepted(ledger_id, "from-tablet").await;
     let tablets_actor = tablet.actor(ledger_id);
 
     // Her phone may write the same ledger, but not as the tablet.
@@ -725,16 +677,9 @@ async fn a_device_writing_under_another_devices_actor_is_refused_even_after_a_re
     phone.fetch(ledger_id).await.expect("ana's ledger");
     assert!(phone.has(ledger_id, "from-tablet"));
     phone.write_as(ledger_id, tablets_actor.clone());
-    phone.mark(ledger_id, "forged");
-    let heard = phone.push(ledger_id).await;
-    let refused = errors(&heard);
-    assert_eq!(refused.len(), 1, "{heard:?}");
-    assert!(refused[0].contains("another device"), "{}", refused[0]);
-    assert!(
-        !refused[0].contains("tab-ana"),
-        "names no device: {}",
-        refused[0]
-    );
+    let refused = phone.write_refused(ledger_id, "forged").await;
+    assert!(refused.contains("another device"), "{refused}");
+    assert!(!refused.contains("tab-ana"), "names no device: {refused}");
     assert!(!phone.acknowledged(ledger_id));
 
     // The phone's own document still syncs on the same connection.
@@ -742,17 +687,13 @@ async fn a_device_writing_under_another_devices_actor_is_refused_even_after_a_re
         .fetch(phone_doc.document_id())
         .await
         .expect("its device doc");
-    phone.mark(phone_doc.document_id(), "phone-was-here");
-    let heard = phone.push(phone_doc.document_id()).await;
-    assert!(errors(&heard).is_empty(), "{heard:?}");
-    assert!(phone.acknowledged(phone_doc.document_id()));
+    phone
+        .write_accepted(phone_doc.document_id(), "phone-was-here")
+        .await;
     phone.close().await;
 
     // The tablet writes on, unaffected.
-    tablet.mark(ledger_id, "tablet-again");
-    let heard = tablet.push(ledger_id).await;
-    assert!(errors(&heard).is_empty(), "{heard:?}");
-    assert!(tablet.acknowledged(ledger_id));
+    tablet.write_accepted(ledger_id, "tablet-again").await;
     tablet.close().await;
 
     // The server's copy holds the tablet's changes and not the forgery.
@@ -791,9 +732,7 @@ async fn a_device_writing_under_another_devices_actor_is_refused_even_after_a_re
     let mut phone = RawDevice::connect(&url, "phone-ana", &tokens["phone-ana"]).await;
     phone.fetch(ledger_id).await.expect("ana's ledger");
     phone.write_as(ledger_id, tablets_actor);
-    phone.mark(ledger_id, "forged-after-restart");
-    let heard = phone.push(ledger_id).await;
-    assert_eq!(errors(&heard).len(), 1, "{heard:?}");
+    phone.write_refused(ledger_id, "forged-after-restart").await;
     assert!(!phone.acknowledged(ledger_id));
     phone.close().await;
     server.running.shutdown().await.expect("shutdown");

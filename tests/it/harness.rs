@@ -184,6 +184,24 @@ impl ServerProcess {
     }
 }
 
+/// Tries `connect` every 20 ms, 100 times at most, and asserts that one
+/// attempt is admitted (a freed connection slot is reused); `what` says
+/// which slot.
+pub async fn assert_admitted_soon<T, E>(
+    what: &str,
+    mut connect: impl FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, E>>>>,
+) {
+    let mut admitted = false;
+    for _ in 0..100 {
+        if connect().await.is_ok() {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(admitted, "{what}");
+}
+
 /// A hand-driven protocol peer over a raw WebSocket.
 pub struct RawPeer {
     pub socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
@@ -201,19 +219,62 @@ impl RawPeer {
         }
     }
 
+    /// Connects with `request` (a URL, or a request carrying a credential);
+    /// the upgrade must be accepted.
+    pub async fn connect_with(
+        request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
+        name: &str,
+    ) -> Self {
+        let (socket, _) = within("connect", tokio_tungstenite::connect_async(request))
+            .await
+            .expect("upgrade accepted");
+        Self {
+            socket,
+            peer_id: PeerId::new(name),
+        }
+    }
+
     /// Connects and completes the join/peer handshake.
     pub async fn joined(url: &str, name: &str) -> (Self, PeerId) {
-        let mut peer = Self::connect(url, name).await;
-        peer.send(&Message::Join {
-            sender_id: peer.peer_id.clone(),
+        Self::connect(url, name).await.handshake().await
+    }
+
+    /// Sends `join` as this peer (protocol version 1).
+    pub async fn send_join(&mut self) {
+        self.send(&Message::Join {
+            sender_id: self.peer_id.clone(),
             supported_protocol_versions: vec!["1".to_string()],
             peer_metadata: None,
         })
         .await;
-        match peer.recv().await {
-            Some(Message::Peer { sender_id, .. }) => (peer, sender_id),
+    }
+
+    /// Joins and expects the server's `peer` answer; returns the server's
+    /// peer id with the peer.
+    pub async fn handshake(mut self) -> (Self, PeerId) {
+        self.send_join().await;
+        match self.recv().await {
+            Some(Message::Peer { sender_id, .. }) => (self, sender_id),
             other => panic!("expected peer, got {other:?}"),
         }
+    }
+
+    /// Requests `document_id`, unknown to the server, and asserts the
+    /// answer is doc-unavailable: the peer is still served. `what` says why
+    /// it should be.
+    pub async fn assert_unavailable(
+        &mut self,
+        server: &PeerId,
+        document_id: DocumentId,
+        what: &str,
+    ) {
+        let request = self.request(server, document_id);
+        self.send(&request).await;
+        let answer = self.recv().await;
+        assert!(
+            matches!(answer, Some(Message::DocUnavailable { .. })),
+            "{what}: {answer:?}"
+        );
     }
 
     pub async fn send(&mut self, message: &Message) {

@@ -240,18 +240,7 @@ async fn a_four_mebibyte_string_is_a_legitimate_write_and_nine_is_refused() {
     assert!(data.len() > 4 * 1024 * 1024 && data.len() < MESSAGE_BYTES_MAX_DEFAULT);
     writer.send(&scene.sync(&writer, &server_id, data)).await;
     // Acknowledged: the server's reply tells the writer it has the change.
-    let head = doc.get_heads();
-    loop {
-        match writer.recv().await {
-            Some(Message::Sync { data, .. }) => {
-                let message = automerge::sync::Message::decode(&data).expect("decodes");
-                if message.heads == head {
-                    break;
-                }
-            }
-            other => panic!("expected sync, got {other:?}"),
-        }
-    }
+    acknowledged(&mut writer, &doc).await;
     wait_for_keys(&scene.on_tablet, &["big".to_string()]).await;
     let on_tablet = scene
         .on_tablet
@@ -274,6 +263,23 @@ async fn a_four_mebibyte_string_is_a_legitimate_write_and_nine_is_refused() {
     let _ = over.socket.send(WsMessage::Binary(frame.into())).await;
     assert!(over.recv().await.is_none(), "over the limit must close");
     scene.check_undisturbed(&["big"]).await;
+}
+
+/// Waits for the server's sync reply whose heads are `doc`'s: it has
+/// every change. Anything but sync messages before it fails the test.
+async fn acknowledged(writer: &mut RawPeer, doc: &Automerge) {
+    let head = doc.get_heads();
+    loop {
+        match writer.recv().await {
+            Some(Message::Sync { data, .. }) => {
+                let message = automerge::sync::Message::decode(&data).expect("decodes");
+                if message.heads == head {
+                    break;
+                }
+            }
+            other => panic!("expected sync, got {other:?}"),
+        }
+    }
 }
 
 /// A change nesting `levels` maps under the root, the deepest holding
@@ -339,18 +345,7 @@ async fn objects_nest_up_to_the_depth_limit_and_ten_thousand_levels_are_refused(
     nest(&mut doc, OBJECT_DEPTH_MAX_DEFAULT);
     let data = carrying_last_change(&doc, |_| {});
     writer.send(&scene.sync(&writer, &server_id, data)).await;
-    let head = doc.get_heads();
-    loop {
-        match writer.recv().await {
-            Some(Message::Sync { data, .. }) => {
-                let message = automerge::sync::Message::decode(&data).expect("decodes");
-                if message.heads == head {
-                    break;
-                }
-            }
-            other => panic!("expected sync, got {other:?}"),
-        }
-    }
+    acknowledged(&mut writer, &doc).await;
     wait_for_keys(&scene.on_tablet, &["deeper".to_string()]).await;
 
     // One level past it, and absurdly past it: an error and a close for

@@ -46,16 +46,18 @@ async fn a_message_at_the_size_limit_is_accepted_and_one_byte_over_disconnects()
         .send_raw(ephemeral_of_size("at-limit", &server_id, doc, limit))
         .await;
     // Still served: a request after it is answered.
-    let request = at_limit.request(&server_id, doc);
-    at_limit.send(&request).await;
-    assert!(
-        matches!(at_limit.recv().await, Some(Message::DocUnavailable { .. })),
-        "a frame at the limit must be accepted"
-    );
-
-    let (mut over, server_id) = RawPeer::joined(&server.url(), "over-limit").await;
-    over.send_raw(ephemeral_of_size("over-limit", &server_id, doc, limit + 1))
+    at_limit
+        .assert_unavailable(&server_id, doc, "a frame at the limit must be accepted")
         .await;
+
+    let (mut over, over_server_id) = RawPeer::joined(&server.url(), "over-limit").await;
+    over.send_raw(ephemeral_of_size(
+        "over-limit",
+        &over_server_id,
+        doc,
+        limit + 1,
+    ))
+    .await;
     assert!(
         over.recv().await.is_none(),
         "a frame over the limit must close the connection"
@@ -67,11 +69,9 @@ async fn a_message_at_the_size_limit_is_accepted_and_one_byte_over_disconnects()
     );
 
     // The peer at the limit is undisturbed.
-    at_limit.send(&request).await;
-    assert!(matches!(
-        at_limit.recv().await,
-        Some(Message::DocUnavailable { .. })
-    ));
+    at_limit
+        .assert_unavailable(&server_id, doc, "still served")
+        .await;
     server.running.shutdown().await.expect("shutdown");
 }
 
@@ -88,15 +88,10 @@ async fn connections_past_the_limit_get_http_503_and_a_freed_slot_is_reused() {
         other => panic!("third connection should get 503, got {other:?}"),
     }
     drop(first);
-    let mut admitted = false;
-    for _ in 0..100 {
-        if tokio_tungstenite::connect_async(server.url()).await.is_ok() {
-            admitted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(admitted, "a freed slot must admit a new connection");
+    assert_admitted_soon("a freed slot must admit a new connection", || {
+        Box::pin(tokio_tungstenite::connect_async(server.url()))
+    })
+    .await;
     server.running.shutdown().await.expect("shutdown");
 }
 
@@ -105,12 +100,13 @@ async fn opening_more_documents_than_allowed_disconnects_that_peer_only() {
     let server = TestServer::start_with(|c| c.docs_per_peer_max = 2).await;
     let (mut greedy, server_id) = RawPeer::joined(&server.url(), "greedy").await;
     for n in 1..=2u8 {
-        let request = greedy.request(&server_id, DocumentId::from_bytes([n; 16]));
-        greedy.send(&request).await;
-        assert!(
-            matches!(greedy.recv().await, Some(Message::DocUnavailable { .. })),
-            "doc {n} is within the limit"
-        );
+        greedy
+            .assert_unavailable(
+                &server_id,
+                DocumentId::from_bytes([n; 16]),
+                "doc {n} is within the limit",
+            )
+            .await;
     }
     let (mut modest, _) = RawPeer::joined(&server.url(), "modest").await;
     let request = greedy.request(&server_id, DocumentId::from_bytes([3; 16]));
@@ -118,12 +114,9 @@ async fn opening_more_documents_than_allowed_disconnects_that_peer_only() {
     let error = greedy.expect_error_and_close().await;
     assert!(error.contains("too many documents"), "{error}");
 
-    let request = modest.request(&server_id, DocumentId::from_bytes([3; 16]));
-    modest.send(&request).await;
-    assert!(matches!(
-        modest.recv().await,
-        Some(Message::DocUnavailable { .. })
-    ));
+    modest
+        .assert_unavailable(&server_id, DocumentId::from_bytes([3; 16]), "still served")
+        .await;
     server.running.shutdown().await.expect("shutdown");
 }
 

@@ -64,12 +64,13 @@ async fn a_peer_over_its_message_rate_gets_an_error_and_others_are_unaffected() 
             .send(&ephemeral(&chatty.peer_id.clone(), &server_id, count))
             .await;
     }
-    let request = chatty.request(&server_id, DocumentId::from_bytes([1; 16]));
-    chatty.send(&request).await;
-    assert!(
-        matches!(chatty.recv().await, Some(Message::DocUnavailable { .. })),
-        "a peer within its burst is served"
-    );
+    chatty
+        .assert_unavailable(
+            &server_id,
+            DocumentId::from_bytes([1; 16]),
+            "a peer within its burst is served",
+        )
+        .await;
 
     // Past it: the next messages exceed the rate.
     for count in 100..105 {
@@ -81,12 +82,8 @@ async fn a_peer_over_its_message_rate_gets_an_error_and_others_are_unaffected() 
     assert!(error.contains("message rate limit exceeded"), "{error}");
 
     // The calm peer, on the same server, is still served.
-    let request = calm.request(&server_id, DocumentId::from_bytes([2; 16]));
-    calm.send(&request).await;
-    assert!(matches!(
-        calm.recv().await,
-        Some(Message::DocUnavailable { .. })
-    ));
+    calm.assert_unavailable(&server_id, DocumentId::from_bytes([2; 16]), "still served")
+        .await;
     server.running.shutdown().await.expect("shutdown");
 }
 
@@ -99,23 +96,15 @@ async fn connections_past_the_per_address_limit_get_http_429_and_a_freed_slot_is
     assert_eq!(refused_upgrade_status(request).await, 429);
 
     // The connections at the limit are still served.
-    let request = second.request(&server_id, DocumentId::from_bytes([1; 16]));
-    second.send(&request).await;
-    assert!(matches!(
-        second.recv().await,
-        Some(Message::DocUnavailable { .. })
-    ));
+    second
+        .assert_unavailable(&server_id, DocumentId::from_bytes([1; 16]), "still served")
+        .await;
 
     drop(first);
-    let mut admitted = false;
-    for _ in 0..100 {
-        if tokio_tungstenite::connect_async(server.url()).await.is_ok() {
-            admitted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(admitted, "a freed slot must admit a new connection");
+    assert_admitted_soon("a freed slot must admit a new connection", || {
+        Box::pin(tokio_tungstenite::connect_async(server.url()))
+    })
+    .await;
     server.running.shutdown().await.expect("shutdown");
 }
 
@@ -156,15 +145,10 @@ async fn connections_past_the_per_tenant_limit_get_http_429_and_other_tenants_ar
         .expect("another tenant is not affected");
 
     drop(first);
-    let mut admitted = false;
-    for _ in 0..100 {
-        if connect(&tokens[2]).await.is_ok() {
-            admitted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(admitted, "a freed tenant slot must admit a new connection");
+    assert_admitted_soon("a freed tenant slot must admit a new connection", || {
+        Box::pin(connect(&tokens[2]))
+    })
+    .await;
     server.running.shutdown().await.expect("shutdown");
 }
 
@@ -202,12 +186,8 @@ async fn a_peer_that_answers_no_pings_is_closed_after_the_idle_timeout_and_a_liv
     while frozen.recv().await.is_some() {}
     assert!(started.elapsed() >= Duration::from_millis(idle_timeout_ms));
 
-    let request = live.request(&server_id, DocumentId::from_bytes([1; 16]));
-    live.send(&request).await;
-    assert!(matches!(
-        live.recv().await,
-        Some(Message::DocUnavailable { .. })
-    ));
+    live.assert_unavailable(&server_id, DocumentId::from_bytes([1; 16]), "still served")
+        .await;
     server.running.shutdown().await.expect("shutdown");
 }
 
@@ -251,20 +231,12 @@ async fn joined_over_tls(url: &str, certificate: &[u8], name: &str) -> (RawPeer,
     let (socket, _) = within("wss connect", connect)
         .await
         .expect("TLS handshake and upgrade");
-    let mut peer = RawPeer {
+    RawPeer {
         socket,
         peer_id: PeerId::new(name),
-    };
-    peer.send(&Message::Join {
-        sender_id: peer.peer_id.clone(),
-        supported_protocol_versions: vec!["1".to_string()],
-        peer_metadata: None,
-    })
-    .await;
-    match peer.recv().await {
-        Some(Message::Peer { sender_id, .. }) => (peer, sender_id),
-        other => panic!("expected peer, got {other:?}"),
     }
+    .handshake()
+    .await
 }
 
 /// Runs the automerge sync conversation for `doc` until `done`; the first

@@ -29,6 +29,54 @@ fn config_at(dir: &std::path::Path, port: u16, at_ms: i64) -> ServerConfig {
     config
 }
 
+/// Where a test's server listens (a free port) and where it and the
+/// devices keep their data.
+struct Place {
+    port: u16,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Place {
+    fn new() -> Self {
+        let port = free_port();
+        Self {
+            port,
+            url: format!("ws://127.0.0.1:{port}"),
+            dir: tempfile::tempdir().expect("dir"),
+        }
+    }
+
+    /// [`config_at`] for this place.
+    fn config_at(&self, at_ms: i64) -> ServerConfig {
+        config_at(self.dir.path(), self.port, at_ms)
+    }
+
+    /// Starts a server on `config` and sets up the office on it (device
+    /// `tab-1`, receipt prefix `K1`).
+    async fn start_office(&self, config: ServerConfig) -> (ventas::server::RunningServer, Office) {
+        let server = ventas::server::start(config).await.expect("server");
+        let office = Office::set_up(&self.url, self.dir.path(), "tab-1", "K1").await;
+        (server, office)
+    }
+}
+
+/// Adds the seller `seller` called `name` to the catalog.
+fn add_seller(catalog: &DocHandle, seller: &str, name: &str) {
+    catalog
+        .change(|doc| {
+            put_seller(
+                doc,
+                &Seller {
+                    id: id(SellerId::new, seller),
+                    name: name.into(),
+                },
+            )
+            .expect("seller")
+        })
+        .expect("change");
+}
+
 /// Waits until the catalog lists `key`; returns its URL.
 async fn listed(catalog: &DocHandle, key: &DocKey) -> String {
     let wanted = key.clone();
@@ -58,14 +106,12 @@ fn stored_documents(dir: &std::path::Path) -> u64 {
 
 #[tokio::test]
 async fn next_months_ledger_is_created_ahead_so_an_offline_device_can_sell_on_the_first() {
-    let port = free_port();
-    let url = format!("ws://127.0.0.1:{port}");
-    let dir = tempfile::tempdir().expect("dir");
+    let place = Place::new();
+    let Place { url, dir, .. } = &place;
     let december = Period::parse("2026-12").expect("period");
     // Three days before December: inside PERIOD_OPEN_AHEAD_DAYS_DEFAULT.
-    let config = config_at(dir.path(), port, december.start_ms() - 3 * 86_400_000);
-    let server = ventas::server::start(config.clone()).await.expect("server");
-    let office = Office::set_up(&url, dir.path(), "tab-1", "K1").await;
+    let config = place.config_at(december.start_ms() - 3 * 86_400_000);
+    let (server, office) = place.start_office(config.clone()).await;
     let ana = id(SellerId::new, "ana");
 
     let december_key = DocKey::ledger(&ana, december);
@@ -73,7 +119,7 @@ async fn next_months_ledger_is_created_ahead_so_an_offline_device_can_sell_on_th
 
     // The device syncs what it needs for December, then goes offline (the
     // server stops) and sells on the 1st.
-    let tablet = device(&url, dir.path(), "tab-1");
+    let tablet = device(url, dir.path(), "tab-1");
     let catalog = tablet.open_url(&office.catalog.url()).expect("open");
     let device_doc = tablet.open_url(&office.device.url()).expect("open");
     let ledger = tablet.open_url(&december_url).expect("open");
@@ -130,18 +176,15 @@ async fn next_months_ledger_is_created_ahead_so_an_offline_device_can_sell_on_th
 
 #[tokio::test]
 async fn the_next_stock_document_opens_at_closing_levels_and_takes_late_sales_once() {
-    let port = free_port();
-    let url = format!("ws://127.0.0.1:{port}");
-    let dir = tempfile::tempdir().expect("dir");
+    let place = Place::new();
     let november = Period::parse("2026-11").expect("period");
     let december = Period::parse("2026-12").expect("period");
     let soap = id(ProductId::new, "soap");
     let van = id(LocationId::new, "van-ana");
 
     // In mid-November the office sets up and loads 10 soap into the van.
-    let in_november = config_at(dir.path(), port, november.start_ms() + 14 * 86_400_000);
-    let server = ventas::server::start(in_november).await.expect("server");
-    let office = Office::set_up(&url, dir.path(), "tab-1", "K1").await;
+    let in_november = place.config_at(november.start_ms() + 14 * 86_400_000);
+    let (server, office) = place.start_office(in_november).await;
     office
         .stock
         .change(|doc| {
@@ -167,7 +210,7 @@ async fn the_next_stock_document_opens_at_closing_levels_and_takes_late_sales_on
     );
 
     // December 2nd: the server opens December's stock at the closing level.
-    let config = config_at(dir.path(), port, december.start_ms() + 86_400_000);
+    let config = place.config_at(december.start_ms() + 86_400_000);
     let server = ventas::server::start(config.clone()).await.expect("server");
     let december_key = DocKey::stock(&van, december);
     let december_url = listed(&office.catalog, &december_key).await;
@@ -235,31 +278,17 @@ fn ledgers_listed(doc: &automerge::Automerge, period: Period) -> usize {
 
 #[tokio::test]
 async fn a_pass_creates_at_most_period_documents_per_pass_max() {
-    let port = free_port();
-    let url = format!("ws://127.0.0.1:{port}");
-    let dir = tempfile::tempdir().expect("dir");
+    let place = Place::new();
+    let Place { dir, .. } = &place;
     let november = Period::parse("2026-11").expect("period");
     // Mid-November, one pass at start and no other during the test.
-    let mut config = config_at(dir.path(), port, november.start_ms() + 14 * 86_400_000);
+    let mut config = place.config_at(november.start_ms() + 14 * 86_400_000);
     config.period_check_interval_ms = 3_600_000;
     config.period_documents_per_pass_max = 1;
-    let mut server = ventas::server::start(config.clone()).await.expect("server");
-    let office = Office::set_up(&url, dir.path(), "tab-1", "K1").await;
+    let (mut server, office) = place.start_office(config.clone()).await;
     // Two more sellers, neither with a November ledger.
     for (seller, name) in [("bea", "Bea"), ("cruz", "Cruz")] {
-        office
-            .catalog
-            .change(|doc| {
-                put_seller(
-                    doc,
-                    &Seller {
-                        id: id(SellerId::new, seller),
-                        name: name.into(),
-                    },
-                )
-                .expect("seller")
-            })
-            .expect("change");
+        add_seller(&office.catalog, seller, name);
     }
     within("the sellers saved", office.catalog.synced())
         .await
@@ -301,27 +330,12 @@ async fn a_pass_creates_at_most_period_documents_per_pass_max() {
 
 #[tokio::test]
 async fn a_catalog_with_a_broken_directory_entry_does_not_stop_the_others() {
-    let port = free_port();
-    let url = format!("ws://127.0.0.1:{port}");
-    let dir = tempfile::tempdir().expect("dir");
+    let place = Place::new();
     let november = Period::parse("2026-11").expect("period");
     let october = Period::parse("2026-10").expect("period");
-    let config = config_at(dir.path(), port, november.start_ms() + 14 * 86_400_000);
-    let server = ventas::server::start(config).await.expect("server");
-    let office = Office::set_up(&url, dir.path(), "tab-1", "K1").await;
-    office
-        .catalog
-        .change(|doc| {
-            put_seller(
-                doc,
-                &Seller {
-                    id: id(SellerId::new, "bob"),
-                    name: "Bob".into(),
-                },
-            )
-            .expect("seller")
-        })
-        .expect("change");
+    let config = place.config_at(november.start_ms() + 14 * 86_400_000);
+    let (server, office) = place.start_office(config).await;
+    add_seller(&office.catalog, "bob", "Bob");
 
     // Tenant "zeta" (looked at before "acme"): a van whose October stock
     // entry is not a document URL.

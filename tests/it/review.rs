@@ -12,6 +12,34 @@ use ventas::domain::{
 
 use crate::harness::*;
 
+/// `office` creates the November 2026 ledger of acme's seller ana.
+fn ana_ledger(office: &ventas::client::Client) -> ventas::client::DocHandle {
+    let tenant = TenantId::new("acme").expect("id");
+    let seller = SellerId::new("ana").expect("id");
+    let period = Period::parse("2026-11").expect("period");
+    office
+        .create_with(create_ledger_doc(&tenant, &seller, period).expect("ledger"))
+        .expect("import")
+}
+
+/// Writes the sale `rogue:0000000001`, holding only a negative total,
+/// straight into `ledger`'s `sales` map (no record_sale, no checks).
+fn put_rogue_sale(ledger: &ventas::client::DocHandle) {
+    ledger
+        .change(|doc| {
+            let Some((_, sales)) = doc.get(ROOT, "sales").expect("read") else {
+                panic!("ledger has a sales map");
+            };
+            let mut tx = doc.transaction();
+            let sale = tx
+                .put_object(&sales, "rogue:0000000001", automerge::ObjType::Map)
+                .expect("put");
+            tx.put(&sale, "total_cents", -5_i64).expect("put");
+            tx.commit();
+        })
+        .expect("change");
+}
+
 fn sale_movement(
     id: &str,
     device: &str,
@@ -155,13 +183,8 @@ async fn concurrent_offline_sales_that_oversell_are_reported_once_to_every_devic
 async fn a_ledger_record_that_breaks_a_rule_is_reported_and_kept() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().expect("dir");
-    let tenant = TenantId::new("acme").expect("id");
-    let seller = SellerId::new("ana").expect("id");
-    let period = Period::parse("2026-11").expect("period");
     let office = device(&server.url(), dir.path(), "office");
-    let ledger = office
-        .create_with(create_ledger_doc(&tenant, &seller, period).expect("ledger"))
-        .expect("import");
+    let ledger = ana_ledger(&office);
     within("ledger saved", ledger.synced())
         .await
         .expect("synced");
@@ -169,20 +192,7 @@ async fn a_ledger_record_that_breaks_a_rule_is_reported_and_kept() {
 
     // A hostile or buggy writer puts a sale with a negative quantity and a
     // made-up total straight into the ledger, bypassing record_sale.
-    ledger
-        .change(|doc| {
-            let sales = match doc.get(ROOT, "sales").expect("read") {
-                Some((_, id)) => id,
-                None => panic!("ledger has a sales map"),
-            };
-            let mut tx = doc.transaction();
-            let sale = tx
-                .put_object(&sales, "rogue:0000000001", automerge::ObjType::Map)
-                .expect("put");
-            tx.put(&sale, "total_cents", -5_i64).expect("put");
-            tx.commit();
-        })
-        .expect("change");
+    put_rogue_sale(&ledger);
     within("synced", ledger.synced()).await.expect("synced");
 
     let path = format!("/v1/documents/{document_id}/violations");
@@ -243,27 +253,8 @@ async fn a_violation_report_is_shown_only_to_its_own_tenant() {
     config.peer_id = Some("office-1".to_string());
     config.token = Some(acme[0].clone());
     let office = ventas::client::Client::open(config).expect("client");
-    let tenant = TenantId::new("acme").expect("id");
-    let seller = SellerId::new("ana").expect("id");
-    let ledger = office
-        .create_with(
-            create_ledger_doc(&tenant, &seller, Period::parse("2026-11").expect("period"))
-                .expect("ledger"),
-        )
-        .expect("import");
-    ledger
-        .change(|doc| {
-            let Some((_, sales)) = doc.get(ROOT, "sales").expect("read") else {
-                panic!("ledger has a sales map");
-            };
-            let mut tx = doc.transaction();
-            let sale = tx
-                .put_object(&sales, "rogue:0000000001", automerge::ObjType::Map)
-                .expect("put");
-            tx.put(&sale, "total_cents", -5_i64).expect("put");
-            tx.commit();
-        })
-        .expect("change");
+    let ledger = ana_ledger(&office);
+    put_rogue_sale(&ledger);
     within("synced", ledger.synced()).await.expect("synced");
 
     let path = format!("/v1/documents/{}/violations", ledger.document_id());

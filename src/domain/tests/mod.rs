@@ -206,9 +206,41 @@ impl World {
         let device = self.device(device);
         let input = self.sale_input(&device, lines, november_ms());
         let seller = self.seller_of(&device);
-        let doc = self.device_docs.get_mut(&device).expect("device doc");
-        let ledger = self.ledgers.get_mut(&seller).expect("ledger");
-        record_sale(doc, ledger, &self.catalog_view, &input).expect("record sale")
+        self.try_sale(&device, &seller, &input)
+            .expect("record sale")
+    }
+
+    /// [`record_sale`] of `input` from `device` into the ledger of `seller`
+    /// (not necessarily the device's own), as the operation answers.
+    pub fn try_sale(
+        &mut self,
+        device: &DeviceId,
+        seller: &SellerId,
+        input: &SaleInput,
+    ) -> Result<Sale, DomainError> {
+        let doc = self.device_docs.get_mut(device).expect("device doc");
+        let ledger = self.ledgers.get_mut(seller).expect("ledger");
+        record_sale(doc, ledger, &self.catalog_view, input)
+    }
+}
+
+/// The office's `Load` of `delta` units of `product` into a stock document:
+/// movement `id`, from the delivery `record`.
+pub(crate) fn office_load(
+    id: &str,
+    record: &str,
+    product: &ProductId,
+    delta: i64,
+    at_ms: i64,
+) -> Movement {
+    Movement {
+        id: id.into(),
+        kind: MovementKind::Load,
+        product: product.clone(),
+        delta,
+        record: record.into(),
+        author: "office".into(),
+        at_ms,
     }
 }
 

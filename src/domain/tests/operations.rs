@@ -25,12 +25,7 @@ fn record_sale_refuses_another_sellers_ledger() {
     let device = world.device("tab-b1");
     let input = world.sale_input(&device, &[(0, 1)], november_ms());
     let ana = world.sellers[0].clone();
-    let result = record_sale(
-        world.device_docs.get_mut(&device).expect("device"),
-        world.ledgers.get_mut(&ana).expect("ledger"),
-        &world.catalog_view,
-        &input,
-    );
+    let result = world.try_sale(&device, &ana, &input);
     assert!(
         matches!(result, Err(DomainError::NotOwner { .. })),
         "{result:?}"
@@ -45,12 +40,7 @@ fn record_sale_refuses_a_date_outside_the_ledgers_month() {
     let december = Period::parse("2026-12").expect("period").start_ms();
     let input = world.sale_input(&device, &[(0, 1)], december);
     let ana = world.sellers[0].clone();
-    let result = record_sale(
-        world.device_docs.get_mut(&device).expect("device"),
-        world.ledgers.get_mut(&ana).expect("ledger"),
-        &world.catalog_view,
-        &input,
-    );
+    let result = world.try_sale(&device, &ana, &input);
     assert!(
         matches!(result, Err(DomainError::WrongPeriod { .. })),
         "{result:?}"
@@ -62,14 +52,7 @@ fn record_sale_refuses_bad_input() {
     let mut world = World::new();
     let device = world.device("tab-a1");
     let ana = world.sellers[0].clone();
-    let mut attempt = |input: SaleInput| {
-        record_sale(
-            world.device_docs.get_mut(&device).expect("device"),
-            world.ledgers.get_mut(&ana).expect("ledger"),
-            &world.catalog_view,
-            &input,
-        )
-    };
+    let mut attempt = |input: SaleInput| world.try_sale(&device, &ana, &input);
     let base = SaleInput {
         customer: id(CustomerId::new("shop-9")),
         location: id(LocationId::new("van-ana")),
@@ -332,15 +315,7 @@ fn concurrent_sales_on_two_devices_subtract_from_one_counter() {
     let mut world = World::new();
     let van = id(LocationId::new("van-ana"));
     let soap = world.products[0].clone();
-    let load = Movement {
-        id: "delivery-1".into(),
-        kind: MovementKind::Load,
-        product: soap.clone(),
-        delta: 10,
-        record: "delivery-1".into(),
-        author: "office".into(),
-        at_ms: november_ms(),
-    };
+    let load = office_load("delivery-1", "delivery-1", &soap, 10, november_ms());
     move_stock(world.stocks.get_mut(&van).expect("stock"), &[load]).expect("load");
     let mut stock_a1 = replica(&world.stocks[&van], 1, 0);
     let mut stock_a2 = replica(&world.stocks[&van], 2, 0);
@@ -403,15 +378,13 @@ fn oversell_is_recorded_once_then_updated_then_cleared() {
     let mut server = world.stocks.remove(&van).expect("stock");
     move_stock(
         &mut server,
-        &[Movement {
-            id: "load-1".into(),
-            kind: MovementKind::Load,
-            product: soap.clone(),
-            delta: 5,
-            record: "load-1".into(),
-            author: "office".into(),
-            at_ms: november_ms() - 10,
-        }],
+        &[office_load(
+            "load-1",
+            "load-1",
+            &soap,
+            5,
+            november_ms() - 10,
+        )],
     )
     .expect("load");
     let mut stock_a1 = replica(&server, 1, 0);
@@ -471,15 +444,13 @@ fn oversell_is_recorded_once_then_updated_then_cleared() {
     // A load brings the level back: the alert is cleared, not deleted.
     move_stock(
         &mut server,
-        &[Movement {
-            id: "load-2".into(),
-            kind: MovementKind::Load,
-            product: soap.clone(),
-            delta: 10,
-            record: "load-2".into(),
-            author: "office".into(),
-            at_ms: november_ms() + 100,
-        }],
+        &[office_load(
+            "load-2",
+            "load-2",
+            &soap,
+            10,
+            november_ms() + 100,
+        )],
     )
     .expect("load");
     let view = read_stock(&server);
@@ -531,13 +502,7 @@ fn sales_between_filters_and_orders_by_time() {
     let mut ids = Vec::new();
     for offset in [30, 10, 20] {
         let input = world.sale_input(&device, &[(0, 1)], november_ms() + offset);
-        let sale = record_sale(
-            world.device_docs.get_mut(&device).expect("doc"),
-            world.ledgers.get_mut(&ana).expect("ledger"),
-            &world.catalog_view,
-            &input,
-        )
-        .expect("sale");
+        let sale = world.try_sale(&device, &ana, &input).expect("sale");
         ids.push(sale.id);
     }
     let view = read_ledger(&world.ledgers[&ana], None);
@@ -613,15 +578,7 @@ fn stock_rolls_over_to_a_new_month_and_carries_late_sales_once() {
     let van = id(LocationId::new("van-ana"));
     let soap = world.products[0].clone();
     let mut november = world.stocks.remove(&van).expect("stock");
-    let load = Movement {
-        id: "load-1".into(),
-        kind: MovementKind::Load,
-        product: soap.clone(),
-        delta: 10,
-        record: "delivery-1".into(),
-        author: "office".into(),
-        at_ms: november_ms(),
-    };
+    let load = office_load("load-1", "delivery-1", &soap, 10, november_ms());
     move_stock(&mut november, &[load]).expect("load");
     let first = world.sell("tab-a1", &[(0, 3)]);
     apply_sale_to_stock(&mut november, &first).expect("apply");
@@ -675,15 +632,7 @@ fn a_late_sale_that_moves_where_an_oversell_started_updates_the_same_alert() {
     let at = |offset: i64| november_ms() + offset;
     move_stock(
         &mut server,
-        &[Movement {
-            id: "load-1".into(),
-            kind: MovementKind::Load,
-            product: soap.clone(),
-            delta: 5,
-            record: "load-1".into(),
-            author: "office".into(),
-            at_ms: at(0),
-        }],
+        &[office_load("load-1", "load-1", &soap, 5, at(0))],
     )
     .expect("load");
     let sale_at = |sale: Sale, offset: i64| Sale {
