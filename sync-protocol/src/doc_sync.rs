@@ -938,6 +938,14 @@ mod tests {
         (server, sync)
     }
 
+    /// Whether `writer`'s whole document, arriving in `message`, would
+    /// replace (a copy of) `server`.
+    fn fast_forwards(server: &Automerge, writer: &Automerge, message: &[u8]) -> bool {
+        let whole = Whole(Automerge::load(&writer.save()).expect("loads"));
+        let message = AutomergeSyncMessage::decode(message).expect("decodes");
+        whole.fast_forward(&mut server.clone(), &message)
+    }
+
     /// A sync message with these heads and raw chunks.
     fn carrying_heads(heads: &[ChangeHash], changes: Vec<Vec<u8>>) -> Vec<u8> {
         AutomergeSyncMessage {
@@ -961,10 +969,7 @@ mod tests {
             let (mut server, mut sync) = server_with(&changes, prefix);
             let actor = server.get_actor().clone();
             assert!(
-                Whole(Automerge::load(&writer.save()).expect("loads")).fast_forward(
-                    &mut server.clone(),
-                    &AutomergeSyncMessage::decode(&carrying(&writer, vec![])).expect("decodes")
-                ),
+                fast_forwards(&server, &writer, &carrying(&writer, vec![])),
                 "prefix {prefix}: takes the whole document"
             );
             receive_as_automerge_does(
@@ -988,12 +993,7 @@ mod tests {
         sync.receive(&mut server, &carrying_heads(&[], vec![concurrent]))
             .expect("applies");
         let message = carrying(&writer, vec![writer.save()]);
-        assert!(
-            !Whole(Automerge::load(&writer.save()).expect("loads")).fast_forward(
-                &mut server.clone(),
-                &AutomergeSyncMessage::decode(&message).expect("decodes")
-            )
-        );
+        assert!(!fast_forwards(&server, &writer, &message));
         receive_as_automerge_does(&mut server, &mut sync, &message);
         assert_eq!(server.get_heads().len(), 2, "both branches");
         assert!(server
@@ -1015,12 +1015,7 @@ mod tests {
             .expect("applies");
         assert!(!server.get_missing_deps(&[]).is_empty());
         let message = carrying(&writer, vec![writer.save()]);
-        assert!(
-            !Whole(Automerge::load(&writer.save()).expect("loads")).fast_forward(
-                &mut server.clone(),
-                &AutomergeSyncMessage::decode(&message).expect("decodes")
-            )
-        );
+        assert!(!fast_forwards(&server, &writer, &message));
         receive_as_automerge_does(&mut server, &mut sync, &message);
         assert!(
             !server.get_missing_deps(&[]).is_empty(),
@@ -1037,12 +1032,7 @@ mod tests {
         let (mut server, mut sync) = server_with(&changes, 1);
         // The message names a head its document does not hold.
         let message = carrying_heads(&ahead.get_heads(), vec![writer.save()]);
-        assert!(
-            !Whole(Automerge::load(&writer.save()).expect("loads")).fast_forward(
-                &mut server.clone(),
-                &AutomergeSyncMessage::decode(&message).expect("decodes")
-            )
-        );
+        assert!(!fast_forwards(&server, &writer, &message));
         receive_as_automerge_does(&mut server, &mut sync, &message);
         assert_eq!(server.get_heads(), writer.get_heads());
     }
