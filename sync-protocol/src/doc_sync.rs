@@ -58,6 +58,10 @@ pub struct Applied {
     /// Set when the admission check refused the message's changes: none of
     /// them applied, the rest of the message did.
     pub denied: Option<Denial>,
+    /// The message was one whole document holding every change of ours,
+    /// taken as it was loaded for the checks instead of being applied again
+    /// (see [`Whole`]).
+    pub fast_forwarded: bool,
 }
 
 impl Applied {
@@ -153,10 +157,7 @@ fn check_change_chunks(
     };
     // The document of a message that is one document chunk and nothing
     // else, once loaded to check its changes (see `Whole`).
-    let only_chunk = match message.changes.iter().collect::<Vec<_>>().as_slice() {
-        [entry] => Some(*entry),
-        _ => None,
-    };
+    let one_entry = message.changes.len() == 1;
     let mut whole_doc = None;
     for (index, entry) in message.changes.iter().enumerate() {
         let refuse = |what: &str| SyncError::Rejected(format!("change chunk {index} {what}"));
@@ -198,7 +199,8 @@ fn check_change_chunks(
                         .new_change(doc, change)
                         .map_err(|what| refuse(&what))?;
                 }
-                if only_chunk == Some(chunk) {
+                // The chunk is the message's only entry, whole.
+                if one_entry && chunk.len() == entry.len() {
                     whole_doc = Some(whole);
                 }
             } else {
@@ -548,9 +550,10 @@ impl PeerDocSync {
         // dependency. With none waiting, the document can gain only changes
         // of this message.
         let only_listed = checked.all_listed && doc.get_missing_deps(&[]).is_empty();
-        if let Some(whole) = checked.whole.filter(|_| denied.is_none()) {
-            whole.fast_forward(doc, &message);
-        }
+        let fast_forwarded = checked
+            .whole
+            .filter(|_| denied.is_none())
+            .is_some_and(|whole| whole.fast_forward(doc, &message));
         doc.receive_sync_message(&mut self.state, message)
             .map_err(|error| SyncError::Rejected(error.to_string()))?;
         let added = if doc.get_heads() == heads_before {
@@ -571,6 +574,7 @@ impl PeerDocSync {
             heads_before,
             added,
             denied,
+            fast_forwarded,
         })
     }
 
@@ -890,8 +894,12 @@ mod tests {
     /// Receives `data` into `server` through `PeerDocSync` (admitting
     /// everyone) and, on clones, through plain automerge; both must end
     /// with the same document, actor, sync state and next message, and
-    /// `added` must be exactly the gain.
-    fn receive_as_automerge_does(server: &mut Automerge, sync: &mut PeerDocSync, data: &[u8]) {
+    /// `added` must be exactly the gain. Returns what `PeerDocSync` applied.
+    fn receive_as_automerge_does(
+        server: &mut Automerge,
+        sync: &mut PeerDocSync,
+        data: &[u8],
+    ) -> Applied {
         let (mut plain, mut plain_state) = (server.clone(), sync.state.clone());
         let message = AutomergeSyncMessage::decode(data).expect("decodes");
         plain
@@ -923,6 +931,7 @@ mod tests {
             .generate_sync_message(&mut plain_state)
             .map(|message| message.encode());
         assert_eq!(ours, theirs, "the next message is the same");
+        applied
     }
 
     /// A server holding `prefix` of the writer's changes, with its own
@@ -936,14 +945,6 @@ mod tests {
         )
         .expect("the prefix applies");
         (server, sync)
-    }
-
-    /// Whether `writer`'s whole document, arriving in `message`, would
-    /// replace (a copy of) `server`.
-    fn fast_forwards(server: &Automerge, writer: &Automerge, message: &[u8]) -> bool {
-        let whole = Whole(Automerge::load(&writer.save()).expect("loads"));
-        let message = AutomergeSyncMessage::decode(message).expect("decodes");
-        whole.fast_forward(&mut server.clone(), &message)
     }
 
     /// A sync message with these heads and raw chunks.
@@ -968,14 +969,14 @@ mod tests {
         for prefix in [0, 1, 5, 20] {
             let (mut server, mut sync) = server_with(&changes, prefix);
             let actor = server.get_actor().clone();
-            assert!(
-                fast_forwards(&server, &writer, &carrying(&writer, vec![])),
-                "prefix {prefix}: takes the whole document"
-            );
-            receive_as_automerge_does(
+            let applied = receive_as_automerge_does(
                 &mut server,
                 &mut sync,
                 &carrying(&writer, vec![writer.save()]),
+            );
+            assert!(
+                applied.fast_forwarded,
+                "prefix {prefix}: takes the whole document"
             );
             assert_eq!(server.get_heads(), writer.get_heads());
             assert_eq!(server.get_actor(), &actor, "the server keeps its actor");
@@ -993,8 +994,8 @@ mod tests {
         sync.receive(&mut server, &carrying_heads(&[], vec![concurrent]))
             .expect("applies");
         let message = carrying(&writer, vec![writer.save()]);
-        assert!(!fast_forwards(&server, &writer, &message));
-        receive_as_automerge_does(&mut server, &mut sync, &message);
+        let applied = receive_as_automerge_does(&mut server, &mut sync, &message);
+        assert!(!applied.fast_forwarded);
         assert_eq!(server.get_heads().len(), 2, "both branches");
         assert!(server
             .get(automerge::ROOT, "other")
@@ -1015,8 +1016,8 @@ mod tests {
             .expect("applies");
         assert!(!server.get_missing_deps(&[]).is_empty());
         let message = carrying(&writer, vec![writer.save()]);
-        assert!(!fast_forwards(&server, &writer, &message));
-        receive_as_automerge_does(&mut server, &mut sync, &message);
+        let applied = receive_as_automerge_does(&mut server, &mut sync, &message);
+        assert!(!applied.fast_forwarded);
         assert!(
             !server.get_missing_deps(&[]).is_empty(),
             "late-b still waits"
@@ -1032,8 +1033,8 @@ mod tests {
         let (mut server, mut sync) = server_with(&changes, 1);
         // The message names a head its document does not hold.
         let message = carrying_heads(&ahead.get_heads(), vec![writer.save()]);
-        assert!(!fast_forwards(&server, &writer, &message));
-        receive_as_automerge_does(&mut server, &mut sync, &message);
+        let applied = receive_as_automerge_does(&mut server, &mut sync, &message);
+        assert!(!applied.fast_forwarded);
         assert_eq!(server.get_heads(), writer.get_heads());
     }
 
