@@ -43,14 +43,11 @@ pub async fn exported_heads(
     client: &Client,
     document_id: &DocumentId,
 ) -> Result<Option<Vec<ChangeHash>>, ExportError> {
-    let row = client
-        .query_opt(
-            "SELECT heads FROM export_state WHERE document_id = $1",
-            &[&document_id.to_string()],
-        )
-        .await?;
-    row.map(|row| parse_heads(document_id, row.get::<_, Vec<String>>(0)))
-        .transpose()
+    Ok(
+        exported_heads_many(client, std::slice::from_ref(document_id))
+            .await?
+            .remove(document_id),
+    )
 }
 
 /// [`exported_heads`] of several documents in one query; documents never
@@ -62,7 +59,11 @@ pub async fn exported_heads_many(
     if document_ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let ids: Vec<String> = document_ids.iter().map(ToString::to_string).collect();
+    let by_text: HashMap<String, DocumentId> = document_ids
+        .iter()
+        .map(|document_id| (document_id.to_string(), *document_id))
+        .collect();
+    let ids: Vec<&String> = by_text.keys().collect();
     let rows = client
         .query(
             "SELECT document_id, heads FROM export_state WHERE document_id = ANY($1)",
@@ -71,8 +72,7 @@ pub async fn exported_heads_many(
         .await?;
     let mut found = HashMap::with_capacity(rows.len());
     for row in rows {
-        let id: String = row.get(0);
-        let Some(document_id) = document_ids.iter().find(|d| d.to_string() == id) else {
+        let Some(document_id) = by_text.get(row.get::<_, &str>(0)) else {
             continue;
         };
         found.insert(*document_id, parse_heads(document_id, row.get(1))?);

@@ -115,34 +115,34 @@ pub async fn verify(
     Ok((differences, documents))
 }
 
-/// The figures of a sync-log record that `sync_sessions` must hold.
-const SESSION_FIGURES: [&str; 10] = [
-    "disconnected_at_ms",
-    "messages_in",
-    "messages_out",
-    "changes_in",
-    "changes_out",
-    "bytes_in",
-    "bytes_out",
-    "writes_denied",
-    "documents",
-    "denials",
+/// What `sync_sessions` must hold of a sync-log record: each figure's
+/// name, its SQL expression over the row, and its value in the record.
+type SessionFigure = (&'static str, &'static str, fn(&SyncSession) -> i64);
+
+const SESSION_FIGURES: [SessionFigure; 10] = [
+    (
+        "disconnected_at_ms",
+        "coalesce(disconnected_at_ms, -1)",
+        |s| s.disconnected_at_ms.map_or(-1, big),
+    ),
+    ("messages_in", "messages_in", |s| big(s.messages_in)),
+    ("messages_out", "messages_out", |s| big(s.messages_out)),
+    ("changes_in", "changes_in", |s| big(s.changes_in)),
+    ("changes_out", "changes_out", |s| big(s.changes_out)),
+    ("bytes_in", "bytes_in", |s| big(s.bytes_in)),
+    ("bytes_out", "bytes_out", |s| big(s.bytes_out)),
+    ("writes_denied", "writes_denied", |s| big(s.writes_denied)),
+    ("documents", "cardinality(documents)::bigint", |s| {
+        count(s.documents.iter())
+    }),
+    ("denials", "cardinality(denials)::bigint", |s| {
+        count(s.denials.iter())
+    }),
 ];
 
-fn session_figures(session: &SyncSession) -> [i64; SESSION_FIGURES.len()] {
-    let big = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
-    [
-        session.disconnected_at_ms.map_or(-1, big),
-        big(session.messages_in),
-        big(session.messages_out),
-        big(session.changes_in),
-        big(session.changes_out),
-        big(session.bytes_in),
-        big(session.bytes_out),
-        big(session.writes_denied),
-        count(session.documents.iter()),
-        count(session.denials.iter()),
-    ]
+/// A counter as the `bigint` Postgres holds (saturating).
+fn big(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// Compares each sync-log record of the store with its `sync_sessions` row,
@@ -153,23 +153,20 @@ async fn verify_sessions(
     differences: &mut Vec<Difference>,
 ) -> Result<(), ExportError> {
     let log = SessionLog::new(store);
+    let expressions: Vec<&str> = SESSION_FIGURES.iter().map(|(_, sql, _)| *sql).collect();
+    let select = format!(
+        "SELECT session_id, {} FROM sync_sessions WHERE session_id = ANY($1)",
+        expressions.join(", ")
+    );
     let mut before = None;
     loop {
         let page = log.page(before, SESSIONS_PAGE_MAX)?;
         let ids: Vec<i64> = page
             .sessions
             .iter()
-            .map(|session| i64::try_from(session.id).unwrap_or(i64::MAX))
+            .map(|session| big(session.id))
             .collect();
-        let rows = client
-            .query(
-                "SELECT session_id, coalesce(disconnected_at_ms, -1), messages_in, messages_out, \
-                 changes_in, changes_out, bytes_in, bytes_out, writes_denied, \
-                 cardinality(documents)::bigint, cardinality(denials)::bigint \
-                 FROM sync_sessions WHERE session_id = ANY($1)",
-                &[&ids],
-            )
-            .await?;
+        let rows = client.query(&select, &[&ids]).await?;
         let in_postgres: HashMap<i64, Vec<i64>> = rows
             .iter()
             .map(|row| {
@@ -188,11 +185,8 @@ async fn verify_sessions(
                 });
                 continue;
             };
-            for ((figure, expected), found) in SESSION_FIGURES
-                .iter()
-                .zip(session_figures(session))
-                .zip(found)
-            {
+            for ((figure, _, value), found) in SESSION_FIGURES.iter().zip(found) {
+                let expected = value(session);
                 if expected != *found {
                     differences.push(Difference {
                         document_id: name.clone(),
