@@ -144,112 +144,139 @@ async fn live_sales_reach_postgres_once_with_the_document_heads() {
     server.running.shutdown().await.expect("shutdown");
 }
 
+/// A server exporting to a fresh database through a [`CuttableProxy`],
+/// with an office device syncing sales to it.
+struct Proxied {
+    db: TestDatabase,
+    proxy: CuttableProxy,
+    server: TestServer,
+    office: Office,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxied {
+    /// `timeout_ms`: the server's Postgres step timeout (`None`: default);
+    /// `delay_ms`: the proxy's delay per chunk each way from the start.
+    async fn start(timeout_ms: Option<u64>, delay_ms: u64) -> Self {
+        let db = TestDatabase::create().await;
+        let proxy = CuttableProxy::start("127.0.0.1:5432".parse().expect("addr")).await;
+        proxy.slow_down(delay_ms);
+        let url = db.url_via(proxy.addr);
+        let server = TestServer::start_with(|config| {
+            config.postgres_url = Some(url);
+            if let Some(timeout_ms) = timeout_ms {
+                config.postgres_timeout_ms = timeout_ms;
+            }
+        })
+        .await;
+        let dir = tempfile::tempdir().expect("dir");
+        let office = Office::set_up(&server.url(), dir.path(), "tab-7", "K7Q").await;
+        Self {
+            db,
+            proxy,
+            server,
+            office,
+            _dir: dir,
+        }
+    }
+
+    /// Records `count` sales and waits until the server holds them.
+    async fn sell(&self, count: usize) {
+        record_sales(&self.office, count);
+        self.office.synced().await;
+    }
+
+    async fn exported(&self) -> Value {
+        wait_until_exported(self.server.addr(), &self.db, &self.office).await
+    }
+
+    /// Sales of the office's ledger in Postgres.
+    async fn sales_in_postgres(&self) -> i64 {
+        let ledger = self.office.ledger.document_id().to_string();
+        exported_totals(&self.db, &ledger).await.0
+    }
+
+    /// Waits for an export status that `wanted` accepts.
+    async fn status_where(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+        within(what, async {
+            loop {
+                let status = export_status(self.server.addr()).await;
+                if wanted(&status) {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+    }
+
+    async fn finish(self) {
+        self.office.close().await;
+        self.server.running.shutdown().await.expect("shutdown");
+    }
+}
+
 #[tokio::test]
 async fn a_postgres_outage_disturbs_no_device_and_loses_no_row() {
-    let db = TestDatabase::create().await;
-    let proxy = CuttableProxy::start("127.0.0.1:5432".parse().expect("addr")).await;
-    let url = db.url_via(proxy.addr);
-    let server = TestServer::start_with(|config| config.postgres_url = Some(url)).await;
-    let dir = tempfile::tempdir().expect("dir");
-    let office = Office::set_up(&server.url(), dir.path(), "tab-7", "K7Q").await;
-    record_sales(&office, 5);
-    office.synced().await;
-    wait_until_exported(server.addr(), &db, &office).await;
+    let scene = Proxied::start(None, 0).await;
+    scene.sell(5).await;
+    scene.exported().await;
 
     // Postgres goes away: devices keep syncing and being acknowledged.
-    proxy.cut();
-    record_sales(&office, 10);
-    office.synced().await;
-    let behind = within("the outage to show", async {
-        loop {
-            let status = export_status(server.addr()).await;
-            if status["connected"] == false
+    scene.proxy.cut();
+    scene.sell(10).await;
+    let behind = scene
+        .status_where("the outage to show", |status| {
+            status["connected"] == false
                 && status["pending_documents"].as_u64() >= Some(1)
                 && status["last_error"].is_string()
-            {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+        })
+        .await;
     assert!(behind["failures_total"].as_u64() >= Some(1), "{behind}");
-    let ledger = office.ledger.document_id().to_string();
-    assert_eq!(exported_totals(&db, &ledger).await.0, 5);
+    assert_eq!(scene.sales_in_postgres().await, 5);
 
     // It comes back: the export catches up from sled.
-    proxy.restore();
-    let status = wait_until_exported(server.addr(), &db, &office).await;
+    scene.proxy.restore();
+    let status = scene.exported().await;
     assert_eq!(status["connected"], true);
-    assert_eq!(exported_totals(&db, &ledger).await.0, 15);
-    office.close().await;
-    server.running.shutdown().await.expect("shutdown");
+    assert_eq!(scene.sales_in_postgres().await, 15);
+    scene.finish().await;
 }
 
 #[tokio::test]
 async fn a_hung_postgres_is_given_up_on_and_the_export_resumes() {
-    let db = TestDatabase::create().await;
-    let proxy = CuttableProxy::start("127.0.0.1:5432".parse().expect("addr")).await;
-    let url = db.url_via(proxy.addr);
     // Generous for a loaded machine's Postgres; a stall still shows in 2 s.
-    let server = TestServer::start_with(|config| {
-        config.postgres_url = Some(url);
-        config.postgres_timeout_ms = 2_000;
-    })
-    .await;
-    let dir = tempfile::tempdir().expect("dir");
-    let office = Office::set_up(&server.url(), dir.path(), "tab-7", "K7Q").await;
-    record_sales(&office, 3);
-    office.synced().await;
-    wait_until_exported(server.addr(), &db, &office).await;
+    let scene = Proxied::start(Some(2_000), 0).await;
+    scene.sell(3).await;
+    scene.exported().await;
 
     // The database stops answering but keeps its connections open.
-    proxy.stall();
-    record_sales(&office, 4);
-    office.synced().await;
-    let stuck = within("the timeout to show", async {
-        loop {
-            let status = export_status(server.addr()).await;
-            if status["last_error"]
+    scene.proxy.stall();
+    scene.sell(4).await;
+    let stuck = scene
+        .status_where("the timeout to show", |status| {
+            status["last_error"]
                 .as_str()
                 .is_some_and(|error| error.contains("did not answer within 2000 ms"))
-            {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+        })
+        .await;
     assert!(stuck["pending_documents"].as_u64() >= Some(1), "{stuck}");
 
-    proxy.restore();
-    wait_until_exported(server.addr(), &db, &office).await;
-    let ledger = office.ledger.document_id().to_string();
-    assert_eq!(exported_totals(&db, &ledger).await.0, 7);
-    office.close().await;
-    server.running.shutdown().await.expect("shutdown");
+    scene.proxy.restore();
+    scene.exported().await;
+    assert_eq!(scene.sales_in_postgres().await, 7);
+    scene.finish().await;
 }
 
 #[tokio::test]
 async fn a_database_slower_than_the_timeout_is_caught_up_with_not_retried_forever() {
-    let db = TestDatabase::create().await;
-    let proxy = CuttableProxy::start("127.0.0.1:5432".parse().expect("addr")).await;
     // Every step (connect, migrate, the transaction) takes several round
-    // trips of 2 x 20 ms: far beyond 100 ms. Retried at 100 ms forever, it
-    // would never export; with the timeout doubling after each timeout it
-    // gets there.
-    proxy.slow_down(5);
-    let url = db.url_via(proxy.addr);
-    let server = TestServer::start_with(|config| {
-        config.postgres_url = Some(url);
-        config.postgres_timeout_ms = 40;
-    })
-    .await;
-    let dir = tempfile::tempdir().expect("dir");
-    let office = Office::set_up(&server.url(), dir.path(), "tab-7", "K7Q").await;
-    record_sales(&office, 3);
-    office.synced().await;
-    let status = wait_until_exported(server.addr(), &db, &office).await;
+    // trips of 2 x 5 ms through the proxy: far beyond 40 ms. Retried at
+    // 40 ms forever it would never export; with the timeout doubling after
+    // each timeout in a row it gets there.
+    let scene = Proxied::start(Some(40), 5).await;
+    scene.sell(3).await;
+    let status = scene.exported().await;
     // It timed out on the way there (40, 80, 160 ms, ...), then got through.
     assert!(status["failures_total"].as_u64() >= Some(1), "{status}");
     assert!(
@@ -258,10 +285,8 @@ async fn a_database_slower_than_the_timeout_is_caught_up_with_not_retried_foreve
             .is_some_and(|error| error.contains("did not answer within")),
         "the first steps must have timed out: {status}"
     );
-    let ledger = office.ledger.document_id().to_string();
-    assert_eq!(exported_totals(&db, &ledger).await.0, 3);
-    office.close().await;
-    server.running.shutdown().await.expect("shutdown");
+    assert_eq!(scene.sales_in_postgres().await, 3);
+    scene.finish().await;
 }
 
 #[tokio::test]
