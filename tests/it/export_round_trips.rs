@@ -45,42 +45,45 @@ async fn measure_export_round_trips() {
         .await
         .expect("connect");
 
-    let full: Vec<_> = sellers
-        .iter()
-        .zip(&ids)
-        .map(|(seller, id)| export::build_rows(id, &seller.ledger, &[]).expect("rows"))
-        .collect();
-    let page: Vec<_> = full.iter().map(|export| (export, None)).collect();
-    let started = Instant::now();
-    export::apply_many(&mut remote, &page).await.expect("apply");
-    println!(
-        "FIGURE full exports of {LEDGERS} ledgers of {SALES_EACH} sales, {} ms round trip: {:?}",
-        2 * DELAY_MS,
-        started.elapsed()
-    );
+    // Each ledger's export since `since[i]` (empty: full), applied as one
+    // page; prints how long the page took.
+    async fn apply_page(
+        remote: &mut tokio_postgres::Client,
+        sellers: &[world::World],
+        ids: &[DocumentId],
+        since: &[Vec<automerge::ChangeHash>],
+        what: &str,
+    ) {
+        let exports: Vec<_> = sellers
+            .iter()
+            .zip(ids)
+            .zip(since)
+            .map(|((seller, id), since)| {
+                export::build_rows(id, &seller.ledger, since).expect("rows")
+            })
+            .collect();
+        let page: Vec<_> = exports
+            .iter()
+            .zip(since)
+            .map(|(export, since)| (export, (!since.is_empty()).then_some(since.as_slice())))
+            .collect();
+        let started = Instant::now();
+        export::apply_many(remote, &page).await.expect("apply");
+        println!(
+            "FIGURE {what} of {LEDGERS} ledgers, {} ms round trip: {:?}",
+            2 * DELAY_MS,
+            started.elapsed()
+        );
+    }
 
+    let never = vec![Vec::new(); LEDGERS];
+    let what = format!("full exports ({SALES_EACH} sales each)");
+    apply_page(&mut remote, &sellers, &ids, &never, &what).await;
     let before: Vec<_> = sellers.iter().map(|s| s.ledger.get_heads()).collect();
     for seller in &mut sellers {
         seller.sell(1);
     }
-    let one_sale: Vec<_> = sellers
-        .iter()
-        .zip(&ids)
-        .zip(&before)
-        .map(|((seller, id), heads)| export::build_rows(id, &seller.ledger, heads).expect("rows"))
-        .collect();
-    let page: Vec<_> = one_sale
-        .iter()
-        .zip(&before)
-        .map(|(export, heads)| (export, Some(heads.as_slice())))
-        .collect();
-    let started = Instant::now();
-    export::apply_many(&mut remote, &page).await.expect("apply");
-    println!(
-        "FIGURE one-sale exports of {LEDGERS} ledgers, {} ms round trip: {:?}",
-        2 * DELAY_MS,
-        started.elapsed()
-    );
+    apply_page(&mut remote, &sellers, &ids, &before, "one-sale exports").await;
     let sales: i64 = direct
         .query_one("SELECT count(*) FROM sales", &[])
         .await
