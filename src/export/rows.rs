@@ -346,15 +346,27 @@ fn correction_sale(
     key: &str,
     at: Option<&[ChangeHash]>,
 ) -> Option<String> {
-    let record = match at {
-        None => doc.get(map, key),
-        Some(heads) => doc.get_at(map, key, heads),
-    };
-    let (value, obj) = record.ok().flatten()?;
+    let (value, obj) = get_now_or_at(doc, map, key, at)?;
     if !matches!(value, automerge::Value::Object(automerge::ObjType::Map)) {
         return None;
     }
     string_field(doc, &obj, "sale", at)
+}
+
+/// `obj[key]` now (`at` None) or at the heads `at`; `None` when absent or
+/// unreadable.
+fn get_now_or_at<'a>(
+    doc: &'a Automerge,
+    obj: &automerge::ObjId,
+    key: &str,
+    at: Option<&[ChangeHash]>,
+) -> Option<(automerge::Value<'a>, automerge::ObjId)> {
+    match at {
+        None => doc.get(obj, key),
+        Some(heads) => doc.get_at(obj, key, heads),
+    }
+    .ok()
+    .flatten()
 }
 
 /// The string (scalar or text object) at `obj[field]`, now or at `at`;
@@ -365,11 +377,7 @@ fn string_field(
     field: &str,
     at: Option<&[ChangeHash]>,
 ) -> Option<String> {
-    let value = match at {
-        None => doc.get(obj, field),
-        Some(heads) => doc.get_at(obj, field, heads),
-    };
-    match value.ok().flatten()? {
+    match get_now_or_at(doc, obj, field, at)? {
         (automerge::Value::Scalar(scalar), _) => match scalar.as_ref() {
             automerge::ScalarValue::Str(text) => Some(text.to_string()),
             _ => None,

@@ -210,13 +210,7 @@ pub struct RawPeer {
 
 impl RawPeer {
     pub async fn connect(url: &str, name: &str) -> Self {
-        let (socket, _) = within("raw connect", tokio_tungstenite::connect_async(url))
-            .await
-            .expect("connects");
-        Self {
-            socket,
-            peer_id: PeerId::new(name),
-        }
+        Self::connect_with(url, name).await
     }
 
     /// Connects with `request` (a URL, or a request carrying a credential);
