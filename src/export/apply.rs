@@ -196,23 +196,24 @@ const INVALID_COLLECTION_SQL: &str =
 const INVALID_KEYS_SQL: &str = "DELETE FROM invalid_records \
      WHERE document_id = $1 AND collection = $2 AND record_key = ANY($3)";
 
-/// Distinct SQL texts of one transaction, prepared in one round trip.
+/// Distinct SQL texts of one transaction (a few dozen at most: one per
+/// table and kind of delete), prepared in one round trip.
 #[derive(Default)]
 struct Statements {
     texts: Vec<String>,
-    index: HashMap<String, usize>,
     prepared: Vec<Statement>,
 }
 
 impl Statements {
     /// Registers `sql`; returns its handle for [`Statements::get`].
     fn add(&mut self, sql: String) -> usize {
-        if let Some(&at) = self.index.get(&sql) {
-            return at;
+        match self.texts.iter().position(|known| *known == sql) {
+            Some(at) => at,
+            None => {
+                self.texts.push(sql);
+                self.texts.len() - 1
+            }
         }
-        self.texts.push(sql.clone());
-        self.index.insert(sql, self.texts.len() - 1);
-        self.texts.len() - 1
     }
 
     async fn prepare(&mut self, tx: &Transaction<'_>) -> Result<(), ExportError> {
