@@ -48,8 +48,10 @@ impl<'d, D: ReadDoc> CachedDoc<'d, D> {
         let mut current: Option<(ObjId, Fields)> = None;
         for DocObjItem { obj, item } in doc.iter_at(automerge::ROOT, None) {
             if current.as_ref().is_none_or(|(id, _)| id != obj.as_ref()) {
+                // The walk gives an object's values together; if it comes
+                // back to one, its fields so far are taken up again.
                 if let Some((id, fields)) = current.take() {
-                    objects.entry(id).or_insert(fields);
+                    objects.insert(id, fields);
                 }
                 let id = obj.as_ref().clone();
                 let fields = objects.remove(&id).unwrap_or_default();
@@ -80,7 +82,7 @@ impl<'d, D: ReadDoc> CachedDoc<'d, D> {
             }
         }
         if let Some((id, fields)) = current.take() {
-            objects.entry(id).or_insert(fields);
+            objects.insert(id, fields);
         }
         Self {
             doc,
