@@ -35,6 +35,7 @@ mod connection;
 pub mod exporter;
 pub mod hub_task;
 pub mod limits;
+pub mod owners;
 pub mod periods;
 pub mod review;
 pub mod sessions;
