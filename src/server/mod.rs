@@ -110,10 +110,17 @@ struct AppState {
 pub struct RunningServer {
     pub addr: SocketAddr,
     shutdown: watch::Sender<bool>,
+    keeper_passes: watch::Receiver<u64>,
     join: tokio::task::JoinHandle<Result<(), ServerError>>,
 }
 
 impl RunningServer {
+    /// Passes of the period keeper that have ended so far (see
+    /// [`periods::spawn`]).
+    pub fn keeper_passes(&self) -> watch::Receiver<u64> {
+        self.keeper_passes.clone()
+    }
+
     /// Graceful shutdown: stop accepting, close peers, flush storage.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         let _ = self.shutdown.send(true);
@@ -127,6 +134,18 @@ impl RunningServer {
 /// Opens the store in `config.data_dir`, binds `config.listen`, and serves
 /// until [`RunningServer::shutdown`].
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    config.validate()?;
+    let listener = TcpListener::bind(config.listen).await?;
+    start_on(config, listener).await
+}
+
+/// [`start`] on a listener the caller bound (`config.listen` is ignored):
+/// a test keeps a clone of one listening socket across restarts, so its
+/// port is never free for someone else to take in between.
+pub async fn start_on(
+    config: ServerConfig,
+    listener: TcpListener,
+) -> Result<RunningServer, ServerError> {
     config.validate()?;
     let store: Arc<dyn DocStore> = Arc::new(SledStore::open_with(
         &config.data_dir,
@@ -151,24 +170,26 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         }
     }
     let tls = load_tls(&config)?;
-    let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut wait = shutdown_rx.clone();
     let signal = async move {
         let _ = wait.wait_for(|stop| *stop).await;
     };
+    let (keeper_passes_tx, keeper_passes) = watch::channel(0);
     let join = tokio::spawn(serve_with_tls(
         config,
         listener,
         tls,
         store,
         Arc::new(credentials),
+        keeper_passes_tx,
         signal,
     ));
     Ok(RunningServer {
         addr,
         shutdown: shutdown_tx,
+        keeper_passes,
         join,
     })
 }
@@ -185,7 +206,17 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     config.validate()?;
     let tls = load_tls(&config)?;
-    serve_with_tls(config, listener, tls, store, authenticator, signal).await
+    let (keeper_passes, _) = watch::channel(0);
+    serve_with_tls(
+        config,
+        listener,
+        tls,
+        store,
+        authenticator,
+        keeper_passes,
+        signal,
+    )
+    .await
 }
 
 /// The rustls configuration `config` asks for, if any.
@@ -202,6 +233,7 @@ async fn serve_with_tls(
     tls: Option<Arc<rustls::ServerConfig>>,
     store: Arc<dyn DocStore>,
     authenticator: Arc<dyn Authenticator>,
+    keeper_passes: watch::Sender<u64>,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     config.validate()?;
@@ -258,6 +290,7 @@ async fn serve_with_tls(
                 .min(config.docs_per_peer_max.saturating_sub(1).max(1)),
             now_ms: Arc::new(move || crate::now_ms().saturating_add_signed(clock_offset_ms)),
         },
+        keeper_passes,
         shutdown_rx.clone(),
     );
     let connections = Arc::new(Semaphore::new(config.connections_max));

@@ -130,13 +130,16 @@ impl PassReport {
 }
 
 /// Spawns the keeper; it runs a pass at once and then every
-/// `check_interval_ms` until `shutdown` turns true.
+/// `check_interval_ms` until `shutdown` turns true. `passes` counts the
+/// passes that ended (done or failed): a test waits for the next one
+/// instead of sleeping through a few intervals.
 pub fn spawn(
     hub: mpsc::Sender<HubInput>,
     next_conn: Arc<AtomicU64>,
     peer_id: PeerId,
     store: Arc<dyn DocStore>,
     settings: KeeperSettings,
+    passes: watch::Sender<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let mut keeper = Keeper {
@@ -163,6 +166,7 @@ pub fn spawn(
                 Some(Ok(report)) => debug!(?report, "period keeper pass"),
                 Some(Err(error)) => warn!("period keeper pass stopped: {error}"),
             }
+            passes.send_modify(|ended| *ended = ended.saturating_add(1));
             let wait = Duration::from_millis(keeper.settings.check_interval_ms);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}

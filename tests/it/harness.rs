@@ -129,7 +129,41 @@ pub async fn wait_for_keys(handle: &DocHandle, wanted: &[String]) {
     .expect("client alive");
 }
 
-/// A free loopback port (bound then released).
+/// A loopback listening socket the test holds for its whole life, so a
+/// server restarted "on the same URL" gets the same port without it ever
+/// being free for another process to take: each in-process server serves a
+/// clone of this one socket ([`ReservedPort::start`]); connections that
+/// arrive while no server runs wait in its backlog.
+pub struct ReservedPort {
+    listener: std::net::TcpListener,
+    pub addr: SocketAddr,
+}
+
+impl ReservedPort {
+    pub fn new() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        Self { listener, addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// A server on this port (whatever `config.listen` says).
+    pub async fn start(&self, config: ServerConfig) -> RunningServer {
+        let clone = self.listener.try_clone().expect("clone the listener");
+        let listener = tokio::net::TcpListener::from_std(clone).expect("tokio listener");
+        server::start_on(config, listener)
+            .await
+            .expect("server starts")
+    }
+}
+
+/// A free loopback port (bound then released): only for a program that
+/// must bind its own port (nginx). Anything else keeps its listener
+/// ([`ReservedPort`]) or takes the port a server bound on port 0.
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
@@ -142,6 +176,8 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// Starts the binary on `port` (0 for any: a restart then passes the
+    /// port the first run got, `addr.port()`).
     pub async fn spawn(data_dir: &Path, port: u16) -> Self {
         Self::spawn_with(data_dir, port, &[]).await
     }
@@ -155,6 +191,9 @@ impl ServerProcess {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
             .arg(data_dir)
+            // A cleared environment: a stray `VENTAS_*` or `DATABASE_URL`
+            // of the developer's shell must not change what a test runs.
+            .env_clear()
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -323,6 +362,43 @@ impl RawPeer {
             data,
         }
     }
+
+    /// A barrier on this connection: requests a fresh document id nobody
+    /// has and reads until the server answers it. The server handles one
+    /// connection's messages in order and queues what it sends in order, so
+    /// whatever it sent this peer before the barrier is in
+    /// [`Barrier::before`]: an absence check ("nothing was announced") is
+    /// then an assertion on that list, not a guess after a fixed wait.
+    pub async fn barrier(&mut self, server: &PeerId) -> Barrier {
+        let marker = DocumentId::from_bytes(rand::random());
+        let request = self.request(server, marker);
+        self.send(&request).await;
+        let mut before = Vec::new();
+        while let Some(message) = self.recv().await {
+            match message {
+                Message::DocUnavailable { document_id, .. } if document_id == marker => {
+                    return Barrier {
+                        before,
+                        closed: false,
+                    }
+                }
+                other => before.push(other),
+            }
+        }
+        Barrier {
+            before,
+            closed: true,
+        }
+    }
+}
+
+/// What [`RawPeer::barrier`] saw.
+#[derive(Debug)]
+pub struct Barrier {
+    /// Messages the server sent before it answered the barrier.
+    pub before: Vec<Message>,
+    /// The server closed the connection before answering.
+    pub closed: bool,
 }
 
 /// Plain HTTP/1.1 GET on loopback; returns (status, body).
@@ -680,4 +756,18 @@ impl CuttableProxy {
     pub fn restore(&self) {
         self.mode.send_replace(ProxyMode::Open);
     }
+}
+
+/// Waits until `count` more passes of `server`'s period keeper have ended
+/// (with 2, at least one whole pass started after the call): the barrier
+/// for "later passes change nothing".
+pub async fn keeper_passes(server: &RunningServer, count: u64) {
+    let mut passes = server.keeper_passes();
+    let start = *passes.borrow_and_update();
+    within(
+        "period keeper passes",
+        passes.wait_for(|ended| *ended >= start.saturating_add(count)),
+    )
+    .await
+    .expect("the keeper runs");
 }

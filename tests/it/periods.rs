@@ -5,8 +5,6 @@
 //! shifted with `period_clock_offset_ms`; everything else is real (sockets,
 //! sled, the Rust client).
 
-use std::time::Duration;
-
 use ventas::client::DocHandle;
 use ventas::config::ServerConfig;
 use ventas::domain::*;
@@ -18,44 +16,48 @@ use crate::office::*;
 /// How often the keeper runs in these tests.
 const CHECK_INTERVAL_MS: u64 = 200;
 
-/// A server config on `port` whose period keeper believes it is `at_ms`.
-fn config_at(dir: &std::path::Path, port: u16, at_ms: i64) -> ServerConfig {
+/// A server config whose period keeper believes it is `at_ms`.
+fn config_at(dir: &std::path::Path, at_ms: i64) -> ServerConfig {
     init_logs();
     let mut config = ServerConfig::for_test(dir.join("server"));
-    config.listen = format!("127.0.0.1:{port}").parse().expect("addr");
     config.period_check_interval_ms = CHECK_INTERVAL_MS;
     let real_ms = i64::try_from(ventas::now_ms()).expect("now fits");
     config.period_clock_offset_ms = at_ms - real_ms;
     config
 }
 
-/// Where a test's server listens (a free port) and where it and the
-/// devices keep their data.
+/// Where a test's server listens (a port it keeps across restarts) and
+/// where it and the devices keep their data.
 struct Place {
-    port: u16,
+    port: ReservedPort,
     url: String,
     dir: tempfile::TempDir,
 }
 
 impl Place {
     fn new() -> Self {
-        let port = free_port();
+        let port = ReservedPort::new();
         Self {
+            url: port.url(),
             port,
-            url: format!("ws://127.0.0.1:{port}"),
             dir: tempfile::tempdir().expect("dir"),
         }
     }
 
     /// [`config_at`] for this place.
     fn config_at(&self, at_ms: i64) -> ServerConfig {
-        config_at(self.dir.path(), self.port, at_ms)
+        config_at(self.dir.path(), at_ms)
+    }
+
+    /// A server on this place's port.
+    async fn start(&self, config: ServerConfig) -> ventas::server::RunningServer {
+        self.port.start(config).await
     }
 
     /// Starts a server on `config` and sets up the office on it (device
     /// `tab-1`, receipt prefix `K1`).
     async fn start_office(&self, config: ServerConfig) -> (ventas::server::RunningServer, Office) {
-        let server = ventas::server::start(config).await.expect("server");
+        let server = self.start(config).await;
         let office = Office::set_up(&self.url, self.dir.path(), "tab-1", "K1").await;
         (server, office)
     }
@@ -145,9 +147,7 @@ async fn next_months_ledger_is_created_ahead_so_an_offline_device_can_sell_on_th
     });
 
     // Back online: the sale is acknowledged and valid.
-    let server = ventas::server::start(config.clone())
-        .await
-        .expect("restart");
+    let server = place.start(config.clone()).await;
     within("the sale to be acknowledged", ledger.synced())
         .await
         .expect("synced");
@@ -159,7 +159,7 @@ async fn next_months_ledger_is_created_ahead_so_an_offline_device_can_sell_on_th
     assert_eq!(read.sales.get(&sale.id).map(|s| s.total_cents), Some(1_000));
 
     // More passes (and the one at restart) create nothing new.
-    tokio::time::sleep(Duration::from_millis(5 * CHECK_INTERVAL_MS)).await;
+    keeper_passes(&server, 2).await;
     let entries = directory(&office.catalog);
     assert_eq!(entries.get(&december_key.to_string()), Some(&december_url));
     let ledgers: Vec<&String> = entries
@@ -211,7 +211,7 @@ async fn the_next_stock_document_opens_at_closing_levels_and_takes_late_sales_on
 
     // December 2nd: the server opens December's stock at the closing level.
     let config = place.config_at(december.start_ms() + 86_400_000);
-    let server = ventas::server::start(config.clone()).await.expect("server");
+    let server = place.start(config.clone()).await;
     let december_key = DocKey::stock(&van, december);
     let december_url = listed(&office.catalog, &december_key).await;
     let next = office.client.open_url(&december_url).expect("open");
@@ -237,11 +237,11 @@ async fn the_next_stock_document_opens_at_closing_levels_and_takes_late_sales_on
     )
     .await
     .expect("alive");
-    tokio::time::sleep(Duration::from_millis(5 * CHECK_INTERVAL_MS)).await;
+    keeper_passes(&server, 2).await;
     server.shutdown().await.expect("shutdown");
     // A restart forgets what the keeper remembered; still nothing new.
-    let server = ventas::server::start(config).await.expect("restart");
-    tokio::time::sleep(Duration::from_millis(3 * CHECK_INTERVAL_MS)).await;
+    let server = place.start(config).await;
+    keeper_passes(&server, 2).await;
     within("December's stock synced", next.synced())
         .await
         .expect("synced");
@@ -304,9 +304,14 @@ async fn a_pass_creates_at_most_period_documents_per_pass_max() {
     // Each restart runs one pass, which creates one ledger.
     for listed_after in [2, 3] {
         server.shutdown().await.expect("shutdown");
-        server = ventas::server::start(config.clone())
-            .await
-            .expect("restart");
+        server = place.start(config.clone()).await;
+        // The pass at start (the only one: the interval is an hour) ended.
+        within(
+            "the pass at start",
+            server.keeper_passes().wait_for(|ended| *ended >= 1),
+        )
+        .await
+        .expect("the keeper runs");
         within(
             "the pass to list one more ledger",
             office
@@ -315,7 +320,6 @@ async fn a_pass_creates_at_most_period_documents_per_pass_max() {
         )
         .await
         .expect("alive");
-        tokio::time::sleep(Duration::from_millis(300)).await;
         let listed = office
             .catalog
             .read(|doc| ledgers_listed(doc, november))
@@ -373,7 +377,7 @@ async fn a_catalog_with_a_broken_directory_entry_does_not_stop_the_others() {
     )
     .await;
     let zoe_url = listed(&broken, &DocKey::ledger(&zoe, november)).await;
-    tokio::time::sleep(Duration::from_millis(3 * CHECK_INTERVAL_MS)).await;
+    keeper_passes(&server, 2).await;
     let entries = directory(&broken);
     assert_eq!(entries.len(), 2, "{entries:?}");
     assert_eq!(

@@ -60,8 +60,8 @@ fn sale_movement(
 
 #[tokio::test]
 async fn concurrent_offline_sales_that_oversell_are_reported_once_to_every_device() {
-    let port = free_port();
-    let url = format!("ws://127.0.0.1:{port}");
+    let port = ReservedPort::new();
+    let url = port.url();
     let dir = tempfile::tempdir().expect("dir");
     let tenant = TenantId::new("acme").expect("id");
     let van = LocationId::new("van-ana").expect("id");
@@ -70,9 +70,8 @@ async fn concurrent_offline_sales_that_oversell_are_reported_once_to_every_devic
     let at_ms = period.start_ms() + 60_000;
 
     // The office creates the van's stock document and loads 5 units.
-    let mut config = ventas::config::ServerConfig::for_test(dir.path().join("server"));
-    config.listen = format!("127.0.0.1:{port}").parse().expect("addr");
-    let server = ventas::server::start(config.clone()).await.expect("server");
+    let config = ventas::config::ServerConfig::for_test(dir.path().join("server"));
+    let server = port.start(config.clone()).await;
     let office = device(&url, dir.path(), "office");
     let stock = office
         .create_with(
@@ -130,9 +129,7 @@ async fn concurrent_offline_sales_that_oversell_are_reported_once_to_every_devic
 
     // Back online: both sales merge, the level is -1, and the server records
     // one open alert naming both sales, which reaches both devices.
-    let server = ventas::server::start(config.clone())
-        .await
-        .expect("restart");
+    let server = port.start(config.clone()).await;
     for handle in [&on_phone, &on_tablet] {
         within(
             "the alert to reach the device",
