@@ -260,6 +260,11 @@ impl ExportMarks {
         Ok(())
     }
 
+    /// Counts every pending marker (at most [`EXPORT_STATUS_COUNT_MAX`]).
+    fn backlog_all(&self) -> Result<Backlog, StoreError> {
+        self.backlog(|_| Ok(true), EXPORT_STATUS_COUNT_MAX)
+    }
+
     /// Counts the pending markers `counted` admits and finds the oldest
     /// first-marked time among them, examining at most `examined_max`
     /// markers (past it the counts are floors).
@@ -425,7 +430,7 @@ pub fn status(
 ) -> Result<ExportStatus, StoreError> {
     let backlog = match (marks.enabled, scope.tenant()) {
         (false, _) => Backlog::default(),
-        (true, None) => marks.backlog(|_| Ok(true), EXPORT_STATUS_COUNT_MAX)?,
+        (true, None) => marks.backlog_all()?,
         (true, Some(tenant)) => {
             let sessions = SessionLog::new(Arc::clone(&marks.store));
             marks.backlog(
@@ -1061,10 +1066,50 @@ mod tests {
         state.exported(Some(10), 1_001);
         // A sync-log record written when a day-long connection ended.
         state.exported(None, 1_002);
-        let status = status(&marks, &state).expect("status");
+        let status = status(&marks, &state, &Scope::All).expect("status");
+        let status = status.global.expect("the global status");
         assert_eq!(status.last_export_at_ms, Some(1_002));
         assert_eq!(status.lag_ms_p50, Some(10));
         assert_eq!(status.lag_ms_max, Some(40));
+    }
+
+    #[test]
+    fn a_tenants_status_counts_its_own_pending_documents_and_sessions_only() {
+        let (store, marks) = marks(true);
+        let state = ExportState::default();
+        let tenant_doc = |n: u8, tenant: Option<&str>| {
+            let doc = DocumentId::from_bytes([n; 16]);
+            if let Some(tenant) = tenant {
+                owners::record(store.as_ref(), &doc, &owners::DocOwner::plain(tenant))
+                    .expect("owner");
+            }
+            marks.document_changed(&doc).expect("mark");
+        };
+        tenant_doc(1, Some("acme"));
+        tenant_doc(2, Some("globex"));
+        tenant_doc(3, Some("globex"));
+        // No ownership record: of no known tenant.
+        tenant_doc(4, None);
+        let log = SessionLog::new(Arc::clone(&store)).with_export_marks(Arc::clone(&marks));
+        for (id, tenant) in [(10, "acme"), (11, "acme"), (12, "globex")] {
+            log.put(&crate::server::sessions::SyncSession {
+                id,
+                tenant: Some(tenant.to_string()),
+                ..Default::default()
+            })
+            .expect("session");
+        }
+        let acme = status(&marks, &state, &Scope::Tenant("acme".into())).expect("status");
+        assert_eq!((acme.pending_documents, acme.pending_sessions), (1, 2));
+        assert_eq!(acme.tenant.as_deref(), Some("acme"));
+        assert!(acme.global.is_none(), "no global figures for a tenant");
+        let json = serde_json::to_value(&acme).expect("json");
+        assert!(json.get("last_error").is_none(), "{json}");
+        let globex = status(&marks, &state, &Scope::Tenant("globex".into())).expect("status");
+        assert_eq!((globex.pending_documents, globex.pending_sessions), (2, 1));
+        let all = status(&marks, &state, &Scope::All).expect("status");
+        assert_eq!((all.pending_documents, all.pending_sessions), (4, 3));
+        assert!(all.global.is_some());
     }
 
     #[test]
@@ -1082,10 +1127,10 @@ mod tests {
         let (_store, marks) = marks(true);
         let doc = DocumentId::from_bytes([1; 16]);
         marks.document_changed(&doc).expect("mark");
-        let first = marks.backlog().expect("backlog");
+        let first = marks.backlog_all().expect("backlog");
         marks.document_changed(&doc).expect("mark again");
         marks.session_written(9).expect("session");
-        let backlog = marks.backlog().expect("backlog");
+        let backlog = marks.backlog_all().expect("backlog");
         assert_eq!((backlog.documents, backlog.sessions), (1, 1));
         assert_eq!(backlog.oldest_ms, first.oldest_ms);
     }
@@ -1101,7 +1146,7 @@ mod tests {
             .document_changed(&doc)
             .expect("changed during the export");
         assert!(!store.meta_remove_if(&key, &seen).expect("remove_if"));
-        assert_eq!(marks.backlog().expect("backlog").documents, 1);
+        assert_eq!(marks.backlog_all().expect("backlog").documents, 1);
     }
 
     #[test]
@@ -1135,7 +1180,7 @@ mod tests {
             .expect("mark");
         assert_eq!(store.meta_get(MARKING_KEY).expect("get"), None);
         let on = ExportMarks::open(Arc::clone(&store), true).expect("marks");
-        assert_eq!(on.backlog().expect("backlog").documents, 3);
+        assert_eq!(on.backlog_all().expect("backlog").documents, 3);
         // Marking stays continuous: a second start marks nothing new.
         for (key, value) in store
             .meta_scan_prefix_rev(MARKER_PREFIX, None, 10)
@@ -1144,6 +1189,6 @@ mod tests {
             assert!(store.meta_remove_if(&key, &value).expect("remove"));
         }
         let again = ExportMarks::open(Arc::clone(&store), true).expect("marks");
-        assert_eq!(again.backlog().expect("backlog").documents, 0);
+        assert_eq!(again.backlog_all().expect("backlog").documents, 0);
     }
 }

@@ -41,7 +41,8 @@ async fn server_with(wanted: &[(&str, Role, Option<u64>)]) -> (TestServer, Vec<S
 }
 
 /// The one body every refused credential gets, whatever the reason.
-const REFUSAL_BODY: &str = "missing or invalid credential";
+const REFUSAL_BODY: &str =
+    r#"{"error":{"code":"unauthorized","message":"missing or invalid credential"}}"#;
 
 /// The HTTP status of a refused upgrade; its body must be the generic one.
 async fn refused_status(
