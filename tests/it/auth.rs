@@ -434,6 +434,47 @@ async fn token_cli_issues_lists_and_revokes_and_keeps_only_hashes() {
 }
 
 #[tokio::test]
+async fn token_cli_issues_an_operator_without_a_tenant_and_the_operator_manages_every_tenant() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = TestServer::data_dir_in(dir.path());
+    let ventas = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ventas"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("ventas runs")
+    };
+    let issue = [
+        "token", "issue", "--seller", "opal", "--device", "ops-1", "--role",
+    ];
+    let refused = ventas(&[&issue[..], &["office"]].concat());
+    assert!(!refused.status.success(), "an office needs --tenant");
+    let issued = ventas(&[&issue[..], &["operator"]].concat());
+    assert!(
+        issued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&issued.stderr)
+    );
+    let operator = String::from_utf8(issued.stdout).expect("utf-8");
+    let list = String::from_utf8(ventas(&["token", "list"]).stdout).expect("utf-8");
+    assert!(list.contains("operators\topal\tops-1\toperator"), "{list}");
+    let server = TestServer::start_in(dir, |_| {}).await;
+    let auth = format!("Bearer {}", operator.trim());
+    let body = r#"{"tenant":"globex","seller":"gus","device":"pc-1","role":"office"}"#;
+    let (status, text) = http_request(
+        server.addr(),
+        "POST",
+        "/v1/tokens",
+        &[("Authorization", auth.as_str())],
+        body,
+    )
+    .await;
+    assert_eq!(status, 201, "{text}");
+}
+
+#[tokio::test]
 async fn token_cli_refuses_a_data_directory_held_by_a_running_server() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = TestServer::data_dir_in(dir.path());
