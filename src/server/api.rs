@@ -436,12 +436,8 @@ impl Admin {
         action: impl FnOnce(&auth::Credentials) -> Result<T, CredentialError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let authenticator = self.authenticator;
-        let done = tokio::task::spawn_blocking(move || {
-            authenticator
-                .credentials()
-                .map(|credentials| action(credentials))
-        })
-        .await;
+        let done =
+            tokio::task::spawn_blocking(move || authenticator.credentials().map(action)).await;
         match done {
             Ok(Some(Ok(value))) => Ok(value),
             Ok(Some(Err(error))) => Err(credential_error(what, error)),

@@ -8,8 +8,8 @@
 //! Each record names the tenant, seller and device of the credential the
 //! connection presented (none when authentication is off). Office and
 //! reporting callers see only their tenant's records ([`SessionLog::page_in`]):
-//! beside each record of a tenant an index key `session-tenant/<tenant>/`
-//! + id (empty value) is written first, so a tenant's page is a reverse
+//! beside each record of a tenant an index key
+//! `session-tenant/<tenant>/<id>` (empty value) is written first, so a tenant's page is a reverse
 //! scan of its own index (at most `limit` index rows and `limit` record
 //! reads), never of the whole log. Tenant names cannot hold `/`, so one
 //! tenant's index prefix never covers another's. Records written before

@@ -49,98 +49,25 @@ enum Target {
 /// [`CALLERS`]; 101 is an accepted WebSocket upgrade), and whether the
 /// route lists records, in which case a 200 must show the target tenant's
 /// records exactly when the caller may see them (own tenant, or operator).
+#[rustfmt::skip]
 const EXPECTED: &[(Route, Target, [u16; 5], bool)] = &[
-    (
-        Route::Upgrade,
-        Target::Own,
-        [401, 101, 101, 101, 403],
-        false,
-    ),
-    (
-        Route::Upgrade,
-        Target::Other,
-        [401, 101, 101, 101, 403],
-        false,
-    ),
-    (Route::Health, Target::Own, [200, 200, 200, 200, 200], false),
-    (
-        Route::Health,
-        Target::Other,
-        [200, 200, 200, 200, 200],
-        false,
-    ),
-    (
-        Route::SyncSessions,
-        Target::Own,
-        [401, 403, 200, 200, 200],
-        true,
-    ),
-    (
-        Route::SyncSessions,
-        Target::Other,
-        [401, 403, 200, 200, 200],
-        true,
-    ),
-    (
-        Route::DocumentViolations,
-        Target::Own,
-        [401, 403, 200, 200, 403],
-        false,
-    ),
-    (
-        Route::DocumentViolations,
-        Target::Other,
-        [401, 403, 404, 404, 403],
-        false,
-    ),
-    (
-        Route::ExportStatus,
-        Target::Own,
-        [401, 403, 200, 200, 200],
-        true,
-    ),
-    (
-        Route::ExportStatus,
-        Target::Other,
-        [401, 403, 200, 200, 200],
-        true,
-    ),
-    (
-        Route::ListTokens,
-        Target::Own,
-        [401, 403, 403, 200, 200],
-        true,
-    ),
-    (
-        Route::ListTokens,
-        Target::Other,
-        [401, 403, 403, 200, 200],
-        true,
-    ),
-    (
-        Route::IssueToken,
-        Target::Own,
-        [401, 403, 403, 201, 201],
-        false,
-    ),
-    (
-        Route::IssueToken,
-        Target::Other,
-        [401, 403, 403, 403, 201],
-        false,
-    ),
-    (
-        Route::RevokeToken,
-        Target::Own,
-        [401, 403, 403, 200, 200],
-        false,
-    ),
-    (
-        Route::RevokeToken,
-        Target::Other,
-        [401, 403, 403, 404, 200],
-        false,
-    ),
+    //                                        nobody seller report office operator
+    (Route::Upgrade,            Target::Own,   [401,   101,   101,   101,   403], false),
+    (Route::Upgrade,            Target::Other, [401,   101,   101,   101,   403], false),
+    (Route::Health,             Target::Own,   [200,   200,   200,   200,   200], false),
+    (Route::Health,             Target::Other, [200,   200,   200,   200,   200], false),
+    (Route::SyncSessions,       Target::Own,   [401,   403,   200,   200,   200], true),
+    (Route::SyncSessions,       Target::Other, [401,   403,   200,   200,   200], true),
+    (Route::DocumentViolations, Target::Own,   [401,   403,   200,   200,   403], false),
+    (Route::DocumentViolations, Target::Other, [401,   403,   404,   404,   403], false),
+    (Route::ExportStatus,       Target::Own,   [401,   403,   200,   200,   200], true),
+    (Route::ExportStatus,       Target::Other, [401,   403,   200,   200,   200], true),
+    (Route::ListTokens,         Target::Own,   [401,   403,   403,   200,   200], true),
+    (Route::ListTokens,         Target::Other, [401,   403,   403,   200,   200], true),
+    (Route::IssueToken,         Target::Own,   [401,   403,   403,   201,   201], false),
+    (Route::IssueToken,         Target::Other, [401,   403,   403,   403,   201], false),
+    (Route::RevokeToken,        Target::Own,   [401,   403,   403,   200,   200], false),
+    (Route::RevokeToken,        Target::Other, [401,   403,   403,   404,   200], false),
 ];
 
 const TENANTS: [&str; 2] = ["acme", "globex"];
@@ -643,11 +570,15 @@ async fn an_unauthenticated_post_with_a_bad_body_gets_401_not_422() {
     }
 }
 
+/// A request that must fail: credential, method, path, body, then the
+/// expected status and error code.
+type ErrorCase<'a> = (Option<&'a str>, &'a str, &'a str, String, u16, &'a str);
+
 #[tokio::test]
 async fn every_error_the_server_answers_is_json_with_a_code() {
     let fixture = Fixture::start().await;
     let office = fixture.token(Caller::Office, "acme");
-    let cases: Vec<(Option<&str>, &str, &str, String, u16, &str)> = vec![
+    let cases: Vec<ErrorCase> = vec![
         (
             office,
             "POST",
