@@ -16,7 +16,9 @@ use ventas::server::review;
 use ventas::storage::{DocStore, SledStore};
 use ventas_sync_protocol::ids::DocumentId;
 
-use crate::harness::{bearer, http_request, issue_credentials, within, RawPeer, TestServer};
+use crate::harness::{
+    bearer, http_request, issue_credentials, status_and_body, within, RawPeer, TestServer,
+};
 
 /// The callers of the matrix, in the column order of [`EXPECTED`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,6 +260,18 @@ fn assert_json_error(text: &str) -> String {
     code.to_string()
 }
 
+/// The id of the first credential of `role` in a `GET /v1/tokens` answer.
+fn credential_id(list: &str, role: &str) -> String {
+    json(list)
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|credential| credential["role"] == role)
+        .and_then(|credential| credential["id"].as_str())
+        .unwrap_or_else(|| panic!("no {role} in {list}"))
+        .to_string()
+}
+
 /// Whether a 200 of a listing route shows records of `tenant`.
 fn shows_tenant(route: Route, body: &str, tenant: &str) -> bool {
     let value = json(body);
@@ -421,14 +435,7 @@ async fn globex_office_revoking_an_acme_credential_answers_like_an_unknown_id() 
             "",
         )
         .await;
-    let acme_seller_id = json(&list)
-        .as_array()
-        .expect("array")
-        .iter()
-        .find(|c| c["role"] == "seller")
-        .and_then(|c| c["id"].as_str())
-        .expect("acme seller")
-        .to_string();
+    let acme_seller_id = credential_id(&list, "seller");
     let unknown_id = "0123456789abcdef";
     let (status, acme_answer) = fixture
         .call(
@@ -460,14 +467,7 @@ async fn globex_office_revoking_an_acme_credential_answers_like_an_unknown_id() 
     let (_, all) = fixture
         .call(Some(&fixture.operator), "GET", "/v1/tokens", "")
         .await;
-    let operator_id = json(&all)
-        .as_array()
-        .expect("array")
-        .iter()
-        .find(|c| c["role"] == "operator")
-        .and_then(|c| c["id"].as_str())
-        .expect("operator")
-        .to_string();
+    let operator_id = credential_id(&all, "operator");
     let (status, _) = fixture
         .call(
             globex_office,
@@ -703,14 +703,7 @@ async fn over_limit_post(addr: std::net::SocketAddr, token: &str) -> (u16, Strin
     })
     .await;
     drop(within("request written", writing).await);
-    let text = String::from_utf8_lossy(&response).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+    status_and_body(&String::from_utf8_lossy(&response))
 }
 
 #[tokio::test]
