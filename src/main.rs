@@ -82,14 +82,22 @@ struct DataDirArgs {
 struct IssueArgs {
     #[command(flatten)]
     data: DataDirArgs,
+    /// The tenant; for an operator only a label for the team (default
+    /// `operators`): an operator acts on every tenant.
     #[arg(long)]
-    tenant: String,
+    tenant: Option<String>,
+    /// The seller (for an operator: the person).
     #[arg(long)]
     seller: String,
     /// The device id; the device must join with this peer id (or `<id>/...`).
+    /// For an operator: the machine, shown in lists.
     #[arg(long)]
     device: String,
-    /// seller, office (operator: admin endpoints) or reporting (sync log).
+    /// seller (syncs its documents), office (its tenant's documents, sync
+    /// log and credentials), reporting (reads its tenant's documents and
+    /// sync log) or operator (runs the server: every tenant's credentials,
+    /// the global sync log and export status; syncs nothing; issued only
+    /// here, never over HTTP).
     #[arg(long)]
     role: Role,
     /// Lifetime: `90d`, `12h`, `30m`, `45s` or `never`.
@@ -390,7 +398,13 @@ fn token(command: TokenCommand) -> anyhow::Result<()> {
             let issued = credentials
                 .issue(
                     IssueRequest {
-                        tenant: args.tenant,
+                        tenant: match (args.tenant, args.role) {
+                            (Some(tenant), _) => tenant,
+                            (None, Role::Operator) => auth::OPERATOR_TENANT_DEFAULT.to_string(),
+                            (None, _) => {
+                                anyhow::bail!("--tenant is required for the {} role", args.role)
+                            }
+                        },
                         seller: args.seller,
                         device: args.device,
                         role: args.role,

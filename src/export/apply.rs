@@ -400,7 +400,7 @@ pub(crate) async fn write_states(
 /// The columns of `sync_sessions` the exporter writes.
 pub(crate) const SESSION_COLUMNS: &str = "session_id, peer_id, identity, remote_addr, \
     connected_at_ms, disconnected_at_ms, documents, messages_in, messages_out, changes_in, \
-    changes_out, bytes_in, bytes_out, writes_denied, denials, error";
+    changes_out, bytes_in, bytes_out, writes_denied, denials, error, tenant";
 
 /// One session as `sync_sessions` values, in [`SESSION_COLUMNS`] order.
 pub(crate) fn session_row(session: &SyncSession) -> Result<Row, ExportError> {
@@ -429,6 +429,7 @@ pub(crate) fn session_row(session: &SyncSession) -> Result<Row, ExportError> {
         big("writes_denied", session.writes_denied)?,
         Cell::TextArray(session.denials.clone()),
         Cell::OptText(session.error.clone()),
+        Cell::OptText(session.tenant.clone()),
     ])
 }
 

@@ -155,7 +155,7 @@ async fn verify_sessions(
     let log = SessionLog::new(store);
     let expressions: Vec<&str> = SESSION_FIGURES.iter().map(|(_, sql, _)| *sql).collect();
     let select = format!(
-        "SELECT session_id, {} FROM sync_sessions WHERE session_id = ANY($1)",
+        "SELECT session_id, tenant, {} FROM sync_sessions WHERE session_id = ANY($1)",
         expressions.join(", ")
     );
     let mut before = None;
@@ -167,16 +167,18 @@ async fn verify_sessions(
             .map(|session| big(session.id))
             .collect();
         let rows = client.query(&select, &[&ids]).await?;
-        let in_postgres: HashMap<i64, Vec<i64>> = rows
+        let in_postgres: HashMap<i64, (Option<String>, Vec<i64>)> = rows
             .iter()
             .map(|row| {
-                let figures = (1..=SESSION_FIGURES.len()).map(|at| row.get(at)).collect();
-                (row.get(0), figures)
+                let figures = (2..2 + SESSION_FIGURES.len())
+                    .map(|at| row.get(at))
+                    .collect();
+                (row.get(0), (row.get(1), figures))
             })
             .collect();
         for (session, id) in page.sessions.iter().zip(&ids) {
             let name = format!("sync_session {}", session.id);
-            let Some(found) = in_postgres.get(id) else {
+            let Some((tenant, found)) = in_postgres.get(id) else {
                 differences.push(Difference {
                     document_id: name,
                     figure: "row".into(),
@@ -185,6 +187,15 @@ async fn verify_sessions(
                 });
                 continue;
             };
+            if *tenant != session.tenant {
+                let shown = |tenant: &Option<String>| tenant.clone().unwrap_or("NULL".into());
+                differences.push(Difference {
+                    document_id: name.clone(),
+                    figure: "tenant".into(),
+                    in_document: shown(&session.tenant),
+                    in_postgres: shown(tenant),
+                });
+            }
             for ((figure, _, value), found) in SESSION_FIGURES.iter().zip(found) {
                 let expected = value(session);
                 if expected != *found {

@@ -107,8 +107,9 @@ pub fn decide(identity: &Identity, class: &DocClass, location_seller: Option<&st
         DocClass::NoMeta => {
             return match identity.role {
                 Role::Office => Access::ReadWrite,
-                Role::Seller | Role::Reporting => Access::Hidden,
-            }
+                // The operator syncs nothing (its upgrade is refused).
+                Role::Seller | Role::Reporting | Role::Operator => Access::Hidden,
+            };
         }
         DocClass::Domain(meta) => meta,
     };
@@ -118,6 +119,7 @@ pub fn decide(identity: &Identity, class: &DocClass, location_seller: Option<&st
     match identity.role {
         Role::Office => Access::ReadWrite,
         Role::Reporting => Access::Read,
+        Role::Operator => Access::Hidden,
         Role::Seller => match meta.kind {
             DocKind::Catalog => Access::Read,
             DocKind::Device if meta.owner == identity.device => Access::ReadWrite,

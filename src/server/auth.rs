@@ -95,7 +95,7 @@ pub enum AuthMode {
     /// Always required, even with no credential issued.
     Required,
     /// Never required (anonymous connections); admin endpoints still need
-    /// an office credential.
+    /// an office or operator credential.
     Off,
 }
 
@@ -112,17 +112,30 @@ impl FromStr for AuthMode {
     }
 }
 
-/// What a credential holder may do.
+/// What a credential holder may do. Every role but [`Role::Operator`] acts
+/// only within its credential's tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// A field device: syncs its documents.
     Seller,
-    /// The operator: syncs, reads the sync log, manages credentials.
+    /// A tenant's back office: syncs, reads its tenant's sync log and export
+    /// status, manages its tenant's credentials (office ones included).
     Office,
-    /// Read-only reporting: syncs and reads the sync log.
+    /// Read-only reporting: syncs and reads its tenant's sync log.
     Reporting,
+    /// The people who run the server: manage credentials of every tenant,
+    /// read the global sync log and export status, sync no documents (the
+    /// upgrade is refused). Issued only by `ventas token issue` on the data
+    /// directory, never over HTTP. An operator credential's `tenant` names
+    /// no tenant and grants nothing: it is a label for the team
+    /// ([`OPERATOR_TENANT_DEFAULT`] unless given); `seller` is the person and
+    /// `device` the machine, for the lists.
+    Operator,
 }
+
+/// The `tenant` label of an operator credential issued without one.
+pub const OPERATOR_TENANT_DEFAULT: &str = "operators";
 
 impl Role {
     pub fn as_str(self) -> &'static str {
@@ -130,6 +143,7 @@ impl Role {
             Self::Seller => "seller",
             Self::Office => "office",
             Self::Reporting => "reporting",
+            Self::Operator => "operator",
         }
     }
 }
@@ -148,8 +162,9 @@ impl FromStr for Role {
             "seller" => Ok(Self::Seller),
             "office" => Ok(Self::Office),
             "reporting" => Ok(Self::Reporting),
+            "operator" => Ok(Self::Operator),
             other => Err(format!(
-                "unknown role {other:?} (seller, office, reporting)"
+                "unknown role {other:?} (seller, office, reporting, operator)"
             )),
         }
     }
@@ -178,6 +193,56 @@ impl Identity {
             Some("") => true,
             Some(rest) => rest.starts_with('/'),
             None => false,
+        }
+    }
+}
+
+/// Which tenants' records (credentials, sync log, export backlog) a caller
+/// may see and manage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every tenant: an operator, or anyone when authentication is off.
+    All,
+    /// One tenant: office and reporting (and seller) credentials.
+    Tenant(String),
+}
+
+impl Scope {
+    /// The scope of a caller; `None` is an anonymous caller, admitted only
+    /// when authentication is off.
+    pub fn of(identity: Option<&Identity>) -> Self {
+        match identity {
+            None => Self::All,
+            Some(identity) if identity.role == Role::Operator => Self::All,
+            Some(identity) => Self::Tenant(identity.tenant.clone()),
+        }
+    }
+
+    /// Whether records of `tenant` are visible (`None`: a record that names
+    /// no tenant, visible only to [`Scope::All`]).
+    pub fn admits(&self, tenant: Option<&str>) -> bool {
+        match self {
+            Self::All => true,
+            Self::Tenant(own) => tenant == Some(own.as_str()),
+        }
+    }
+
+    /// Whether a credential is visible and manageable: a tenant scope sees
+    /// its tenant's credentials but never an operator's, whatever its label.
+    pub fn admits_credential(&self, credential: &CredentialInfo) -> bool {
+        match self {
+            Self::All => true,
+            Self::Tenant(_) => {
+                credential.role != Role::Operator && self.admits(Some(&credential.tenant))
+            }
+        }
+    }
+
+    /// The one tenant, if the scope is one.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Self::All => None,
+            Self::Tenant(tenant) => Some(tenant),
         }
     }
 }
@@ -607,9 +672,24 @@ impl Credentials {
         self.read().len()
     }
 
+    /// One credential (revoked and expired included), if the store holds it.
+    pub fn get(&self, id: &str) -> Option<CredentialInfo> {
+        self.read().get(id).map(Credential::info)
+    }
+
     /// Every credential, oldest first.
     pub fn list(&self) -> Vec<CredentialInfo> {
-        let mut all: Vec<CredentialInfo> = self.read().values().map(Credential::info).collect();
+        self.list_in(&Scope::All)
+    }
+
+    /// Every credential `scope` admits, oldest first.
+    pub fn list_in(&self, scope: &Scope) -> Vec<CredentialInfo> {
+        let mut all: Vec<CredentialInfo> = self
+            .read()
+            .values()
+            .map(Credential::info)
+            .filter(|info| scope.admits_credential(info))
+            .collect();
         all.sort_by(|a, b| (a.issued_at_ms, &a.id).cmp(&(b.issued_at_ms, &b.id)));
         all
     }

@@ -75,13 +75,12 @@ impl Connection {
                 0
             }
         };
-        let mut session = SyncSession {
-            id: session_id,
-            identity: self.identity.as_ref().map(|i| i.subject.clone()),
-            remote_addr: self.remote_addr.to_string(),
-            connected_at_ms: now_ms(),
-            ..SyncSession::default()
-        };
+        let mut session = SyncSession::opened(
+            session_id,
+            self.identity.as_ref(),
+            self.remote_addr.to_string(),
+            now_ms(),
+        );
         if let Err(error) = self.sessions.put(&session) {
             warn!("cannot record session start: {error}");
         }

@@ -26,7 +26,10 @@
 //! **Outages.** Any Postgres error drops the connection and retries with
 //! exponential backoff ([`EXPORT_RETRY_DELAY_MIN_MS`] to
 //! [`EXPORT_RETRY_DELAY_MAX_MS`]); the hub and every device go on as usual.
-//! `GET /v1/export/status` ([`status`]) tells how far behind the export is.
+//! `GET /v1/export/status` ([`status`]) tells how far behind the export is:
+//! per tenant for office and reporting (a pending document counts for the
+//! tenant of its `server::owners` record; one without a record is shown to
+//! the operator only), globally for the operator.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,6 +42,8 @@ use tracing::{debug, info, warn};
 use ventas_storage::{DocStore, LoadedAfter, StoreError};
 use ventas_sync_protocol::ids::DocumentId;
 
+use super::auth::Scope;
+use super::owners::{self, OwnerError};
 use super::sessions::SessionLog;
 use crate::export::{self, ExportError};
 use crate::now_ms;
@@ -55,6 +60,10 @@ pub const EXPORT_IDLE_SWEEP_MS: u64 = 1_000;
 pub const EXPORT_LAG_SAMPLES_MAX: usize = 4_096;
 /// Markers counted by one status request; past it the count is a floor.
 pub const EXPORT_STATUS_COUNT_MAX: usize = 100_000;
+/// Markers examined by one tenant's status request: each costs a point
+/// read (the document's ownership record or the session's tenant index
+/// key), so fewer than for the global count; past it the count is a floor.
+pub const EXPORT_STATUS_TENANT_MARKERS_MAX: usize = 10_000;
 /// Longest one Postgres step (connect, migrate, a query, a transaction)
 /// may take by default (`ServerConfig::postgres_timeout_ms`); past it the connection is dropped and retried like an error,
 /// so a hung database cannot stall the export for good.
@@ -251,33 +260,50 @@ impl ExportMarks {
         Ok(())
     }
 
-    /// Counts pending markers (at most [`EXPORT_STATUS_COUNT_MAX`]) and
-    /// finds the oldest first-marked time among them.
-    fn backlog(&self) -> Result<Backlog, StoreError> {
+    /// Counts every pending marker (at most [`EXPORT_STATUS_COUNT_MAX`]).
+    fn backlog_all(&self) -> Result<Backlog, StoreError> {
+        self.backlog(|_| Ok(true), EXPORT_STATUS_COUNT_MAX)
+    }
+
+    /// Counts the pending markers `counted` admits and finds the oldest
+    /// first-marked time among them, examining at most `examined_max`
+    /// markers (past it the counts are floors).
+    fn backlog(
+        &self,
+        mut counted: impl FnMut(Pending) -> Result<bool, StoreError>,
+        examined_max: usize,
+    ) -> Result<Backlog, StoreError> {
         let mut backlog = Backlog::default();
+        let mut examined = 0;
         let mut before: Option<Vec<u8>> = None;
         loop {
             let page = self.store.meta_scan_prefix_rev(
                 MARKER_PREFIX,
                 before.as_deref(),
-                ventas_storage::LIST_LIMIT_MAX,
+                ventas_storage::LIST_LIMIT_MAX.min(examined_max),
             )?;
             let Some((last, _)) = page.last() else {
                 return Ok(backlog);
             };
             before = Some(last.clone());
             for (key, value) in &page {
-                match Pending::parse(key) {
-                    Some(Pending::Document(_)) => backlog.documents += 1,
-                    Some(Pending::Session(_)) => backlog.sessions += 1,
-                    None => continue,
+                examined += 1;
+                let Some(pending) = Pending::parse(key) else {
+                    continue;
+                };
+                if !counted(pending)? {
+                    continue;
+                }
+                match pending {
+                    Pending::Document(_) => backlog.documents += 1,
+                    Pending::Session(_) => backlog.sessions += 1,
                 }
                 if let Some(first_ms) = marker_first_ms(value) {
                     backlog.oldest_ms =
                         Some(backlog.oldest_ms.map_or(first_ms, |o| o.min(first_ms)));
                 }
             }
-            if backlog.documents + backlog.sessions >= EXPORT_STATUS_COUNT_MAX as u64 {
+            if examined >= examined_max {
                 backlog.capped = true;
                 return Ok(backlog);
             }
@@ -293,20 +319,36 @@ struct Backlog {
     capped: bool,
 }
 
-/// What `GET /v1/export/status` answers.
+/// What `GET /v1/export/status` answers. An office or reporting caller
+/// gets its tenant's backlog only (`tenant` set, no global part); the
+/// operator, or anyone when authentication is off, gets the whole backlog
+/// and the global part.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct ExportStatus {
     pub enabled: bool,
     /// Whether the exporter holds a working Postgres connection.
     pub connected: bool,
+    /// The tenant these figures are about; absent for the global status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// Documents changed and not yet exported.
     pub pending_documents: u64,
     /// Sync sessions written and not yet exported.
     pub pending_sessions: u64,
-    /// The pending counts stopped at [`EXPORT_STATUS_COUNT_MAX`].
+    /// The pending counts stopped at [`EXPORT_STATUS_COUNT_MAX`] markers
+    /// ([`EXPORT_STATUS_TENANT_MARKERS_MAX`] examined for a tenant).
     pub pending_counts_capped: bool,
     /// How long the oldest unexported change has waited (0 when none).
     pub seconds_behind: f64,
+    /// Figures about every tenant at once (totals, errors naming any
+    /// document, lags): the global status only.
+    #[serde(flatten)]
+    pub global: Option<GlobalExportStatus>,
+}
+
+/// The part of [`ExportStatus`] only the global status shows.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct GlobalExportStatus {
     pub documents_exported_total: u64,
     pub sessions_exported_total: u64,
     /// Failed attempts since the server started.
@@ -379,40 +421,65 @@ impl ExportState {
     }
 }
 
-/// The export status: counters from the exporter, backlog from the markers
-/// (a blocking scan; call it off the async runtime).
-pub fn status(marks: &ExportMarks, state: &ExportState) -> Result<ExportStatus, StoreError> {
-    let backlog = if marks.enabled {
-        marks.backlog()?
-    } else {
-        Backlog::default()
+/// The export status `scope` may see: counters from the exporter, backlog
+/// from the markers (a blocking scan; call it off the async runtime).
+pub fn status(
+    marks: &ExportMarks,
+    state: &ExportState,
+    scope: &Scope,
+) -> Result<ExportStatus, StoreError> {
+    let backlog = match (marks.enabled, scope.tenant()) {
+        (false, _) => Backlog::default(),
+        (true, None) => marks.backlog_all()?,
+        (true, Some(tenant)) => {
+            let sessions = SessionLog::new(Arc::clone(&marks.store));
+            marks.backlog(
+                |pending| match pending {
+                    // A document with no (or an unreadable) ownership
+                    // record is of no known tenant: the operator's only.
+                    Pending::Document(id) => Ok(match owners::read(marks.store.as_ref(), &id) {
+                        Ok(owner) => owner.is_some_and(|owner| owner.tenant == tenant),
+                        Err(OwnerError::Store(error)) => return Err(error),
+                        Err(_) => false,
+                    }),
+                    Pending::Session(id) => sessions.is_of_tenant(tenant, id),
+                },
+                EXPORT_STATUS_TENANT_MARKERS_MAX,
+            )?
+        }
     };
     let now = now_ms();
     let inner = state.lock();
-    let mut lags: Vec<u64> = inner.lags_ms.iter().copied().collect();
-    lags.sort_unstable();
-    let percentile = |p: usize| -> Option<u64> {
-        let last = lags.len().checked_sub(1)?;
-        lags.get(last * p / 100).copied()
-    };
+    let global = scope.tenant().is_none().then(|| {
+        let mut lags: Vec<u64> = inner.lags_ms.iter().copied().collect();
+        lags.sort_unstable();
+        let percentile = |p: usize| -> Option<u64> {
+            let last = lags.len().checked_sub(1)?;
+            lags.get(last * p / 100).copied()
+        };
+        GlobalExportStatus {
+            documents_exported_total: state.documents_exported.load(Ordering::Relaxed),
+            sessions_exported_total: state.sessions_exported.load(Ordering::Relaxed),
+            failures_total: state.failures.load(Ordering::Relaxed),
+            last_error: inner.last_error.as_ref().map(|(error, _)| error.clone()),
+            last_error_at_ms: inner.last_error.as_ref().map(|(_, at)| *at),
+            last_export_at_ms: inner.last_export_at_ms,
+            lag_ms_p50: percentile(50),
+            lag_ms_p99: percentile(99),
+            lag_ms_max: lags.last().copied(),
+        }
+    });
     Ok(ExportStatus {
         enabled: marks.enabled,
         connected: inner.connected,
+        tenant: scope.tenant().map(str::to_string),
         pending_documents: backlog.documents,
         pending_sessions: backlog.sessions,
         pending_counts_capped: backlog.capped,
         seconds_behind: backlog
             .oldest_ms
             .map_or(0.0, |oldest| now.saturating_sub(oldest) as f64 / 1_000.0),
-        documents_exported_total: state.documents_exported.load(Ordering::Relaxed),
-        sessions_exported_total: state.sessions_exported.load(Ordering::Relaxed),
-        failures_total: state.failures.load(Ordering::Relaxed),
-        last_error: inner.last_error.as_ref().map(|(error, _)| error.clone()),
-        last_error_at_ms: inner.last_error.as_ref().map(|(_, at)| *at),
-        last_export_at_ms: inner.last_export_at_ms,
-        lag_ms_p50: percentile(50),
-        lag_ms_p99: percentile(99),
-        lag_ms_max: lags.last().copied(),
+        global,
     })
 }
 
@@ -999,10 +1066,50 @@ mod tests {
         state.exported(Some(10), 1_001);
         // A sync-log record written when a day-long connection ended.
         state.exported(None, 1_002);
-        let status = status(&marks, &state).expect("status");
+        let status = status(&marks, &state, &Scope::All).expect("status");
+        let status = status.global.expect("the global status");
         assert_eq!(status.last_export_at_ms, Some(1_002));
         assert_eq!(status.lag_ms_p50, Some(10));
         assert_eq!(status.lag_ms_max, Some(40));
+    }
+
+    #[test]
+    fn a_tenants_status_counts_its_own_pending_documents_and_sessions_only() {
+        let (store, marks) = marks(true);
+        let state = ExportState::default();
+        let tenant_doc = |n: u8, tenant: Option<&str>| {
+            let doc = DocumentId::from_bytes([n; 16]);
+            if let Some(tenant) = tenant {
+                owners::record(store.as_ref(), &doc, &owners::DocOwner::plain(tenant))
+                    .expect("owner");
+            }
+            marks.document_changed(&doc).expect("mark");
+        };
+        tenant_doc(1, Some("acme"));
+        tenant_doc(2, Some("globex"));
+        tenant_doc(3, Some("globex"));
+        // No ownership record: of no known tenant.
+        tenant_doc(4, None);
+        let log = SessionLog::new(Arc::clone(&store)).with_export_marks(Arc::clone(&marks));
+        for (id, tenant) in [(10, "acme"), (11, "acme"), (12, "globex")] {
+            log.put(&crate::server::sessions::SyncSession {
+                id,
+                tenant: Some(tenant.to_string()),
+                ..Default::default()
+            })
+            .expect("session");
+        }
+        let acme = status(&marks, &state, &Scope::Tenant("acme".into())).expect("status");
+        assert_eq!((acme.pending_documents, acme.pending_sessions), (1, 2));
+        assert_eq!(acme.tenant.as_deref(), Some("acme"));
+        assert!(acme.global.is_none(), "no global figures for a tenant");
+        let json = serde_json::to_value(&acme).expect("json");
+        assert!(json.get("last_error").is_none(), "{json}");
+        let globex = status(&marks, &state, &Scope::Tenant("globex".into())).expect("status");
+        assert_eq!((globex.pending_documents, globex.pending_sessions), (2, 1));
+        let all = status(&marks, &state, &Scope::All).expect("status");
+        assert_eq!((all.pending_documents, all.pending_sessions), (4, 3));
+        assert!(all.global.is_some());
     }
 
     #[test]
@@ -1020,10 +1127,10 @@ mod tests {
         let (_store, marks) = marks(true);
         let doc = DocumentId::from_bytes([1; 16]);
         marks.document_changed(&doc).expect("mark");
-        let first = marks.backlog().expect("backlog");
+        let first = marks.backlog_all().expect("backlog");
         marks.document_changed(&doc).expect("mark again");
         marks.session_written(9).expect("session");
-        let backlog = marks.backlog().expect("backlog");
+        let backlog = marks.backlog_all().expect("backlog");
         assert_eq!((backlog.documents, backlog.sessions), (1, 1));
         assert_eq!(backlog.oldest_ms, first.oldest_ms);
     }
@@ -1039,7 +1146,7 @@ mod tests {
             .document_changed(&doc)
             .expect("changed during the export");
         assert!(!store.meta_remove_if(&key, &seen).expect("remove_if"));
-        assert_eq!(marks.backlog().expect("backlog").documents, 1);
+        assert_eq!(marks.backlog_all().expect("backlog").documents, 1);
     }
 
     #[test]
@@ -1073,7 +1180,7 @@ mod tests {
             .expect("mark");
         assert_eq!(store.meta_get(MARKING_KEY).expect("get"), None);
         let on = ExportMarks::open(Arc::clone(&store), true).expect("marks");
-        assert_eq!(on.backlog().expect("backlog").documents, 3);
+        assert_eq!(on.backlog_all().expect("backlog").documents, 3);
         // Marking stays continuous: a second start marks nothing new.
         for (key, value) in store
             .meta_scan_prefix_rev(MARKER_PREFIX, None, 10)
@@ -1082,6 +1189,6 @@ mod tests {
             assert!(store.meta_remove_if(&key, &value).expect("remove"));
         }
         let again = ExportMarks::open(Arc::clone(&store), true).expect("marks");
-        assert_eq!(again.backlog().expect("backlog").documents, 0);
+        assert_eq!(again.backlog_all().expect("backlog").documents, 0);
     }
 }

@@ -6,15 +6,11 @@
 //! ```
 //!
 //! `GET /` upgrades to the automerge-repo WebSocket protocol (the path
-//! `@automerge/automerge-repo-network-websocket` clients use).
-//! `GET /v1/sync-sessions` lists the sync log, newest first.
-//! `GET /health` answers `ok` (always open).
-//! `GET /v1/export/status` tells how far behind the export to PostgreSQL is
-//! (pending documents and sessions, seconds behind, lag percentiles, last
-//! error); office or reporting credential, like the sync log.
-//! `GET /v1/tokens`, `POST /v1/tokens` (JSON `{tenant, seller, device,
-//! role, expires?}`) and `POST /v1/tokens/{id}/revoke` manage credentials on
-//! the running server; they need an office credential in every auth mode.
+//! `@automerge/automerge-repo-network-websocket` clients use); an operator
+//! credential is refused there (403): the operator syncs no documents.
+//! The other routes (sync log, export status, violation reports,
+//! credentials), who may call them within which tenant, and the JSON error
+//! shape are in [`api`], whose route table builds the router.
 //!
 //! Beside the hub runs the period keeper ([`periods`]), a server-internal
 //! peer on the hub's inbox (no socket) that creates each month's ledgers
@@ -26,10 +22,11 @@
 //! speaks TLS itself ([`tls`]). An [`Authenticator`] runs before the upgrade too (a refused
 //! credential gets HTTP 401, the same for every reason), and the
 //! [`Identity`] it returns is bound to the connection for its lifetime; see
-//! [`auth`] for credentials, the join binding and revocation. The sync log
-//! needs an office or reporting credential whenever authentication is on.
+//! [`auth`] for credentials, the join binding and revocation. Every refusal
+//! before the upgrade is a JSON [`api::ApiError`].
 
 pub mod access;
+pub mod api;
 pub mod auth;
 mod connection;
 pub mod exporter;
@@ -51,10 +48,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::serve::ListenerExt;
-use axum::{Json, Router};
-use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tracing::{debug, error, info, warn};
@@ -62,9 +56,10 @@ use ventas_storage::{DocStore, SledConfig, SledStore, StoreError};
 use ventas_sync_protocol::hub::HubConfig;
 use ventas_sync_protocol::ids::{PeerId, StorageId};
 
-use crate::config::{ConfigError, ServerConfig, SYNC_SESSIONS_PAGE_MAX};
+use crate::config::{ConfigError, ServerConfig};
+use api::ApiError;
 pub use auth::{AllowAnonymous, AuthError, Authenticator, Identity};
-use auth::{AuthMode, CredentialError, Credentials, IssueRequest, Role};
+use auth::{AuthMode, CredentialError, Credentials, Role};
 use connection::Connection;
 use exporter::{ExportMarks, ExportState};
 use hub_task::HubInput;
@@ -310,15 +305,7 @@ async fn serve_with_tls(
         export_marks,
         export_state,
     };
-    let app = Router::new()
-        .route("/", get(upgrade))
-        .route("/health", get(|| async { "ok" }))
-        .route("/v1/sync-sessions", get(list_sessions))
-        .route("/v1/documents/{id}/violations", get(document_violations))
-        .route("/v1/export/status", get(export_status))
-        .route("/v1/tokens", get(list_tokens).post(issue_token))
-        .route("/v1/tokens/{id}/revoke", post(revoke_token))
-        .with_state(state);
+    let app = api::router(state);
     info!(
         addr = %listener.local_addr()?,
         data_dir = %config.data_dir.display(),
@@ -415,9 +402,19 @@ async fn upgrade(
         Ok(identity) => identity,
         Err(error) => {
             debug!(%remote_addr, "upgrade refused: {error}");
-            return unauthorized();
+            return ApiError::unauthorized().into_response();
         }
     };
+    // The operator runs the server and syncs no documents.
+    if let Some(identity) = identity.as_ref().filter(|i| i.role == Role::Operator) {
+        debug!(%remote_addr, "upgrade refused: operator credential");
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "operator_does_not_sync",
+            format!("the {} role syncs no documents", identity.role),
+        )
+        .into_response();
+    }
     // A browser that offered its token as a subprotocol must get one back
     // or it fails the handshake: `ventas` if offered, else the token one.
     let mut protocols = vec![auth::SUBPROTOCOL.to_string()];
@@ -428,18 +425,24 @@ async fn upgrade(
         Ok(slot) => slot,
         Err(refusal) => {
             debug!(%remote_addr, "upgrade refused: {refusal}");
-            return (StatusCode::TOO_MANY_REQUESTS, refusal.to_string()).into_response();
+            return ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                refusal.to_string(),
+            )
+            .into_response();
         }
     };
     let Ok(permit) = Arc::clone(&state.connections).try_acquire_owned() else {
-        return (
+        return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
+            "connection_limit",
             format!(
                 "connection limit reached ({} connections)",
                 state.config.connections_max
             ),
         )
-            .into_response();
+        .into_response();
     };
     let conn = state.next_conn.fetch_add(1, Ordering::Relaxed);
     let config = state.config.clone();
@@ -464,289 +467,4 @@ async fn upgrade(
             drop(permit);
             drop(slot);
         })
-}
-
-#[derive(Debug, Deserialize)]
-struct SessionQuery {
-    before: Option<u64>,
-    limit: Option<usize>,
-}
-
-async fn list_sessions(
-    State(state): State<AppState>,
-    Query(query): Query<SessionQuery>,
-    Query(raw_query): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
-) -> Result<Response, Response> {
-    require_reader(&state, &headers, &raw_query)?;
-    let limit = query.limit.unwrap_or(50).clamp(1, SYNC_SESSIONS_PAGE_MAX);
-    let sessions = state.sessions.clone();
-    let page = blocking_read("sync log", "sync log unavailable", move || {
-        sessions.page(query.before, limit)
-    })
-    .await?;
-    Ok(Json(page).into_response())
-}
-
-/// Runs `read` (storage, a blocking call) off the async runtime. A failed
-/// read is logged as `{what} read failed` and, like a panicked read task,
-/// answered 500 with `unavailable` (internals stay in the log).
-async fn blocking_read<T, E>(
-    what: &'static str,
-    unavailable: &'static str,
-    read: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, Response>
-where
-    T: Send + 'static,
-    E: std::fmt::Display + Send + 'static,
-{
-    match tokio::task::spawn_blocking(read).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => {
-            error!("{what} read failed: {error}");
-            Err((StatusCode::INTERNAL_SERVER_ERROR, unavailable).into_response())
-        }
-        Err(_) => Err((StatusCode::INTERNAL_SERVER_ERROR, unavailable).into_response()),
-    }
-}
-
-/// How far behind the export to PostgreSQL is (see [`exporter`]).
-async fn export_status(
-    State(state): State<AppState>,
-    Query(raw_query): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
-) -> Result<Response, Response> {
-    require_reader(&state, &headers, &raw_query)?;
-    let marks = Arc::clone(&state.export_marks);
-    let export_state = Arc::clone(&state.export_state);
-    let status = blocking_read("export status", "export status unavailable", move || {
-        exporter::status(&marks, &export_state)
-    })
-    .await?;
-    Ok(Json(status).into_response())
-}
-
-/// The last review of a business document: the records that break a rule.
-async fn document_violations(
-    State(state): State<AppState>,
-    axum::extract::Path(id): axum::extract::Path<String>,
-    Query(raw_query): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
-) -> Result<Response, Response> {
-    let reader = require_reader(&state, &headers, &raw_query)?;
-    let Ok(document_id) = ventas_sync_protocol::ids::DocumentId::parse(&id) else {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            "not a document id or automerge: URL",
-        )
-            .into_response());
-    };
-    let store = Arc::clone(&state.store);
-    let key = review::report_key(&document_id);
-    let report = blocking_read("violation report", "report unavailable", move || {
-        store.meta_get(&key)
-    })
-    .await?;
-    let missing = || (StatusCode::NOT_FOUND, "no review of this document").into_response();
-    Ok(match report {
-        Some(bytes) => {
-            // Another tenant's report looks exactly like a missing one.
-            if let Some(reader) = reader {
-                let tenant = serde_json::from_slice::<review::ViolationReport>(&bytes)
-                    .ok()
-                    .and_then(|report| report.tenant);
-                if tenant.as_deref() != Some(reader.tenant.as_str()) {
-                    return Ok(missing());
-                }
-            }
-            (
-                StatusCode::OK,
-                [(axum::http::header::CONTENT_TYPE, "application/json")],
-                bytes,
-            )
-                .into_response()
-        }
-        None => missing(),
-    })
-}
-
-/// Status and report endpoints: open when authentication is off, else an
-/// office or reporting credential.
-fn require_reader(
-    state: &AppState,
-    headers: &HeaderMap,
-    query: &[(String, String)],
-) -> Result<Option<Identity>, AdminRefusal> {
-    match state.authenticator.authenticate(headers, query) {
-        Ok(None) => Ok(None),
-        Ok(Some(identity)) if matches!(identity.role, Role::Office | Role::Reporting) => {
-            Ok(Some(identity))
-        }
-        Ok(Some(identity)) => Err(AdminRefusal::Forbidden(identity.role)),
-        Err(_) => Err(AdminRefusal::Unauthorized),
-    }
-}
-
-/// The one answer to a refused credential: it says nothing about why.
-fn unauthorized() -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
-        "missing or invalid credential",
-    )
-        .into_response()
-}
-
-fn forbidden(role: Role) -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        format!("the {role} role may not do this"),
-    )
-        .into_response()
-}
-
-/// The credential registry, if the caller presents a valid office
-/// credential. Admin endpoints need one whatever the auth mode, so an open
-/// development server cannot be taken over by issuing credentials.
-fn operator(
-    state: &AppState,
-    headers: &HeaderMap,
-    query: &[(String, String)],
-) -> Result<Arc<dyn Authenticator>, AdminRefusal> {
-    let Some(credentials) = state.authenticator.credentials() else {
-        return Err(AdminRefusal::NoRegistry);
-    };
-    let Some(token) = auth::presented_token(headers, query) else {
-        return Err(AdminRefusal::Unauthorized);
-    };
-    match credentials.verify(token, crate::now_ms()) {
-        Ok(identity) if identity.role == Role::Office => Ok(Arc::clone(&state.authenticator)),
-        Ok(identity) => Err(AdminRefusal::Forbidden(identity.role)),
-        Err(_) => Err(AdminRefusal::Unauthorized),
-    }
-}
-
-/// Why an admin, status or report request was refused.
-#[derive(Debug)]
-enum AdminRefusal {
-    /// The authenticator keeps no credentials (a custom one).
-    NoRegistry,
-    Unauthorized,
-    Forbidden(Role),
-}
-
-/// Lets a handler answering `Result<Response, Response>` refuse with `?`.
-impl From<AdminRefusal> for Response {
-    fn from(refusal: AdminRefusal) -> Self {
-        refusal.into_response()
-    }
-}
-
-impl IntoResponse for AdminRefusal {
-    fn into_response(self) -> Response {
-        match self {
-            Self::NoRegistry => (StatusCode::NOT_FOUND, "no credential registry").into_response(),
-            Self::Unauthorized => unauthorized(),
-            Self::Forbidden(role) => forbidden(role),
-        }
-    }
-}
-
-async fn list_tokens(
-    State(state): State<AppState>,
-    Query(query): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
-) -> Result<Response, Response> {
-    let authenticator = operator(&state, &headers, &query)?;
-    Ok(match authenticator.credentials() {
-        Some(credentials) => Json(credentials.list()).into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
-    })
-}
-
-/// Body of `POST /v1/tokens`.
-#[derive(Debug, Deserialize)]
-struct IssueBody {
-    tenant: String,
-    seller: String,
-    device: String,
-    role: Role,
-    /// `90d`, `12h`, `never`; default [`auth::TOKEN_LIFETIME_DEFAULT`].
-    expires: Option<String>,
-}
-
-async fn issue_token(
-    State(state): State<AppState>,
-    Query(query): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
-    Json(body): Json<IssueBody>,
-) -> Result<Response, Response> {
-    let authenticator = operator(&state, &headers, &query)?;
-    let lifetime = body
-        .expires
-        .as_deref()
-        .unwrap_or(auth::TOKEN_LIFETIME_DEFAULT);
-    let lifetime_ms = match auth::parse_lifetime_ms(lifetime) {
-        Ok(lifetime_ms) => lifetime_ms,
-        Err(reason) => return Err((StatusCode::BAD_REQUEST, reason).into_response()),
-    };
-    let now_ms = crate::now_ms();
-    let request = IssueRequest {
-        tenant: body.tenant,
-        seller: body.seller,
-        device: body.device,
-        role: body.role,
-        expires_at_ms: lifetime_ms.map(|ms| now_ms.saturating_add(ms)),
-    };
-    let issued = tokio::task::spawn_blocking(move || {
-        authenticator
-            .credentials()
-            .map(|credentials| credentials.issue(request, now_ms))
-    })
-    .await;
-    Ok(match issued {
-        Ok(Some(Ok(issued))) => (StatusCode::CREATED, Json(issued)).into_response(),
-        Ok(Some(Err(error))) => credential_error(error),
-        Ok(None) | Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot issue").into_response(),
-    })
-}
-
-async fn revoke_token(
-    State(state): State<AppState>,
-    axum::extract::Path(id): axum::extract::Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
-) -> Result<Response, Response> {
-    let authenticator = operator(&state, &headers, &query)?;
-    let now_ms = crate::now_ms();
-    let revoked = tokio::task::spawn_blocking(move || {
-        authenticator
-            .credentials()
-            .map(|credentials| credentials.revoke(&id, now_ms))
-    })
-    .await;
-    Ok(match revoked {
-        Ok(Some(Ok(info))) => Json(info).into_response(),
-        Ok(Some(Err(error))) => credential_error(error),
-        Ok(None) | Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot revoke").into_response(),
-    })
-}
-
-fn credential_error(error: CredentialError) -> Response {
-    match error {
-        CredentialError::InvalidName { .. } | CredentialError::TooMany => {
-            (StatusCode::BAD_REQUEST, error.to_string()).into_response()
-        }
-        CredentialError::NotFound { .. } => {
-            (StatusCode::NOT_FOUND, error.to_string()).into_response()
-        }
-        CredentialError::Store(_) | CredentialError::Corrupt { .. } => {
-            error!("credential store failed: {error}");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "credential store unavailable",
-            )
-                .into_response()
-        }
-    }
 }

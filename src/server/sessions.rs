@@ -4,14 +4,27 @@
 //! Keys are `session/` + the session id (big-endian u64 from
 //! [`DocStore::next_id`]), so a reverse prefix scan yields newest first and
 //! the id doubles as the pagination cursor.
+//!
+//! Each record names the tenant, seller and device of the credential the
+//! connection presented (none when authentication is off). Office and
+//! reporting callers see only their tenant's records ([`SessionLog::page_in`]):
+//! beside each record of a tenant an index key
+//! `session-tenant/<tenant>/<id>` (empty value) is written first, so a tenant's page is a reverse
+//! scan of its own index (at most `limit` index rows and `limit` record
+//! reads), never of the whole log. Tenant names cannot hold `/`, so one
+//! tenant's index prefix never covers another's. Records written before
+//! the index existed (no tenant) are seen by the operator only.
 
 use std::sync::Arc;
 
+use super::auth::{Identity, Scope};
 use super::exporter::ExportMarks;
 use serde::{Deserialize, Serialize};
 use ventas_storage::{DocStore, StoreError};
 
 const SESSION_PREFIX: &[u8] = b"session/";
+/// Per-tenant index keys: `session-tenant/<tenant>/<id>`.
+const TENANT_INDEX_PREFIX: &[u8] = b"session-tenant/";
 /// Sessions kept in the sync log; older ones are pruned.
 pub const SYNC_SESSIONS_KEPT_MAX_DEFAULT: u64 = 100_000;
 /// Rows removed per pruning page.
@@ -25,6 +38,14 @@ pub struct SyncSession {
     pub peer_id: Option<String>,
     /// The authenticated identity bound at the upgrade, if any.
     pub identity: Option<String>,
+    /// The tenant, seller and device of that identity (None when
+    /// authentication is off, and in records older than these fields).
+    #[serde(default)]
+    pub tenant: Option<String>,
+    #[serde(default)]
+    pub seller: Option<String>,
+    #[serde(default)]
+    pub device: Option<String>,
     pub remote_addr: String,
     pub connected_at_ms: u64,
     /// None while the session is open.
@@ -47,6 +68,28 @@ pub struct SyncSession {
     pub denials: Vec<String>,
     /// Why the session ended, when it was not a clean close by the peer.
     pub error: Option<String>,
+}
+
+impl SyncSession {
+    /// A fresh record of session `id` for a connection admitted as
+    /// `identity` (None: anonymous).
+    pub fn opened(
+        id: u64,
+        identity: Option<&Identity>,
+        remote_addr: String,
+        connected_at_ms: u64,
+    ) -> Self {
+        Self {
+            id,
+            identity: identity.map(|i| i.subject.clone()),
+            tenant: identity.map(|i| i.tenant.clone()),
+            seller: identity.map(|i| i.seller.clone()),
+            device: identity.map(|i| i.device.clone()),
+            remote_addr,
+            connected_at_ms,
+            ..Self::default()
+        }
+    }
 }
 
 /// A page of sessions, newest first.
@@ -112,7 +155,16 @@ impl SessionLog {
             if page.is_empty() {
                 return Ok(removed);
             }
-            for (row_key, _) in page {
+            for (row_key, value) in page {
+                // The index key first: a crash between the two leaves a
+                // record without index (seen by the operator, pruned next
+                // time), never an index key nobody removes.
+                let tenant = serde_json::from_slice::<SyncSession>(&value)
+                    .ok()
+                    .and_then(|session| session.tenant);
+                if let (Some(tenant), Some(id)) = (tenant, id_of(&row_key)) {
+                    self.store.meta_remove(&tenant_key(&tenant, id))?;
+                }
                 self.store.meta_remove(&row_key)?;
                 removed += 1;
             }
@@ -130,6 +182,11 @@ impl SessionLog {
             id: session.id,
             reason: e.to_string(),
         })?;
+        // The index key before the record: a crash between the two leaves
+        // an index key whose record is missing, which pages skip.
+        if let Some(tenant) = &session.tenant {
+            self.store.meta_put(&tenant_key(tenant, session.id), &[])?;
+        }
         self.store.meta_put(&key(session.id), &value)?;
         if let Some(marks) = &self.export_marks {
             marks.session_written(session.id)?;
@@ -148,6 +205,58 @@ impl SessionLog {
                 id,
                 reason: e.to_string(),
             })
+    }
+
+    /// Whether session `id` belongs to `tenant` (one index lookup).
+    pub fn is_of_tenant(&self, tenant: &str, id: u64) -> Result<bool, StoreError> {
+        Ok(self.store.meta_get(&tenant_key(tenant, id))?.is_some())
+    }
+
+    /// The sessions `scope` may see, newest first, older than `before` if
+    /// given.
+    pub fn page_in(
+        &self,
+        scope: &Scope,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<SessionPage, SessionLogError> {
+        let Some(tenant) = scope.tenant() else {
+            return self.page(before, limit);
+        };
+        let prefix = tenant_prefix(tenant);
+        let before_key = before.map(|id| tenant_key(tenant, id));
+        let rows = self
+            .store
+            .meta_scan_prefix_rev(&prefix, before_key.as_deref(), limit)?;
+        let full = rows.len() == limit;
+        let last_id = rows
+            .last()
+            .and_then(|(row_key, _)| row_key.get(prefix.len()..))
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+            .map(u64::from_be_bytes);
+        let mut sessions = Vec::with_capacity(rows.len());
+        for (row_key, _) in rows {
+            let Some(id) = row_key
+                .get(prefix.len()..)
+                .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+                .map(u64::from_be_bytes)
+            else {
+                continue;
+            };
+            // The record is the authority: an index key whose record is
+            // gone (pruned, or a crash between the writes) or names another
+            // tenant shows nothing.
+            match self.get(id)? {
+                Some(session) if session.tenant.as_deref() == Some(tenant) => {
+                    sessions.push(session)
+                }
+                _ => continue,
+            }
+        }
+        Ok(SessionPage {
+            sessions,
+            next_before: if full { last_id } else { None },
+        })
     }
 
     /// Sessions newest first, older than `before` if given.
@@ -180,6 +289,19 @@ impl SessionLog {
 
 fn key(id: u64) -> Vec<u8> {
     let mut key = SESSION_PREFIX.to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn tenant_prefix(tenant: &str) -> Vec<u8> {
+    let mut prefix = TENANT_INDEX_PREFIX.to_vec();
+    prefix.extend_from_slice(tenant.as_bytes());
+    prefix.push(b'/');
+    prefix
+}
+
+fn tenant_key(tenant: &str, id: u64) -> Vec<u8> {
+    let mut key = tenant_prefix(tenant);
     key.extend_from_slice(&id.to_be_bytes());
     key
 }
@@ -221,6 +343,68 @@ mod tests {
         let last = log.page(second.next_before, 2).expect("page");
         assert_eq!(last.sessions.len(), 1);
         assert_eq!(last.next_before, None);
+    }
+
+    fn session_of(id: u64, tenant: &str) -> SyncSession {
+        SyncSession {
+            id,
+            tenant: Some(tenant.to_string()),
+            ..SyncSession::default()
+        }
+    }
+
+    /// Every id `scope` sees, page by page of `limit`.
+    fn all_ids(log: &SessionLog, scope: &Scope, limit: usize) -> Vec<u64> {
+        let mut ids = Vec::new();
+        let mut before = None;
+        loop {
+            let page = log.page_in(scope, before, limit).expect("page");
+            assert!(page.sessions.len() <= limit);
+            ids.extend(page.sessions.iter().map(|s| s.id));
+            match page.next_before {
+                Some(cursor) => before = Some(cursor),
+                None => return ids,
+            }
+        }
+    }
+
+    #[test]
+    fn a_tenant_pages_through_its_own_sessions_only_and_the_operator_through_all() {
+        let log = log(1_000);
+        // acme's sessions are a few among many of globex's: its pages must
+        // come from its index, full and in order.
+        for id in 1..=200 {
+            let tenant = if id % 10 == 0 { "acme" } else { "globex" };
+            log.put(&session_of(id, tenant)).expect("put");
+        }
+        // A record from before tenants were logged: the operator's only.
+        log.put(&session(201)).expect("put");
+        let acme = Scope::Tenant("acme".to_string());
+        let expected: Vec<u64> = (1..=20).rev().map(|n| n * 10).collect();
+        assert_eq!(all_ids(&log, &acme, 3), expected);
+        let first = log.page_in(&acme, None, 20).expect("page");
+        assert_eq!(first.sessions.len(), 20, "one page at the limit");
+        let globex = all_ids(&log, &Scope::Tenant("globex".to_string()), 50);
+        assert_eq!(globex.len(), 180);
+        assert!(globex.iter().all(|id| id % 10 != 0));
+        assert_eq!(all_ids(&log, &Scope::All, 50).len(), 201);
+        assert!(all_ids(&log, &Scope::Tenant("nobody".to_string()), 5).is_empty());
+    }
+
+    #[test]
+    fn pruning_removes_a_tenants_index_keys_with_its_records() {
+        let log = log(10);
+        for id in 1..=30 {
+            log.put(&session_of(id, "acme")).expect("put");
+        }
+        assert_eq!(log.prune(30).expect("prune"), 20);
+        let acme = Scope::Tenant("acme".to_string());
+        assert_eq!(all_ids(&log, &acme, 4), (21..=30).rev().collect::<Vec<_>>());
+        let index = log
+            .store
+            .meta_scan_prefix_rev(TENANT_INDEX_PREFIX, None, 100)
+            .expect("scan");
+        assert_eq!(index.len(), 10, "no index key outlives its record");
     }
 
     #[test]

@@ -41,7 +41,8 @@ async fn server_with(wanted: &[(&str, Role, Option<u64>)]) -> (TestServer, Vec<S
 }
 
 /// The one body every refused credential gets, whatever the reason.
-const REFUSAL_BODY: &str = "missing or invalid credential";
+const REFUSAL_BODY: &str =
+    r#"{"error":{"code":"unauthorized","message":"missing or invalid credential"}}"#;
 
 /// The HTTP status of a refused upgrade; its body must be the generic one.
 async fn refused_status(
@@ -430,6 +431,47 @@ async fn token_cli_issues_lists_and_revokes_and_keeps_only_hashes() {
     assert_eq!(refused_status(bearer(&server.url(), &token)).await, 401);
     let anonymous = server.url().into_client_request().expect("request");
     assert_eq!(refused_status(anonymous).await, 401);
+}
+
+#[tokio::test]
+async fn token_cli_issues_an_operator_without_a_tenant_and_the_operator_manages_every_tenant() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = TestServer::data_dir_in(dir.path());
+    let ventas = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ventas"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("ventas runs")
+    };
+    let issue = [
+        "token", "issue", "--seller", "opal", "--device", "ops-1", "--role",
+    ];
+    let refused = ventas(&[&issue[..], &["office"]].concat());
+    assert!(!refused.status.success(), "an office needs --tenant");
+    let issued = ventas(&[&issue[..], &["operator"]].concat());
+    assert!(
+        issued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&issued.stderr)
+    );
+    let operator = String::from_utf8(issued.stdout).expect("utf-8");
+    let list = String::from_utf8(ventas(&["token", "list"]).stdout).expect("utf-8");
+    assert!(list.contains("operators\topal\tops-1\toperator"), "{list}");
+    let server = TestServer::start_in(dir, |_| {}).await;
+    let auth = format!("Bearer {}", operator.trim());
+    let body = r#"{"tenant":"globex","seller":"gus","device":"pc-1","role":"office"}"#;
+    let (status, text) = http_request(
+        server.addr(),
+        "POST",
+        "/v1/tokens",
+        &[("Authorization", auth.as_str())],
+        body,
+    )
+    .await;
+    assert_eq!(status, 201, "{text}");
 }
 
 #[tokio::test]

@@ -65,6 +65,8 @@ fn data_dir() -> DataDir {
             remote_addr: "127.0.0.1:1".into(),
             connected_at_ms: 1_000 * id,
             documents: vec!["x".into()],
+            // Session 3 is from a server with authentication off.
+            tenant: (id < 3).then(|| "acme".to_string()),
             ..SyncSession::default()
         })
         .expect("session");
@@ -162,6 +164,15 @@ async fn backfill_fills_reruns_resumes_after_a_kill_and_verifies() {
         data.ledger_sales * i64::from(LEDGER_COPIES)
     );
     assert_eq!(count(&client, "sync_sessions").await, 3);
+    let acme_sessions: i64 = client
+        .query_one(
+            "SELECT count(*) FROM sync_sessions WHERE tenant = 'acme'",
+            &[],
+        )
+        .await
+        .expect("tenant column")
+        .get(0);
+    assert_eq!(acme_sessions, 2, "the tenant of each session is exported");
     assert!(count(&client, "products").await > 0);
     assert!(count(&client, "stock_levels").await > 0);
     // The views answer over the exported rows.
@@ -229,6 +240,13 @@ async fn backfill_fills_reruns_resumes_after_a_kill_and_verifies() {
         )
         .await
         .expect("tamper a session");
+    client
+        .execute(
+            "UPDATE sync_sessions SET tenant = 'globex' WHERE session_id = 2",
+            &[],
+        )
+        .await
+        .expect("move a session to another tenant");
     let (code, output) = run(&data.path, &url, &["--verify"]).await;
     assert_eq!(code, 1, "{output}");
     assert!(
@@ -241,7 +259,11 @@ async fn backfill_fills_reruns_resumes_after_a_kill_and_verifies() {
         "{output}"
     );
     assert!(
-        output.contains("3 differences") || output.contains("4 differences"),
+        output.contains("sync_session 2 tenant: document acme"),
+        "{output}"
+    );
+    assert!(
+        output.contains("4 differences") || output.contains("5 differences"),
         "{output}"
     );
 

@@ -430,12 +430,7 @@ pub async fn http_request(
         .await
         .expect("read");
     let text = String::from_utf8_lossy(&response).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    let (status, body) = status_and_body(&text);
     // Chunked bodies: keep only the JSON between the chunk headers.
     let body = if text
         .to_ascii_lowercase()
@@ -445,6 +440,17 @@ pub async fn http_request(
     } else {
         body
     };
+    (status, body)
+}
+
+/// The status and the body of a raw HTTP/1.1 response (0 if it has none).
+pub fn status_and_body(text: &str) -> (u16, String) {
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     (status, body)
 }
 
