@@ -654,11 +654,7 @@ impl PeerDocSync {
     /// automerge validated before the bad one; the caller persists whatever
     /// the heads moved by (see [`Applied::heads_before`]) either way.
     pub fn receive(&mut self, doc: &mut Automerge, data: &[u8]) -> Result<Applied, SyncError> {
-        self.receive_checked(
-            doc,
-            data,
-            None::<fn(&NewChanges<'_>) -> Result<(), Denial>>,
-        )
+        self.receive_checked(doc, data, None::<fn(&NewChanges<'_>) -> Result<(), Denial>>)
     }
 
     /// Like [`PeerDocSync::receive`], but first hands what the message's

@@ -53,8 +53,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use automerge::{ActorId, Automerge, ChangeHash};
 
-pub use crate::doc_sync::{Denial, NewChanges};
 use crate::doc_sync::{ChangeLimits, PeerDocSync, SyncError};
+pub use crate::doc_sync::{Denial, NewChanges};
 use crate::ids::{DocumentId, PeerId, StorageId};
 use crate::wire::{Message, PeerMetadata, PROTOCOL_VERSION};
 

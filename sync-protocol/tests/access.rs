@@ -9,9 +9,7 @@ use std::sync::{Arc, Mutex};
 use automerge::sync::{State, SyncDoc};
 use automerge::transaction::Transactable;
 use automerge::{ActorId, Automerge, ReadDoc, ROOT};
-use ventas_sync_protocol::hub::{
-    Access, AccessPolicy, Denial, Effect, Hub, HubConfig, NewChanges,
-};
+use ventas_sync_protocol::hub::{Access, AccessPolicy, Denial, Effect, Hub, HubConfig, NewChanges};
 use ventas_sync_protocol::ids::{DocumentId, PeerId};
 use ventas_sync_protocol::wire::Message;
 
