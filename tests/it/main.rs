@@ -21,3 +21,4 @@ mod office;
 mod periods;
 mod review;
 mod sync;
+mod tenant_documents;
