@@ -392,7 +392,7 @@ async fn a_seller_cannot_turn_her_ledger_into_another_tenants_catalog() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_globex_office_creates_globex_catalog_and_the_keeper_uses_the_real_one() {
+async fn only_globex_office_creates_globex_catalog_and_the_keeper_uses_the_real_one_under_its_own_actors() {
     let setup = Setup::start(|config| config.period_check_interval_ms = 200).await;
     let globex = TenantId::new("globex").expect("id");
     // acme's office plants a catalog for globex, with its own seller.
@@ -414,6 +414,7 @@ async fn only_globex_office_creates_globex_catalog_and_the_keeper_uses_the_real_
         .await;
     let this_month = Period::of_ms(i64::try_from(ventas::now_ms()).expect("fits"));
     let wanted = DocKey::ledger(&seller("gus"), this_month);
+    let wanted_again = wanted.clone();
     let dir = tempfile::tempdir().expect("dir");
     let office = client(
         &setup.server.url(),
@@ -434,6 +435,22 @@ async fn only_globex_office_creates_globex_catalog_and_the_keeper_uses_the_real_
         .fetch(planted)
         .await
         .expect_err("no such document");
+
+    // The keeper's actors are bound to it: gus may write his new ledger,
+    // but not as the keeper who created it.
+    let url = handle
+        .read(move |doc| read_catalog(doc).find_doc(&wanted_again).map(str::to_string))
+        .expect("read")
+        .expect("listed");
+    let ledger = DocumentId::parse(&url).expect("url");
+    let mut gus = setup.device("tab-gus").await;
+    gus.fetch(ledger).await.expect("his ledger");
+    let keeper = gus.docs[&ledger].0.get_changes(&[])[0].actor_id().clone();
+    change(&mut gus, ledger, |doc| {
+        doc.set_actor(keeper);
+    });
+    let refused = gus.write_refused(ledger, "as-the-keeper").await;
+    assert!(refused.contains("another device"), "{refused}");
     drop(handle);
     office.close().await.expect("close");
 }
