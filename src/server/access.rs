@@ -1,6 +1,7 @@
 //! Per-document authorization: which documents a connection may see and
-//! which it may change, from its [`Identity`] and the document's root
-//! `meta` map (see [`crate::domain::doc_meta`]).
+//! which it may change, from its [`Identity`] and who the document belongs
+//! to as the server recorded it when it was created ([`super::owners`]),
+//! never from the document's `meta` map, which a later change could alter.
 //!
 //! The hub stays generic: it asks a [`ConnectionAccess`] (this module's
 //! [`AccessPolicy`]) for an [`Access`] before it subscribes a peer to a
@@ -12,12 +13,15 @@
 //! `auto` mode with no credential issued) gets [`ConnectionAccess`] never:
 //! the hub task connects it with the hub's allow-all policy, as before.
 //!
-//! The rules, for a connection of tenant `t` (see [`decide`]):
+//! The rules, for a connection of tenant `t` (see [`decide`]; a role not
+//! named here, such as an operator, sees no document):
 //!
-//! | document | office | seller | reporting |
+//! | document (by its ownership record) | office | seller | reporting |
 //! |---|---|---|---|
 //! | of another tenant | hidden | hidden | hidden |
-//! | no readable `meta` (empty, being created, or a plain document) | read-write | hidden | hidden |
+//! | not created yet (no change, no record) | read-write | hidden | hidden |
+//! | plain (no `meta` at creation), of `t` | read-write | hidden | hidden |
+//! | plain, stored before records existed | hidden | hidden | hidden |
 //! | `catalog` | read-write | read | read |
 //! | `device`, owner = this device | read-write | read-write | read |
 //! | `device`, another device | read-write | hidden | read |
@@ -25,6 +29,26 @@
 //! | `ledger`, another seller | read-write | hidden | read |
 //! | `stock`, location's seller = this seller | read-write | read-write | read |
 //! | `stock`, any other location | read-write | read | read |
+//!
+//! Plain documents stay hidden from sellers and reporting: sellers work
+//! only in the documents the office made for them, and reporting reads
+//! business data, which lives in ventas documents.
+//!
+//! # Creation and `meta`
+//!
+//! The hub shows [`AccessPolicy::admit_changes`] what a message's new
+//! changes do ([`NewChanges`]) before anything applies. A message that
+//! creates a document (the server holds no change of it) is admitted only
+//! from the office, only whole (no change waiting for a dependency), and
+//! only if the document it makes either has no `meta` (a plain document:
+//! recorded as the office's tenant's) or has a readable `meta` naming the
+//! office's tenant (recorded as that `meta` says). The record is written
+//! right there, before the changes apply, so it is in the store before the
+//! hub task appends the document's first chunk and durable with the same
+//! flush. Every later message writing under the root key [`META_KEY`] is
+//! refused, whoever sends it. The period keeper's sessions use
+//! [`KeeperAccess`]: full access, the same recording and freezing, and its
+//! actors bound to [`KEEPER_DEVICE`].
 //!
 //! So with credentials only the office creates documents. Which seller a
 //! stock location belongs to comes from the tenant's catalog
@@ -41,7 +65,7 @@
 //! whose connection first delivered a *new* change written by it, and keeps
 //! the binding under `actor/<actor bytes>` in the metadata keyspace (with
 //! an in-memory cache of at most [`ACTOR_BINDINGS_CACHED_MAX`] entries).
-//! The hub asks [`ConnectionAccess::admit_actors`] about the actors of the
+//! The hub asks [`AccessPolicy::admit_changes`] about the actors of the
 //! new changes of each message it may apply: a seller's message carrying a
 //! change under an actor bound to another device is refused whole (an
 //! `error`, counted in the sync log; the session goes on). Only *new*
@@ -53,14 +77,18 @@
 //! ids longer than [`ACTOR_ID_BYTES_MAX`] are refused.
 //!
 //! ```
-//! use ventas::server::access::{decide, DocClass};
+//! use ventas::server::access::decide;
+//! use ventas::server::owners::{DocOwner, Ownership};
 //! use ventas::server::auth::{Identity, Role};
 //! use ventas_sync_protocol::hub::Access;
 //! let office = Identity {
 //!     subject: "acme/-/pc".into(), credential_id: "1".into(), tenant: "acme".into(),
 //!     seller: "-".into(), device: "pc".into(), role: Role::Office, expires_at_ms: None,
 //! };
-//! assert_eq!(decide(&office, &DocClass::NoMeta, None), Access::ReadWrite);
+//! let own = Ownership::Owned(DocOwner::plain("acme"));
+//! let theirs = Ownership::Owned(DocOwner::plain("globex"));
+//! assert_eq!(decide(&office, &own, None), Access::ReadWrite);
+//! assert_eq!(decide(&office, &theirs, None), Access::Hidden);
 //! ```
 
 use std::collections::HashMap;

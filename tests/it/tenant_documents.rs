@@ -392,7 +392,8 @@ async fn a_seller_cannot_turn_her_ledger_into_another_tenants_catalog() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_globex_office_creates_globex_catalog_and_the_keeper_uses_the_real_one_under_its_own_actors() {
+async fn only_globex_office_creates_globex_catalog_and_the_keeper_uses_the_real_one_under_its_own_actors(
+) {
     let setup = Setup::start(|config| config.period_check_interval_ms = 200).await;
     let globex = TenantId::new("globex").expect("id");
     // acme's office plants a catalog for globex, with its own seller.
@@ -439,7 +440,11 @@ async fn only_globex_office_creates_globex_catalog_and_the_keeper_uses_the_real_
     // The keeper's actors are bound to it: gus may write his new ledger,
     // but not as the keeper who created it.
     let url = handle
-        .read(move |doc| read_catalog(doc).find_doc(&wanted_again).map(str::to_string))
+        .read(move |doc| {
+            read_catalog(doc)
+                .find_doc(&wanted_again)
+                .map(str::to_string)
+        })
         .expect("read")
         .expect("listed");
     let ledger = DocumentId::parse(&url).expect("url");
