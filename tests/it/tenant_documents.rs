@@ -322,8 +322,13 @@ async fn globex_office_neither_reads_nor_writes_acmes_plain_sales_document() {
     assert!(copy.get(ROOT, "globex-was-here").expect("get").is_none());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_seller_cannot_move_her_ledger_to_another_tenant() {
+/// Ana changes her ledger's `meta` with `mutate` and pushes it: refused.
+/// Returns the server's copy after her next write from another device (the
+/// barrier), once `outsider` (of globex) still finds the ledger hidden.
+async fn anas_meta_change_is_refused(
+    mutate: impl FnOnce(&mut Automerge),
+    outsider: &str,
+) -> Automerge {
     let setup = Setup::start(|_| {}).await;
     let ledger = setup
         .create(
@@ -333,62 +338,44 @@ async fn a_seller_cannot_move_her_ledger_to_another_tenant() {
         .await;
     let mut ana = setup.device("tab-ana").await;
     ana.fetch(ledger).await.expect("her ledger");
-    change(&mut ana, ledger, |doc| meta_put(doc, "tenant", "globex"));
+    change(&mut ana, ledger, mutate);
     refused_for_meta(&mut ana, ledger).await;
     let copy = after_anas_next_write(&setup, ledger, "after").await;
+    let mut other = setup.device(outsider).await;
+    other.fetch(ledger).await.expect_err("hidden");
+    copy
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seller_cannot_move_her_ledger_to_another_tenant() {
+    let copy =
+        anas_meta_change_is_refused(|doc| meta_put(doc, "tenant", "globex"), "tab-gus").await;
     assert_eq!(meta_string(&copy, "tenant").as_deref(), Some("acme"));
-    // acme keeps it; globex's seller still cannot see it.
-    let mut gus = setup.device("tab-gus").await;
-    gus.fetch(ledger).await.expect_err("hidden");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_schema_version_does_not_open_a_ledger_to_other_tenants() {
-    let setup = Setup::start(|_| {}).await;
-    let ledger = setup
-        .create(
-            "office-1",
-            create_ledger_doc(&acme(), &seller("ana"), period()).expect("doc"),
-        )
-        .await;
-    let mut ana = setup.device("tab-ana").await;
-    ana.fetch(ledger).await.expect("her ledger");
-    change(&mut ana, ledger, |doc| {
+    let delete = |doc: &mut Automerge| {
         let meta = doc.get(ROOT, "meta").expect("get").expect("meta").1;
         let mut tx = doc.transaction();
         tx.delete(&meta, "schema_version").expect("delete");
         tx.commit();
-    });
-    refused_for_meta(&mut ana, ledger).await;
-    let copy = after_anas_next_write(&setup, ledger, "after").await;
+    };
+    let copy = anas_meta_change_is_refused(delete, "office-globex").await;
     let meta = copy.get(ROOT, "meta").expect("get").expect("meta").1;
     assert!(copy.get(&meta, "schema_version").expect("get").is_some());
-    let mut globex = setup.device("office-globex").await;
-    globex.fetch(ledger).await.expect_err("hidden");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seller_cannot_turn_her_ledger_into_another_tenants_catalog() {
-    let setup = Setup::start(|_| {}).await;
-    let ledger = setup
-        .create(
-            "office-1",
-            create_ledger_doc(&acme(), &seller("ana"), period()).expect("doc"),
-        )
-        .await;
-    let mut ana = setup.device("tab-ana").await;
-    ana.fetch(ledger).await.expect("her ledger");
-    change(&mut ana, ledger, |doc| {
+    let into_catalog = |doc: &mut Automerge| {
         meta_put(doc, "kind", "catalog");
         meta_put(doc, "tenant", "globex");
         meta_put(doc, "owner", "globex");
-    });
-    refused_for_meta(&mut ana, ledger).await;
-    let copy = after_anas_next_write(&setup, ledger, "after").await;
+    };
+    let copy = anas_meta_change_is_refused(into_catalog, "office-globex").await;
     assert_eq!(meta_string(&copy, "kind").as_deref(), Some("ledger"));
     assert_eq!(meta_string(&copy, "tenant").as_deref(), Some("acme"));
-    let mut globex = setup.device("office-globex").await;
-    globex.fetch(ledger).await.expect_err("hidden");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
