@@ -1,6 +1,7 @@
 //! Per-document authorization: which documents a connection may see and
-//! which it may change, from its [`Identity`] and the document's root
-//! `meta` map (see [`crate::domain::doc_meta`]).
+//! which it may change, from its [`Identity`] and who the document belongs
+//! to as the server recorded it when it was created ([`super::owners`]),
+//! never from the document's `meta` map, which a later change could alter.
 //!
 //! The hub stays generic: it asks a [`ConnectionAccess`] (this module's
 //! [`AccessPolicy`]) for an [`Access`] before it subscribes a peer to a
@@ -12,12 +13,15 @@
 //! `auto` mode with no credential issued) gets [`ConnectionAccess`] never:
 //! the hub task connects it with the hub's allow-all policy, as before.
 //!
-//! The rules, for a connection of tenant `t` (see [`decide`]):
+//! The rules, for a connection of tenant `t` (see [`decide`]; a role not
+//! named here, such as an operator, sees no document):
 //!
-//! | document | office | seller | reporting |
+//! | document (by its ownership record) | office | seller | reporting |
 //! |---|---|---|---|
 //! | of another tenant | hidden | hidden | hidden |
-//! | no readable `meta` (empty, being created, or a plain document) | read-write | hidden | hidden |
+//! | not created yet (no change, no record) | read-write | hidden | hidden |
+//! | plain (no `meta` at creation), of `t` | read-write | hidden | hidden |
+//! | plain, stored before records existed | hidden | hidden | hidden |
 //! | `catalog` | read-write | read | read |
 //! | `device`, owner = this device | read-write | read-write | read |
 //! | `device`, another device | read-write | hidden | read |
@@ -25,6 +29,26 @@
 //! | `ledger`, another seller | read-write | hidden | read |
 //! | `stock`, location's seller = this seller | read-write | read-write | read |
 //! | `stock`, any other location | read-write | read | read |
+//!
+//! Plain documents stay hidden from sellers and reporting: sellers work
+//! only in the documents the office made for them, and reporting reads
+//! business data, which lives in ventas documents.
+//!
+//! # Creation and `meta`
+//!
+//! The hub shows [`AccessPolicy::admit_changes`] what a message's new
+//! changes do ([`NewChanges`]) before anything applies. A message that
+//! creates a document (the server holds no change of it) is admitted only
+//! from the office, only whole (no change waiting for a dependency), and
+//! only if the document it makes either has no `meta` (a plain document:
+//! recorded as the office's tenant's) or has a readable `meta` naming the
+//! office's tenant (recorded as that `meta` says). The record is written
+//! right there, before the changes apply, so it is in the store before the
+//! hub task appends the document's first chunk and durable with the same
+//! flush. Every later message writing under the root key [`META_KEY`] is
+//! refused, whoever sends it. The period keeper's sessions use
+//! [`KeeperAccess`]: full access, the same recording and freezing, and its
+//! actors bound to [`KEEPER_DEVICE`].
 //!
 //! So with credentials only the office creates documents. Which seller a
 //! stock location belongs to comes from the tenant's catalog
@@ -41,7 +65,7 @@
 //! whose connection first delivered a *new* change written by it, and keeps
 //! the binding under `actor/<actor bytes>` in the metadata keyspace (with
 //! an in-memory cache of at most [`ACTOR_BINDINGS_CACHED_MAX`] entries).
-//! The hub asks [`ConnectionAccess::admit_actors`] about the actors of the
+//! The hub asks [`AccessPolicy::admit_changes`] about the actors of the
 //! new changes of each message it may apply: a seller's message carrying a
 //! change under an actor bound to another device is refused whole (an
 //! `error`, counted in the sync log; the session goes on). Only *new*
@@ -53,14 +77,18 @@
 //! ids longer than [`ACTOR_ID_BYTES_MAX`] are refused.
 //!
 //! ```
-//! use ventas::server::access::{decide, DocClass};
+//! use ventas::server::access::decide;
+//! use ventas::server::owners::{DocOwner, Ownership};
 //! use ventas::server::auth::{Identity, Role};
 //! use ventas_sync_protocol::hub::Access;
 //! let office = Identity {
 //!     subject: "acme/-/pc".into(), credential_id: "1".into(), tenant: "acme".into(),
 //!     seller: "-".into(), device: "pc".into(), role: Role::Office, expires_at_ms: None,
 //! };
-//! assert_eq!(decide(&office, &DocClass::NoMeta, None), Access::ReadWrite);
+//! let own = Ownership::Owned(DocOwner::plain("acme"));
+//! let theirs = Ownership::Owned(DocOwner::plain("globex"));
+//! assert_eq!(decide(&office, &own, None), Access::ReadWrite);
+//! assert_eq!(decide(&office, &theirs, None), Access::Hidden);
 //! ```
 
 use std::collections::HashMap;
@@ -74,62 +102,61 @@ use ventas_sync_protocol::hub::{Access, AccessPolicy, Denial};
 use ventas_sync_protocol::ids::DocumentId;
 
 use super::auth::{Identity, Role};
-use crate::domain::{doc_meta, read_catalog, DocKind, DocMeta};
+use super::owners::{DocOwner, OwnerError, Ownership, SharedOwnerRecords};
+use crate::domain::{doc_meta, read_catalog, DocKind};
+use automerge::ReadDoc;
+use ventas_sync_protocol::hub::NewChanges;
 
 /// Metadata key prefix under which each tenant's catalog document id is
 /// kept.
 const CATALOG_OF_PREFIX: &[u8] = b"catalog-of/";
 
-/// What the rules need to know about a document.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DocClass {
-    /// No readable `meta` map: an empty document (not stored yet, or being
-    /// created), or a document that is not a domain document.
-    NoMeta,
-    /// A domain document.
-    Domain(DocMeta),
-}
+/// The root key a ventas document keeps its `meta` map under: frozen once
+/// the document exists (see the module documentation).
+pub const META_KEY: &str = "meta";
 
-impl DocClass {
-    pub fn of(doc: &Automerge) -> Self {
-        match doc_meta(doc) {
-            Ok(meta) => Self::Domain(meta),
-            Err(_) => Self::NoMeta,
-        }
-    }
-}
-
-/// The rules table of the module documentation. `location_seller` is the
-/// seller the tenant's catalog assigns a stock document's location to, if
-/// known; it matters only for stock documents and the seller role.
-pub fn decide(identity: &Identity, class: &DocClass, location_seller: Option<&str>) -> Access {
-    let meta = match class {
-        DocClass::NoMeta => {
-            return match identity.role {
-                Role::Office => Access::ReadWrite,
-                // The operator syncs nothing (its upgrade is refused).
-                Role::Seller | Role::Reporting | Role::Operator => Access::Hidden,
-            };
-        }
-        DocClass::Domain(meta) => meta,
+/// The rules table of the module documentation, over who the document
+/// belongs to as the server recorded it (never its `meta` map).
+/// `location_seller` is the seller the tenant's catalog assigns a stock
+/// document's location to, if known; it matters only for stock documents
+/// and the seller role. A role the table does not name sees nothing.
+pub fn decide(identity: &Identity, class: &Ownership, location_seller: Option<&str>) -> Access {
+    let owner = match class {
+        Ownership::Unowned => return Access::Hidden,
+        // Only the office creates documents.
+        Ownership::New => return office_only(identity.role),
+        Ownership::Owned(owner) => owner,
     };
-    if meta.tenant.as_str() != identity.tenant {
+    if owner.tenant != identity.tenant {
         return Access::Hidden;
     }
+    let Some(kind) = owner.doc_kind() else {
+        // A plain document: its tenant's office's.
+        return office_only(identity.role);
+    };
+    let owned_by = owner.owner.as_deref();
     match identity.role {
         Role::Office => Access::ReadWrite,
         Role::Reporting => Access::Read,
-        Role::Operator => Access::Hidden,
-        Role::Seller => match meta.kind {
+        Role::Seller => match kind {
             DocKind::Catalog => Access::Read,
-            DocKind::Device if meta.owner == identity.device => Access::ReadWrite,
-            DocKind::Ledger if meta.owner == identity.seller => Access::ReadWrite,
+            DocKind::Device if owned_by == Some(identity.device.as_str()) => Access::ReadWrite,
+            DocKind::Ledger if owned_by == Some(identity.seller.as_str()) => Access::ReadWrite,
             DocKind::Device | DocKind::Ledger => Access::Hidden,
             DocKind::Stock if location_seller == Some(identity.seller.as_str()) => {
                 Access::ReadWrite
             }
             DocKind::Stock => Access::Read,
         },
+        #[allow(unreachable_patterns)]
+        _ => Access::Hidden,
+    }
+}
+
+fn office_only(role: Role) -> Access {
+    match role {
+        Role::Office => Access::ReadWrite,
+        _ => Access::Hidden,
     }
 }
 
@@ -193,14 +220,16 @@ impl CatalogIndex {
         Arc::new(Mutex::new(Self::new(store)))
     }
 
-    /// A document changed or was read; if it is a catalog, its tenant's
-    /// entry is brought up to date. The first catalog document recorded for
-    /// a tenant is the tenant's catalog; another one is ignored (logged).
-    pub fn observe(&mut self, document_id: DocumentId, doc: &Automerge, meta: &DocMeta) {
-        if meta.kind != DocKind::Catalog {
+    /// A document changed or was read; if its ownership record says it is
+    /// a catalog, its tenant's entry is brought up to date. The first
+    /// catalog document recorded for a tenant is the tenant's catalog;
+    /// another one is ignored (logged). Only the record counts: a document
+    /// whose `meta` claims to be some tenant's catalog is no catalog.
+    pub fn observe(&mut self, document_id: DocumentId, doc: &Automerge, owner: &DocOwner) {
+        if owner.doc_kind() != Some(DocKind::Catalog) || doc.get_heads().is_empty() {
             return;
         }
-        let tenant = meta.tenant.as_str();
+        let tenant = owner.tenant.as_str();
         if let Some(known) = self.tenants.get(tenant) {
             if known.document_id != document_id {
                 warn!(%document_id, tenant, catalog = %known.document_id,
@@ -414,102 +443,265 @@ fn actor_key(actor: &ActorId) -> Vec<u8> {
     key
 }
 
+/// Actors bound to this "device" wrote the period keeper's changes; no
+/// credential can name it (`*` is in no tenant or device id).
+pub const KEEPER_DEVICE: &str = "*server*/period-keeper";
+
+/// What the access policies of one hub task share.
+#[derive(Debug, Clone)]
+pub struct SharedRecords {
+    pub catalogs: SharedCatalogIndex,
+    pub actors: SharedActorBindings,
+    pub owners: SharedOwnerRecords,
+}
+
 /// The [`AccessPolicy`] of one authenticated connection.
 #[derive(Debug)]
 pub struct ConnectionAccess {
     identity: Identity,
     /// `<tenant>/<device>`: what this connection's actors are bound to.
     device: String,
-    catalogs: SharedCatalogIndex,
-    actors: SharedActorBindings,
+    records: SharedRecords,
 }
 
 impl ConnectionAccess {
-    pub fn new(
-        identity: Identity,
-        catalogs: SharedCatalogIndex,
-        actors: SharedActorBindings,
-    ) -> Self {
+    pub fn new(identity: Identity, records: SharedRecords) -> Self {
         let device = format!("{}/{}", identity.tenant, identity.device);
         Self {
             identity,
             device,
-            catalogs,
-            actors,
+            records,
+        }
+    }
+
+    /// Who a document this connection creates belongs to: a plain document
+    /// to the connection's tenant; a ventas document as its first `meta`
+    /// says, which must name the connection's tenant. Only the office
+    /// creates.
+    fn creation_record(&self, created: &Automerge) -> Result<DocOwner, Denial> {
+        let refuse = |reason: String| Err(Denial { reason });
+        if self.identity.role != Role::Office {
+            return refuse("only the office creates documents".to_string());
+        }
+        if !has_meta(created) {
+            return Ok(DocOwner::plain(&self.identity.tenant));
+        }
+        match doc_meta(created) {
+            Ok(meta) if meta.tenant.as_str() == self.identity.tenant => Ok(DocOwner::of_meta(&meta)),
+            Ok(meta) => refuse(format!(
+                "a new document of tenant {:?}; this connection creates documents of tenant {:?} only",
+                meta.tenant.as_str(),
+                self.identity.tenant
+            )),
+            Err(error) => refuse(format!("the new document's meta is unreadable: {error}")),
         }
     }
 }
 
+/// Whether the document has a root `meta` key at all.
+fn has_meta(doc: &Automerge) -> bool {
+    matches!(doc.get(automerge::ROOT, META_KEY), Ok(Some(_)))
+}
+
+/// The ownership record is unreadable: nobody sees the document meanwhile.
+fn unreadable_record(document_id: &DocumentId, error: &OwnerError) -> Access {
+    warn!(%document_id, "cannot read the document's ownership record: {error}");
+    Access::Hidden
+}
+
 impl AccessPolicy for ConnectionAccess {
     fn access(&mut self, document_id: &DocumentId, doc: &Automerge) -> Access {
-        let class = DocClass::of(doc);
-        let mut catalogs = self.catalogs.lock().unwrap_or_else(PoisonError::into_inner);
+        let class = match lock(&self.records.owners).owner_of(document_id, doc) {
+            Ok(class) => class,
+            Err(error) => return unreadable_record(document_id, &error),
+        };
+        let mut catalogs = lock(&self.records.catalogs);
         let location_seller = match &class {
-            DocClass::Domain(meta) => {
-                catalogs.observe(*document_id, doc, meta);
-                let needed = meta.kind == DocKind::Stock
+            Ownership::Owned(owner) => {
+                catalogs.observe(*document_id, doc, owner);
+                let needed = owner.doc_kind() == Some(DocKind::Stock)
                     && self.identity.role == Role::Seller
-                    && meta.tenant.as_str() == self.identity.tenant;
-                if needed {
-                    catalogs.location_seller(&self.identity.tenant, &meta.owner)
-                } else {
-                    None
+                    && owner.tenant == self.identity.tenant;
+                match owner.owner.as_deref() {
+                    Some(location) if needed => {
+                        catalogs.location_seller(&self.identity.tenant, location)
+                    }
+                    _ => None,
                 }
             }
-            DocClass::NoMeta => None,
+            Ownership::New | Ownership::Unowned => None,
         };
         decide(&self.identity, &class, location_seller.as_deref())
     }
 
-    /// Binds the actors nobody has yet to this device; refuses the message
-    /// if one of them belongs to another device (the office may relay).
-    /// Nothing is bound when the message is refused.
-    fn admit_actors(&mut self, document_id: &DocumentId, actors: &[ActorId]) -> Result<(), Denial> {
-        if let Some(actor) = actors
-            .iter()
-            .find(|actor| actor.to_bytes().len() > ACTOR_ID_BYTES_MAX)
-        {
-            return Err(Denial {
-                reason: format!(
-                    "actor id of {} bytes (max {ACTOR_ID_BYTES_MAX})",
-                    actor.to_bytes().len()
-                ),
-            });
-        }
-        let mut bindings = self.actors.lock().unwrap_or_else(PoisonError::into_inner);
-        let cannot_check = |error: StoreError| {
-            warn!(%document_id, "cannot read or record an actor binding: {error}");
-            Denial {
-                reason: "the server cannot check who wrote these changes now; try again later"
-                    .to_string(),
-            }
-        };
-        let mut unbound = Vec::new();
-        for actor in actors {
-            match bindings.owner(actor).map_err(cannot_check)? {
-                ActorOwner::Nobody => unbound.push(actor),
-                ActorOwner::Server => {
-                    return Err(Denial {
-                        reason: format!("changes by actor {actor}, which is the server's"),
-                    })
-                }
-                ActorOwner::Device(device) if device == self.device => {}
-                // The office may hand in other devices' changes.
-                ActorOwner::Device(_) if self.identity.role == Role::Office => {}
-                ActorOwner::Device(_) => {
-                    return Err(Denial {
-                        reason: format!(
-                            "changes by actor {actor}, which belongs to another device"
-                        ),
-                    })
-                }
-            }
-        }
-        for actor in unbound {
-            bindings.bind(actor, &self.device).map_err(cannot_check)?;
-        }
-        Ok(())
+    /// Refuses changes to `meta` after creation; records who a new
+    /// document belongs to; binds the actors nobody has yet to this device
+    /// and refuses actors of another device (the office may relay).
+    /// Nothing is recorded or bound when the message is refused.
+    fn admit_changes(
+        &mut self,
+        document_id: &DocumentId,
+        changes: &NewChanges<'_>,
+    ) -> Result<(), Denial> {
+        let device = self.device.clone();
+        let may_relay = self.identity.role == Role::Office;
+        let records = self.records.clone();
+        admit(
+            &records,
+            document_id,
+            changes,
+            &device,
+            may_relay,
+            |created| self.creation_record(created),
+        )
     }
+}
+
+/// The [`AccessPolicy`] of the period keeper's sessions (a server-internal
+/// peer): every document, read and write, but like any connection it
+/// records who the documents it creates belong to (from their `meta`: it
+/// opens documents for every tenant), leaves `meta` alone afterwards, and
+/// its actors are bound to [`KEEPER_DEVICE`], so nobody else writes as
+/// the keeper.
+#[derive(Debug)]
+pub struct KeeperAccess {
+    records: SharedRecords,
+}
+
+impl KeeperAccess {
+    pub fn new(records: SharedRecords) -> Self {
+        Self { records }
+    }
+}
+
+impl AccessPolicy for KeeperAccess {
+    fn access(&mut self, _document_id: &DocumentId, _doc: &Automerge) -> Access {
+        Access::ReadWrite
+    }
+
+    fn admit_changes(
+        &mut self,
+        document_id: &DocumentId,
+        changes: &NewChanges<'_>,
+    ) -> Result<(), Denial> {
+        admit(
+            &self.records,
+            document_id,
+            changes,
+            KEEPER_DEVICE,
+            false,
+            |created| {
+                doc_meta(created)
+                    .map(|meta| DocOwner::of_meta(&meta))
+                    .map_err(|error| Denial {
+                        reason: format!("the keeper's new document has no readable meta: {error}"),
+                    })
+            },
+        )
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The admission rules every policy shares (see the module
+/// documentation): a creation is recorded (`creation_record` says as
+/// whom), a later change to `meta` is refused, and the actors are bound to
+/// `device` (`may_relay`: actors of other devices pass too). Checks run
+/// first; the record and the bindings are written only if all pass.
+fn admit(
+    records: &SharedRecords,
+    document_id: &DocumentId,
+    changes: &NewChanges<'_>,
+    device: &str,
+    may_relay: bool,
+    creation_record: impl FnOnce(&Automerge) -> Result<DocOwner, Denial>,
+) -> Result<(), Denial> {
+    let refuse = |reason: &str| {
+        Err(Denial {
+            reason: reason.to_string(),
+        })
+    };
+    // A write into an object the server does not have yet (`unplaced`) is
+    // admitted: the change making that object is checked when it arrives,
+    // and the write cannot apply before it.
+    let record = match changes.creates {
+        // Changes held back at creation would apply later unchecked.
+        Some(_) if changes.creation_incomplete => {
+            return refuse("a new document must arrive with every change it depends on")
+        }
+        Some(created) => Some(creation_record(created)?),
+        None if changes.root_keys.contains(META_KEY) => {
+            return refuse("a document's meta cannot change after its creation")
+        }
+        None => None,
+    };
+    let mut bindings = lock(&records.actors);
+    let unbound = unbound_actors(&mut bindings, changes.actors, device, may_relay)
+        .map_err(|error| error.unwrap_or_else(|error| cannot_check(document_id, &error)))?;
+    if let Some(owner) = record {
+        lock(&records.owners)
+            .record(document_id, &owner)
+            .map_err(|error| cannot_check(document_id, &error))?;
+    }
+    for actor in unbound {
+        bindings
+            .bind(&actor, device)
+            .map_err(|error| cannot_check(document_id, &error))?;
+    }
+    Ok(())
+}
+
+/// The store failed while checking a message: it is refused (the peer may
+/// send it again later).
+fn cannot_check(document_id: &DocumentId, error: &dyn std::fmt::Display) -> Denial {
+    warn!(%document_id, "cannot read or record an actor binding or ownership record: {error}");
+    Denial {
+        reason: "the server cannot check these changes now; try again later".to_string(),
+    }
+}
+
+/// The actors of `actors` bound to nobody yet; `Err(Ok(denial))` if one
+/// is too long, the server's, or another device's (unless `may_relay`),
+/// `Err(Err(_))` if the store cannot tell.
+fn unbound_actors(
+    bindings: &mut ActorBindings,
+    actors: &[ActorId],
+    device: &str,
+    may_relay: bool,
+) -> Result<Vec<ActorId>, Result<Denial, StoreError>> {
+    if let Some(actor) = actors
+        .iter()
+        .find(|actor| actor.to_bytes().len() > ACTOR_ID_BYTES_MAX)
+    {
+        return Err(Ok(Denial {
+            reason: format!(
+                "actor id of {} bytes (max {ACTOR_ID_BYTES_MAX})",
+                actor.to_bytes().len()
+            ),
+        }));
+    }
+    let mut unbound = Vec::new();
+    for actor in actors {
+        match bindings.owner(actor).map_err(Err)? {
+            ActorOwner::Nobody => unbound.push(actor.clone()),
+            ActorOwner::Server => {
+                return Err(Ok(Denial {
+                    reason: format!("changes by actor {actor}, which is the server's"),
+                }))
+            }
+            ActorOwner::Device(owner) if owner == device => {}
+            // The office may hand in other devices' changes.
+            ActorOwner::Device(_) if may_relay => {}
+            ActorOwner::Device(_) => {
+                return Err(Ok(Denial {
+                    reason: format!("changes by actor {actor}, which belongs to another device"),
+                }))
+            }
+        }
+    }
+    Ok(unbound)
 }
 
 #[cfg(test)]
@@ -535,10 +727,42 @@ mod tests {
         }
     }
 
-    fn domain(doc: &Automerge) -> DocClass {
-        let class = DocClass::of(doc);
-        assert!(matches!(class, DocClass::Domain(_)), "{class:?}");
-        class
+    fn domain(doc: &Automerge) -> Ownership {
+        Ownership::Owned(DocOwner::of_meta(&doc_meta(doc).expect("meta")))
+    }
+
+    fn records(
+        store: &Arc<dyn DocStore>,
+        catalogs: &SharedCatalogIndex,
+        actors: &SharedActorBindings,
+    ) -> SharedRecords {
+        SharedRecords {
+            catalogs: Arc::clone(catalogs),
+            actors: Arc::clone(actors),
+            owners: super::super::owners::OwnerRecords::shared(Arc::clone(store)),
+        }
+    }
+
+    /// `admit_changes` for a message of new changes by `actors` that
+    /// writes no frozen key and creates nothing.
+    trait AdmitActors {
+        fn admit_actors(&mut self, doc: &DocumentId, actors: &[ActorId]) -> Result<(), Denial>;
+    }
+
+    impl AdmitActors for ConnectionAccess {
+        fn admit_actors(&mut self, doc: &DocumentId, actors: &[ActorId]) -> Result<(), Denial> {
+            let root_keys = std::collections::BTreeSet::from(["sales".to_string()]);
+            self.admit_changes(
+                doc,
+                &NewChanges {
+                    actors,
+                    root_keys: &root_keys,
+                    unplaced: false,
+                    creates: None,
+                    creation_incomplete: false,
+                },
+            )
+        }
     }
 
     fn period() -> Period {
@@ -563,17 +787,29 @@ mod tests {
         ]
     }
 
-    fn row(class: &DocClass, tenant: &str, location_seller: Option<&str>) -> [Access; 4] {
+    fn row(class: &Ownership, tenant: &str, location_seller: Option<&str>) -> [Access; 4] {
         identities(tenant).map(|who| decide(&who, class, location_seller))
     }
 
     #[test]
-    fn documents_without_meta_are_only_for_the_office() {
-        let empty = DocClass::of(&Automerge::new());
-        assert_eq!(empty, DocClass::NoMeta);
+    fn a_new_document_is_the_offices_to_create_and_a_plain_one_its_tenants_offices() {
         assert_eq!(
-            row(&empty, "acme", None),
+            row(&Ownership::New, "acme", None),
             [ReadWrite, Hidden, Hidden, Hidden]
+        );
+        let plain = Ownership::Owned(DocOwner::plain("acme"));
+        assert_eq!(
+            row(&plain, "acme", None),
+            [ReadWrite, Hidden, Hidden, Hidden]
+        );
+        assert_eq!(
+            row(&plain, "globex", None),
+            [Hidden, Hidden, Hidden, Hidden]
+        );
+        // A plain document from before ownership records: nobody's.
+        assert_eq!(
+            row(&Ownership::Unowned, "acme", None),
+            [Hidden, Hidden, Hidden, Hidden]
         );
     }
 
@@ -658,8 +894,9 @@ mod tests {
         let stock = create_stock_doc(&tenant, &van, period(), &[]).expect("doc");
         let [_, ana, bob, _] = identities("acme");
         let catalogs = CatalogIndex::shared(Arc::clone(&store));
-        let mut as_ana = ConnectionAccess::new(ana.clone(), Arc::clone(&catalogs), actors(&store));
-        let mut as_bob = ConnectionAccess::new(bob.clone(), Arc::clone(&catalogs), actors(&store));
+        let shared = records(&store, &catalogs, &actors(&store));
+        let mut as_ana = ConnectionAccess::new(ana.clone(), shared.clone());
+        let mut as_bob = ConnectionAccess::new(bob.clone(), shared);
         let stock_id = DocumentId::from_bytes([8; 16]);
         // No catalog yet: sellers may only read stock.
         assert_eq!(as_ana.access(&stock_id, &stock), Read);
@@ -687,7 +924,7 @@ mod tests {
         catalogs.lock().expect("lock").observe(
             catalog_id,
             &reassigned,
-            &doc_meta(&reassigned).expect("meta"),
+            &DocOwner::of_meta(&doc_meta(&reassigned).expect("meta")),
         );
         assert_eq!(as_ana.access(&stock_id, &stock), Read);
         assert_eq!(as_bob.access(&stock_id, &stock), ReadWrite);
@@ -702,8 +939,11 @@ mod tests {
         // store (here: the version that gives the van to ana).
         let mut fresh = ConnectionAccess::new(
             ana,
-            CatalogIndex::shared(Arc::clone(&store)),
-            actors(&store),
+            records(
+                &store,
+                &CatalogIndex::shared(Arc::clone(&store)),
+                &actors(&store),
+            ),
         );
         assert_eq!(fresh.access(&stock_id, &stock), ReadWrite);
     }
@@ -723,7 +963,7 @@ mod tests {
         let [office, ana, bob, _] = identities("acme");
         let catalogs = CatalogIndex::shared(Arc::clone(&store));
         let policy = |who: &Identity, bindings: &SharedActorBindings| {
-            ConnectionAccess::new(who.clone(), Arc::clone(&catalogs), Arc::clone(bindings))
+            ConnectionAccess::new(who.clone(), records(&store, &catalogs, bindings))
         };
         let (mut as_ana, mut as_bob) = (policy(&ana, &bindings), policy(&bob, &bindings));
         let doc = DocumentId::from_bytes([1; 16]);
@@ -785,5 +1025,137 @@ mod tests {
         policy(&bob, &fresh)
             .admit_actors(&doc, &[anas])
             .expect_err("still ana's after a restart");
+    }
+
+    fn creating<'a>(
+        actors: &'a [ActorId],
+        root_keys: &'a std::collections::BTreeSet<String>,
+        doc: &'a Automerge,
+    ) -> NewChanges<'a> {
+        NewChanges {
+            actors,
+            root_keys,
+            unplaced: false,
+            creates: Some(doc),
+            creation_incomplete: false,
+        }
+    }
+
+    #[test]
+    fn a_document_belongs_to_its_creators_tenant_and_its_meta_is_frozen() {
+        let store: Arc<dyn DocStore> = Arc::new(SledStore::temporary().expect("store"));
+        let catalogs = CatalogIndex::shared(Arc::clone(&store));
+        let shared = records(&store, &catalogs, &actors(&store));
+        let [office, ana, _, _] = identities("acme");
+        let [globex_office, ..] = identities("globex");
+        let mut as_office = ConnectionAccess::new(office, shared.clone());
+        let mut as_ana = ConnectionAccess::new(ana, shared.clone());
+        let mut as_globex = ConnectionAccess::new(globex_office, shared.clone());
+        let keys = std::collections::BTreeSet::from(["meta".to_string()]);
+        let actor = [ActorId::random()];
+
+        // acme's office cannot create globex's catalog, nor can a seller
+        // create anything.
+        let globex_catalog =
+            create_catalog_doc(&TenantId::new("globex").expect("id")).expect("doc");
+        let plant = DocumentId::from_bytes([1; 16]);
+        let refused = as_office
+            .admit_changes(&plant, &creating(&actor, &keys, &globex_catalog))
+            .expect_err("another tenant's document");
+        assert!(refused.reason.contains("tenant"), "{refused:?}");
+        assert!(
+            lock(&shared.owners).get(&plant).expect("read").is_none(),
+            "nothing recorded"
+        );
+        as_ana
+            .admit_changes(&plant, &creating(&actor, &keys, &globex_catalog))
+            .expect_err("sellers do not create");
+        // globex's own office can, and the record is globex's catalog.
+        as_globex
+            .admit_changes(&plant, &creating(&actor, &keys, &globex_catalog))
+            .expect("its own catalog");
+        let owner = lock(&shared.owners)
+            .get(&plant)
+            .expect("read")
+            .expect("recorded");
+        assert_eq!(
+            (owner.tenant.as_str(), owner.doc_kind()),
+            ("globex", Some(DocKind::Catalog))
+        );
+
+        // A plain document is its creator's tenant's.
+        let plain_id = DocumentId::from_bytes([2; 16]);
+        let mut plain = Automerge::new();
+        let mut tx = plain.transaction();
+        automerge::transaction::Transactable::put(&mut tx, automerge::ROOT, "sales", 1_i64)
+            .expect("put");
+        tx.commit();
+        let sales = std::collections::BTreeSet::from(["sales".to_string()]);
+        as_office
+            .admit_changes(&plain_id, &creating(&actor, &sales, &plain))
+            .expect("plain");
+        assert_eq!(
+            lock(&shared.owners).get(&plain_id).expect("read"),
+            Some(DocOwner::plain("acme"))
+        );
+        assert_eq!(as_globex.access(&plain_id, &plain), Hidden);
+        assert_eq!(as_office.access(&plain_id, &plain), ReadWrite);
+
+        // After creation nobody writes under `meta`, not even the office;
+        // other root keys are fine.
+        fn later<'a>(
+            actors: &'a [ActorId],
+            root_keys: &'a std::collections::BTreeSet<String>,
+        ) -> NewChanges<'a> {
+            NewChanges {
+                actors,
+                root_keys,
+                unplaced: true,
+                creates: None,
+                creation_incomplete: false,
+            }
+        }
+        let refused = as_office
+            .admit_changes(&plain_id, &later(&actor, &keys))
+            .expect_err("meta is frozen");
+        assert!(refused.reason.contains("meta"), "{refused:?}");
+        as_office
+            .admit_changes(&plain_id, &later(&actor, &sales))
+            .expect("sales");
+
+        // A creation whose changes wait for dependencies is refused.
+        let mut incomplete = creating(&actor, &sales, &plain);
+        incomplete.creation_incomplete = true;
+        as_office
+            .admit_changes(&DocumentId::from_bytes([3; 16]), &incomplete)
+            .expect_err("incomplete creation");
+    }
+
+    #[test]
+    fn the_keepers_actors_are_bound_to_the_keeper() {
+        let store: Arc<dyn DocStore> = Arc::new(SledStore::temporary().expect("store"));
+        let catalogs = CatalogIndex::shared(Arc::clone(&store));
+        let shared = records(&store, &catalogs, &actors(&store));
+        let (tenant, seller, _) = ids();
+        let ledger = create_ledger_doc(&tenant, &seller, period()).expect("doc");
+        let ledger_id = DocumentId::from_bytes([4; 16]);
+        let keepers = [ActorId::random()];
+        let keys = std::collections::BTreeSet::from(["meta".to_string()]);
+        KeeperAccess::new(shared.clone())
+            .admit_changes(&ledger_id, &creating(&keepers, &keys, &ledger))
+            .expect("the keeper creates");
+        assert_eq!(
+            lock(&shared.owners).get(&ledger_id).expect("read"),
+            Some(DocOwner::of_meta(&doc_meta(&ledger).expect("meta")))
+        );
+        let [_, ana, _, _] = identities("acme");
+        let refused = ConnectionAccess::new(ana, shared.clone())
+            .admit_actors(&ledger_id, &keepers)
+            .expect_err("the keeper's actor");
+        assert!(refused.reason.contains("another device"), "{refused:?}");
+        assert_eq!(
+            lock(&shared.actors).owner(&keepers[0]).expect("read"),
+            ActorOwner::Device(KEEPER_DEVICE.to_string())
+        );
     }
 }

@@ -23,11 +23,10 @@ use ventas_sync_protocol::hub::{ConnId, ConnStats, Effect, Hub, HubConfig, Loade
 use ventas_sync_protocol::ids::DocumentId;
 use ventas_sync_protocol::wire::{self, Message};
 
-use super::access::{
-    ActorBindings, CatalogIndex, ConnectionAccess, SharedActorBindings, SharedCatalogIndex,
-};
+use super::access::{ActorBindings, CatalogIndex, ConnectionAccess, KeeperAccess, SharedRecords};
 use super::auth::Identity;
 use super::exporter::ExportMarks;
+use super::owners::{OwnerRecords, Ownership};
 use super::review::{self, Review};
 use crate::now_ms;
 
@@ -56,6 +55,13 @@ pub enum HubInput {
     Disconnect {
         conn: ConnId,
         stats: oneshot::Sender<Option<ConnStats>>,
+    },
+    /// The period keeper's session (a server-internal peer, see
+    /// [`KeeperAccess`]): every document, its actors bound to the keeper.
+    ConnectKeeper {
+        conn: ConnId,
+        outbound: mpsc::Sender<Outbound>,
+        kill: oneshot::Sender<String>,
     },
     /// Close every connection, flush, and stop.
     Shutdown {
@@ -169,7 +175,11 @@ pub fn spawn(
         .ok();
     let (review_tx, review_rx) = mpsc::unbounded_channel();
     let (load_tx, load_rx) = mpsc::unbounded_channel();
-    let actors = ActorBindings::shared(Arc::clone(&store), hub_config.server_actor.clone());
+    let records = SharedRecords {
+        catalogs: CatalogIndex::shared(Arc::clone(&store)),
+        actors: ActorBindings::shared(Arc::clone(&store), hub_config.server_actor.clone()),
+        owners: OwnerRecords::shared(Arc::clone(&store)),
+    };
     let task = HubTask {
         hub: Hub::new(hub_config),
         conns: HashMap::new(),
@@ -180,8 +190,7 @@ pub fn spawn(
         loads_in_flight: 0,
         loads_done: load_tx,
         reviews_done: review_tx,
-        catalogs: CatalogIndex::shared(Arc::clone(&store)),
-        actors,
+        records,
         store,
         export_marks,
     };
@@ -232,13 +241,11 @@ struct HubTask {
     /// Where review threads send what they found (at most
     /// `REVIEWS_IN_FLIGHT_MAX` outstanding, so unbounded is bounded).
     reviews_done: mpsc::UnboundedSender<ReviewDone>,
-    /// Each tenant's stock locations and their sellers, for the access
-    /// policies of authenticated connections.
-    catalogs: SharedCatalogIndex,
+    /// Each tenant's catalog, which device each Automerge actor belongs
+    /// to, and who each document belongs to: for the access policies.
+    records: SharedRecords,
     /// Marks each persisted document for the export to PostgreSQL.
     export_marks: Arc<ExportMarks>,
-    /// Which device each Automerge actor belongs to.
-    actors: SharedActorBindings,
 }
 
 impl HubTask {
@@ -313,15 +320,26 @@ impl HubTask {
             } => {
                 match identity {
                     Some(identity) => {
-                        let access = ConnectionAccess::new(
-                            identity,
-                            Arc::clone(&self.catalogs),
-                            Arc::clone(&self.actors),
-                        );
+                        let access = ConnectionAccess::new(identity, self.records.clone());
                         self.hub.connect_with_access(conn, Box::new(access));
                     }
                     None => self.hub.connect(conn),
                 }
+                self.conns.insert(
+                    conn,
+                    ConnHandle {
+                        outbound,
+                        kill: Some(kill),
+                    },
+                );
+            }
+            HubInput::ConnectKeeper {
+                conn,
+                outbound,
+                kill,
+            } => {
+                let access = KeeperAccess::new(self.records.clone());
+                self.hub.connect_with_access(conn, Box::new(access));
                 self.conns.insert(
                     conn,
                     ConnHandle {
@@ -445,19 +463,28 @@ impl HubTask {
     }
 
     /// A catalog's location -> seller map decides sellers' access to stock
-    /// documents, so the index follows every change to a catalog.
+    /// documents, so the index follows every change to a document recorded
+    /// as a catalog. (A document written without a policy, authentication
+    /// off, gets its record here, from its `meta`.)
     fn catalog_changed(&mut self, document_id: DocumentId) {
         let Some(doc) = self.hub.doc(&document_id) else {
             return;
         };
-        let Ok(meta) = crate::domain::doc_meta(doc) else {
-            return;
-        };
-        if meta.kind == crate::domain::DocKind::Catalog {
-            self.catalogs
+        let owner = self
+            .records
+            .owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .owner_of(&document_id, doc);
+        match owner {
+            Ok(Ownership::Owned(owner)) => self
+                .records
+                .catalogs
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .observe(document_id, doc, &meta);
+                .observe(document_id, doc, &owner),
+            Ok(Ownership::New | Ownership::Unowned) => {}
+            Err(error) => warn!(%document_id, "cannot read the ownership record: {error}"),
         }
     }
 

@@ -8,7 +8,8 @@
 //!
 //! It is a server-internal peer, not a WebSocket client: a
 //! [`DeviceCore`] wired straight to the hub task's inbox with
-//! [`HubInput::Connect`] (no identity, so full access), joining as
+//! [`HubInput::ConnectKeeper`] (full access; its actors are bound to the
+//! keeper, so no device writes as the keeper afterwards), joining as
 //! `ventas-keeper-<storage id>`. It keeps no store of its own: it asks the
 //! hub for the documents it needs, creates new ones with the domain
 //! functions, syncs them until the hub acknowledged them (flushed), and
@@ -468,9 +469,8 @@ impl Session {
     ) -> Result<Self, KeeperError> {
         let (outbound_tx, outbound) = mpsc::channel(settings.outbound_queue_messages_max);
         let (kill_tx, kill) = oneshot::channel();
-        hub.send(HubInput::Connect {
+        hub.send(HubInput::ConnectKeeper {
             conn,
-            identity: None,
             outbound: outbound_tx,
             kill: kill_tx,
         })

@@ -8,17 +8,21 @@
 //! many changes it carried, for the sync log. Both sides (server hub and
 //! device) use this type.
 //!
-//! The server also asks, before anything applies, who wrote the *new*
-//! changes of a message ([`PeerDocSync::receive_admitting`]): the actors of
-//! the changes the document does not hold yet go to a caller's check, and a
+//! The server also asks, before anything applies, what the *new* changes of
+//! a message do ([`PeerDocSync::receive_admitting`]): a caller's check sees
+//! a [`NewChanges`] (the actors of the changes the document does not hold
+//! yet, the root keys their operations write under, and for a document that
+//! holds nothing yet the document the message would create), and a
 //! [`Denial`] keeps every change of the message out while the rest of it
-//! (heads, have, need) still applies.
+//! (heads, have, need) still applies. The check knows no schema: "the root
+//! key `meta` is frozen after creation" is the caller's rule, stated over
+//! [`NewChanges::root_keys`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use automerge::legacy::{ObjectId, OpId, OpType};
+use automerge::legacy::{Key, ObjectId, OpId, OpType};
 use automerge::sync::{ChunkList, Message as AutomergeSyncMessage, State, SyncDoc};
-use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
+use automerge::{ActorId, Automerge, ChangeHash, Prop, ReadDoc};
 
 /// Why an incoming automerge sync message could not be applied.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
@@ -40,6 +44,32 @@ pub enum SyncError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
     pub reason: String,
+}
+
+/// What the new changes of one incoming message would do, as the admission
+/// check of [`PeerDocSync::receive_admitting`] sees them before anything
+/// applies. "New" means the document does not hold the change yet: changes
+/// it already has are harmless relaying, whoever sends them.
+#[derive(Debug)]
+pub struct NewChanges<'a> {
+    /// Actors of the new changes: sorted, once each, never empty.
+    pub actors: &'a [ActorId],
+    /// Every root key the new changes' operations write under: a put,
+    /// delete or new object at that root key, or any operation inside an
+    /// object that sits (at any depth) under it. Sorted.
+    pub root_keys: &'a BTreeSet<String>,
+    /// Some operation writes into an object that neither the document nor
+    /// the message makes (its change waits for a dependency): which root key
+    /// it lands under cannot be told, so a caller guarding root keys should
+    /// refuse the message.
+    pub unplaced: bool,
+    /// Set when the document holds no change yet: what the message would
+    /// make of it (every new change applied to an empty document).
+    pub creates: Option<&'a Automerge>,
+    /// With [`NewChanges::creates`]: some change would still wait for a
+    /// dependency (of the message, or one the document held back before),
+    /// so the created document could change when that arrives.
+    pub creation_incomplete: bool,
 }
 
 /// What applying one incoming sync message did to the document.
@@ -154,6 +184,8 @@ fn check_change_chunks(
         new_hashes: HashSet::new(),
         all_listed: true,
         made: HashMap::new(),
+        root_keys: BTreeSet::new(),
+        objects_written: HashSet::new(),
     };
     // The document of a message that is one document chunk and nothing
     // else, once loaded to check its changes (see `Whole`).
@@ -211,15 +243,18 @@ fn check_change_chunks(
             rest = after;
         }
     }
-    if admitting && !check.made.is_empty() {
+    if admitting && !check.made.is_empty() && limits.object_depth_max != usize::MAX {
         check.check_depths(doc)?;
     }
+    let unplaced = admitting && check.place_written_objects(doc);
     check.new_actors.sort();
     Ok(CheckedChanges {
         new_actors: check.new_actors,
         new_changes: check.new_changes,
         all_listed: check.all_listed,
         whole: whole_doc.map(Whole),
+        root_keys: check.root_keys,
+        unplaced,
     })
 }
 
@@ -235,6 +270,11 @@ struct CheckedChanges {
     all_listed: bool,
     /// The message's only chunk, a whole document, as loaded and checked.
     whole: Option<Whole>,
+    /// Root keys the new changes write under (see [`NewChanges::root_keys`]);
+    /// collected only when admitting.
+    root_keys: BTreeSet<String>,
+    /// Some new operation writes into an object nobody makes.
+    unplaced: bool,
 }
 
 /// A whole document a message carried as its only chunk (automerge's sync
@@ -285,9 +325,21 @@ struct ChunkCheck<'a> {
     new_changes: Vec<automerge::Change>,
     new_hashes: HashSet<ChangeHash>,
     all_listed: bool,
-    /// Each object the message's new changes make, and the object it is
-    /// made in (`None`: the root).
-    made: HashMap<ObjectKey, Option<ObjectKey>>,
+    /// Each object the message's new changes make, and where it is made.
+    made: HashMap<ObjectKey, Parent>,
+    /// Root keys written directly (an operation on the root object).
+    root_keys: BTreeSet<String>,
+    /// Objects the new operations write into, once each.
+    objects_written: HashSet<ObjectKey>,
+}
+
+/// Where an object the message makes is made.
+#[derive(Debug)]
+enum Parent {
+    /// At this key of the root.
+    Root(String),
+    /// Inside this object.
+    Object(ObjectKey),
 }
 
 impl ChunkCheck<'_> {
@@ -328,11 +380,27 @@ impl ChunkCheck<'_> {
         let expanded = catch_unwind(|| change.decode())
             .map_err(|_| "is corrupt: its operations name actors it does not list".to_string())?;
         self.new_changes.push(change);
-        if self.limits.object_depth_max == usize::MAX {
-            return Ok(());
-        }
         let start_op = expanded.start_op.get();
         for (index, op) in expanded.operations.iter().enumerate() {
+            // Where the operation writes: a root key, or an object.
+            let parent = match (&op.obj, &op.key) {
+                (ObjectId::Root, Key::Map(key)) => {
+                    if !self.root_keys.contains(key.as_str()) {
+                        self.root_keys.insert(key.to_string());
+                    }
+                    Parent::Root(key.to_string())
+                }
+                // automerge's root is a map; a sequence key there is not
+                // an operation it can apply, and it names no root key.
+                (ObjectId::Root, Key::Seq(_)) => continue,
+                (ObjectId::Id(OpId(counter, actor)), _) => {
+                    let object = (*counter, actor.clone());
+                    if !self.objects_written.contains(&object) {
+                        self.objects_written.insert(object.clone());
+                    }
+                    Parent::Object(object)
+                }
+            };
             if !matches!(op.action, OpType::Make(_)) {
                 continue;
             }
@@ -340,14 +408,59 @@ impl ChunkCheck<'_> {
                 .ok()
                 .and_then(|index| start_op.checked_add(index))
                 .ok_or_else(|| "has an operation counter past 2^64".to_string())?;
-            let parent = match &op.obj {
-                ObjectId::Root => None,
-                ObjectId::Id(OpId(counter, actor)) => Some((*counter, actor.clone())),
-            };
             self.made
                 .insert((counter, expanded.actor_id.clone()), parent);
         }
         Ok(())
+    }
+
+    /// Adds to `root_keys` the root key under which each written object
+    /// sits: up the chain of objects the message makes, then in `doc`.
+    /// Returns whether some object sits nowhere known (see
+    /// [`NewChanges::unplaced`]). Each object is placed once.
+    fn place_written_objects(&mut self, doc: &Automerge) -> bool {
+        let mut placed: HashMap<ObjectKey, Option<String>> = HashMap::new();
+        let mut unplaced = false;
+        for object in &self.objects_written {
+            let mut chain: Vec<&ObjectKey> = Vec::new();
+            let mut current = object;
+            let root_key = loop {
+                if let Some(known) = placed.get(current) {
+                    break known.clone();
+                }
+                match self.made.get(current) {
+                    Some(Parent::Root(key)) => {
+                        chain.push(current);
+                        break Some(key.clone());
+                    }
+                    Some(Parent::Object(parent)) => {
+                        chain.push(current);
+                        // A cycle cannot be made (an object is made after
+                        // its parent), but hostile input is not made.
+                        if chain.len() > self.made.len() {
+                            break None;
+                        }
+                        current = parent;
+                    }
+                    None => {
+                        chain.push(current);
+                        break root_key_in(doc, current);
+                    }
+                }
+            };
+            for key in chain {
+                placed.insert(key.clone(), root_key.clone());
+            }
+            match root_key {
+                Some(key) => {
+                    if !self.root_keys.contains(key.as_str()) {
+                        self.root_keys.insert(key);
+                    }
+                }
+                None => unplaced = true,
+            }
+        }
+        unplaced
     }
 
     /// Refuses the message if an object it makes nests deeper than
@@ -381,7 +494,10 @@ impl ChunkCheck<'_> {
                         if chain.len() > max {
                             return Err(too_deep(chain.len()));
                         }
-                        next = parent.as_ref();
+                        next = match parent {
+                            Parent::Root(_) => None,
+                            Parent::Object(object) => Some(object),
+                        };
                     }
                     None => break depth_in(doc, current),
                 }
@@ -409,6 +525,17 @@ fn depth_in(doc: &Automerge, (counter, actor): &ObjectKey) -> usize {
         .and_then(|(id, _)| doc.parents(&id).ok())
         // Its parents, the root included: one per level.
         .map_or(1, |parents| parents.count().max(1))
+}
+
+/// The root key under which an object of `doc` sits, at any depth; `None`
+/// if `doc` does not have the object.
+fn root_key_in(doc: &Automerge, (counter, actor): &ObjectKey) -> Option<String> {
+    let (id, _) = doc.import(&format!("{counter}@{actor}")).ok()?;
+    // The last parent up the path is the root, with the object's root key.
+    match doc.parents(&id).ok()?.last()?.prop {
+        Prop::Map(key) => Some(key),
+        Prop::Seq(_) => None,
+    }
 }
 
 std::thread_local! {
@@ -450,6 +577,24 @@ fn read_uleb128(bytes: &[u8]) -> Option<(u64, usize)> {
         }
     }
     None
+}
+
+/// The document a message's new changes make of an empty one, and whether
+/// it is the message's whole-document chunk as loaded: that chunk, else
+/// the changes applied to an empty document (automerge refusing them
+/// refuses the message, as applying it would).
+fn creation(
+    whole: Option<Whole>,
+    new_changes: &[automerge::Change],
+) -> Result<(Automerge, bool), SyncError> {
+    if let Some(Whole(whole)) = whole {
+        return Ok((whole, true));
+    }
+    let mut created = Automerge::new();
+    catch_unwind(|| created.apply_changes(new_changes.iter().cloned()))
+        .map_err(|_| SyncError::Rejected("automerge cannot apply the changes".to_string()))?
+        .map_err(|error| SyncError::Rejected(error.to_string()))?;
+    Ok((created, false))
 }
 
 /// Bounds on what one incoming sync message may add, counted over its
@@ -509,19 +654,26 @@ impl PeerDocSync {
     /// automerge validated before the bad one; the caller persists whatever
     /// the heads moved by (see [`Applied::heads_before`]) either way.
     pub fn receive(&mut self, doc: &mut Automerge, data: &[u8]) -> Result<Applied, SyncError> {
-        self.receive_checked(doc, data, None::<fn(&[ActorId]) -> Result<(), Denial>>)
+        self.receive_checked(doc, data, None::<fn(&NewChanges<'_>) -> Result<(), Denial>>)
     }
 
-    /// Like [`PeerDocSync::receive`], but first hands the actors of the
-    /// message's new changes (changes `doc` does not hold yet; sorted, once
-    /// each) to `admit`, only if there are any. A [`Denial`] keeps all the
-    /// message's changes out (reported in [`Applied::denied`]); the rest of
-    /// the message still applies, so the sync state learns the peer's heads.
+    /// Like [`PeerDocSync::receive`], but first hands what the message's
+    /// new changes (changes `doc` does not hold yet) would do to `admit`,
+    /// only if there are any (see [`NewChanges`]). A [`Denial`] keeps all
+    /// the message's changes out (reported in [`Applied::denied`]); the rest
+    /// of the message still applies, so the sync state learns the peer's
+    /// heads.
+    ///
+    /// When `doc` holds no change, the message's new changes are first
+    /// applied to an empty document ([`NewChanges::creates`]; the loaded
+    /// whole-document chunk when that is what the message carries); if they
+    /// are admitted and none waits, that document becomes `doc` (under
+    /// `doc`'s actor) instead of being built a second time.
     pub fn receive_admitting(
         &mut self,
         doc: &mut Automerge,
         data: &[u8],
-        admit: impl FnOnce(&[ActorId]) -> Result<(), Denial>,
+        admit: impl FnOnce(&NewChanges<'_>) -> Result<(), Denial>,
     ) -> Result<Applied, SyncError> {
         self.receive_checked(doc, data, Some(admit))
     }
@@ -530,18 +682,40 @@ impl PeerDocSync {
         &mut self,
         doc: &mut Automerge,
         data: &[u8],
-        admit: Option<impl FnOnce(&[ActorId]) -> Result<(), Denial>>,
+        admit: Option<impl FnOnce(&NewChanges<'_>) -> Result<(), Denial>>,
     ) -> Result<Applied, SyncError> {
         let mut message = AutomergeSyncMessage::decode(data)
             .map_err(|error| SyncError::Malformed(error.to_string()))?;
         let checked = check_change_chunks(&message, &self.limits, doc, admit.is_some())?;
         let mut new_changes = checked.new_changes;
+        let mut whole = checked.whole;
         let mut denied = None;
+        // The document the message creates, once admitted.
+        let mut created = None;
         if let Some(admit) = admit.filter(|_| !checked.new_actors.is_empty()) {
-            if let Err(denial) = admit(&checked.new_actors) {
-                message.changes = ChunkList::empty();
-                new_changes.clear();
-                denied = Some(denial);
+            let creates = if doc.get_heads().is_empty() {
+                Some(creation(whole.take(), &new_changes)?)
+            } else {
+                None
+            };
+            let creation_incomplete = creates.as_ref().is_some_and(|(created, _)| {
+                !created.get_missing_deps(&[]).is_empty() || !doc.get_missing_deps(&[]).is_empty()
+            });
+            let new = NewChanges {
+                actors: &checked.new_actors,
+                root_keys: &checked.root_keys,
+                unplaced: checked.unplaced,
+                creates: creates.as_ref().map(|(created, _)| created),
+                creation_incomplete,
+            };
+            match admit(&new) {
+                Err(denial) => {
+                    message.changes = ChunkList::empty();
+                    new_changes.clear();
+                    denied = Some(denial);
+                }
+                Ok(()) if !creation_incomplete => created = creates,
+                Ok(()) => {}
             }
         }
         let heads_before = doc.get_heads();
@@ -550,10 +724,17 @@ impl PeerDocSync {
         // dependency. With none waiting, the document can gain only changes
         // of this message.
         let only_listed = checked.all_listed && doc.get_missing_deps(&[]).is_empty();
-        let fast_forwarded = checked
-            .whole
-            .filter(|_| denied.is_none())
-            .is_some_and(|whole| whole.fast_forward(doc, &message));
+        let fast_forwarded = match created {
+            // automerge then finds every change of the message held.
+            Some((created, from_whole)) => {
+                let actor = doc.get_actor().clone();
+                *doc = created.with_actor(actor);
+                from_whole
+            }
+            None => whole
+                .filter(|_| denied.is_none())
+                .is_some_and(|whole| whole.fast_forward(doc, &message)),
+        };
         doc.receive_sync_message(&mut self.state, message)
             .map_err(|error| SyncError::Rejected(error.to_string()))?;
         let added = if doc.get_heads() == heads_before {
@@ -1055,5 +1236,213 @@ mod tests {
             .expect("applies");
         assert_eq!(applied.changes_added(), 2);
         assert_eq!(device.get_heads(), writer.get_heads());
+    }
+
+    /// Receives `data` into `server`, admitting everything, and returns
+    /// what the admission check saw: (root keys, unplaced, created doc's
+    /// heads if creating, creation incomplete).
+    fn seen_by_admission(
+        server: &mut Automerge,
+        data: &[u8],
+    ) -> (BTreeSet<String>, bool, Option<Vec<ChangeHash>>, bool) {
+        let mut seen = None;
+        PeerDocSync::new()
+            .receive_admitting(server, data, |new| {
+                seen = Some((
+                    new.root_keys.clone(),
+                    new.unplaced,
+                    new.creates.map(Automerge::get_heads),
+                    new.creation_incomplete,
+                ));
+                Ok(())
+            })
+            .expect("applies");
+        seen.expect("asked")
+    }
+
+    fn keys(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|name| name.to_string()).collect()
+    }
+
+    /// A document with maps `meta` (holding `inner`) and `sales` at the
+    /// root, and the server's copy of it.
+    fn created_pair() -> (Automerge, Automerge) {
+        let mut writer = Automerge::new();
+        let mut tx = writer.transaction();
+        let meta = tx
+            .put_object(ROOT, "meta", automerge::ObjType::Map)
+            .expect("map");
+        tx.put(&meta, "tenant", "acme").expect("put");
+        tx.put_object(&meta, "inner", automerge::ObjType::Map)
+            .expect("map");
+        tx.put_object(ROOT, "sales", automerge::ObjType::Map)
+            .expect("map");
+        tx.commit();
+        let mut server = Automerge::new();
+        server.merge(&mut writer.clone()).expect("merge");
+        (writer, server)
+    }
+
+    fn last_change(doc: &Automerge) -> Vec<u8> {
+        doc.get_last_local_change()
+            .expect("a change")
+            .raw_bytes()
+            .to_vec()
+    }
+
+    #[test]
+    fn a_message_creating_a_document_shows_the_created_document() {
+        let (writer, _) = created_pair();
+        let mut server = Automerge::new();
+        let (root_keys, unplaced, creates, incomplete) =
+            seen_by_admission(&mut server, &carrying(&writer, vec![last_change(&writer)]));
+        assert_eq!(root_keys, keys(&["meta", "sales"]));
+        assert!(!unplaced && !incomplete);
+        assert_eq!(creates, Some(writer.get_heads()));
+        assert_eq!(server.get_heads(), writer.get_heads(), "taken as built");
+        // Once created, a message shows no creation.
+        let mut more = writer.clone();
+        put(&mut more, "later");
+        let (root_keys, _, creates, _) =
+            seen_by_admission(&mut server, &carrying(&more, vec![last_change(&more)]));
+        assert_eq!(root_keys, keys(&["later"]));
+        assert_eq!(creates, None);
+    }
+
+    #[test]
+    fn a_whole_document_creating_a_document_is_shown_and_taken() {
+        let (writer, _) = created_pair();
+        let mut server = Automerge::new();
+        let (root_keys, _, creates, _) =
+            seen_by_admission(&mut server, &carrying(&writer, vec![writer.save()]));
+        assert_eq!(root_keys, keys(&["meta", "sales"]));
+        assert_eq!(creates, Some(writer.get_heads()));
+        assert_eq!(server.get_heads(), writer.get_heads());
+    }
+
+    #[test]
+    fn a_creation_waiting_for_a_dependency_is_incomplete() {
+        let mut writer = Automerge::new();
+        let _first = put(&mut writer, "a");
+        let second = put(&mut writer, "b");
+        let mut server = Automerge::new();
+        let (_, _, creates, incomplete) =
+            seen_by_admission(&mut server, &carrying(&writer, vec![second]));
+        assert_eq!(creates, Some(vec![]), "nothing applies yet");
+        assert!(incomplete);
+    }
+
+    #[test]
+    fn writes_inside_a_root_map_at_any_depth_name_its_root_key() {
+        let (mut writer, mut server) = created_pair();
+        // Into `meta.inner`, an object the server holds, two levels down.
+        let inner = match writer.get(ROOT, "meta").expect("get") {
+            Some((_, meta)) => match writer.get(&meta, "inner").expect("get") {
+                Some((_, inner)) => inner,
+                None => panic!("no inner"),
+            },
+            None => panic!("no meta"),
+        };
+        let mut tx = writer.transaction();
+        tx.put(&inner, "x", 1_i64).expect("put");
+        tx.commit();
+        let (root_keys, unplaced, _, _) =
+            seen_by_admission(&mut server, &carrying(&writer, vec![last_change(&writer)]));
+        assert_eq!(root_keys, keys(&["meta"]));
+        assert!(!unplaced);
+        // Deleting the root key itself.
+        let mut tx = writer.transaction();
+        tx.delete(ROOT, "meta").expect("delete");
+        tx.commit();
+        let (root_keys, _, _, _) =
+            seen_by_admission(&mut server, &carrying(&writer, vec![last_change(&writer)]));
+        assert_eq!(root_keys, keys(&["meta"]));
+    }
+
+    #[test]
+    fn objects_made_by_the_message_are_placed_whatever_the_change_order() {
+        let (mut writer, mut server) = created_pair();
+        let sales = writer.get(ROOT, "sales").expect("get").expect("sales").1;
+        let mut tx = writer.transaction();
+        let sale = tx
+            .put_object(&sales, "s1", automerge::ObjType::Map)
+            .expect("map");
+        tx.commit();
+        let first = last_change(&writer);
+        let mut tx = writer.transaction();
+        let lines = tx
+            .put_object(&sale, "lines", automerge::ObjType::List)
+            .expect("list");
+        tx.insert(&lines, 0, 5_i64).expect("insert");
+        tx.commit();
+        let second = last_change(&writer);
+        let (root_keys, unplaced, _, _) =
+            seen_by_admission(&mut server, &carrying(&writer, vec![second, first]));
+        assert_eq!(root_keys, keys(&["sales"]));
+        assert!(!unplaced);
+    }
+
+    #[test]
+    fn a_write_into_an_object_nobody_makes_is_unplaced() {
+        let (mut writer, mut server) = created_pair();
+        let mut tx = writer.transaction();
+        let hidden = tx
+            .put_object(ROOT, "elsewhere", automerge::ObjType::Map)
+            .expect("map");
+        tx.commit();
+        // The change making `elsewhere` never reaches the server.
+        let mut tx = writer.transaction();
+        tx.put(&hidden, "x", 1_i64).expect("put");
+        tx.commit();
+        let (root_keys, unplaced, _, _) =
+            seen_by_admission(&mut server, &carrying(&writer, vec![last_change(&writer)]));
+        assert!(unplaced);
+        assert!(root_keys.is_empty(), "{root_keys:?}");
+    }
+
+    proptest::proptest! {
+        /// Writes at random depths under random root keys, split into
+        /// changes sent in reverse order: the reported root keys are
+        /// exactly the root keys written under (the model).
+        #[test]
+        fn reported_root_keys_are_the_root_keys_written_under(
+            writes in proptest::collection::vec((0usize..3, 0usize..4), 1..12),
+            split in 1usize..4,
+        ) {
+            let (mut writer, mut server) = created_pair();
+            let names = ["meta", "sales", "other"];
+            let mut model = BTreeSet::new();
+            let mut changes = Vec::new();
+            for (index, chunk) in writes.chunks(split).enumerate() {
+                let mut tx = writer.transaction();
+                for (key_index, (root, depth)) in chunk.iter().enumerate() {
+                    let name = names[*root];
+                    model.insert(name.to_string());
+                    let field = format!("f{index}-{key_index}");
+                    let mut at = match tx.get(ROOT, name).expect("get") {
+                        Some((automerge::Value::Object(automerge::ObjType::Map), id)) => id,
+                        _ => tx.put_object(ROOT, name, automerge::ObjType::Map).expect("map"),
+                    };
+                    if *depth == 0 {
+                        tx.put(ROOT, name, 1_i64).expect("put");
+                        continue;
+                    }
+                    for level in 1..*depth {
+                        at = tx
+                            .put_object(&at, format!("{field}-{level}"), automerge::ObjType::Map)
+                            .expect("map");
+                    }
+                    tx.put(&at, field.clone(), 1_i64).expect("put");
+                }
+                tx.commit();
+                changes.push(last_change(&writer));
+            }
+            changes.reverse();
+            let (root_keys, unplaced, _, _) =
+                seen_by_admission(&mut server, &carrying(&writer, changes));
+            proptest::prop_assert!(!unplaced);
+            proptest::prop_assert_eq!(root_keys, model);
+            proptest::prop_assert_eq!(server.get_heads(), writer.get_heads());
+        }
     }
 }

@@ -42,17 +42,19 @@
 //! peer: a sync message that carries changes gets an `error` message (not a
 //! close), is applied without its changes (so the sync state still learns
 //! the peer's heads), and is counted in [`ConnStats::writes_denied`].
-//! Where the access is [`Access::ReadWrite`], the policy also sees the
-//! Automerge actors of the message's *new* changes
-//! ([`AccessPolicy::admit_actors`]) and may refuse them the same way; the
-//! server uses this to bind each actor to one device.
+//! Where the access is [`Access::ReadWrite`], the policy also sees what the
+//! message's *new* changes do ([`AccessPolicy::admit_changes`], a
+//! [`NewChanges`]: their actors, the root keys they write under, the
+//! document they create) and may refuse them the same way; the server uses
+//! this to bind each actor to one device, to record who a new document
+//! belongs to, and to freeze a document's `meta` after its creation.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use automerge::{ActorId, Automerge, ChangeHash};
 
-pub use crate::doc_sync::Denial;
 use crate::doc_sync::{ChangeLimits, PeerDocSync, SyncError};
+pub use crate::doc_sync::{Denial, NewChanges};
 use crate::ids::{DocumentId, PeerId, StorageId};
 use crate::wire::{Message, PeerMetadata, PROTOCOL_VERSION};
 
@@ -101,19 +103,21 @@ pub enum Access {
 pub trait AccessPolicy: std::fmt::Debug + Send {
     fn access(&mut self, document_id: &DocumentId, doc: &Automerge) -> Access;
 
-    /// Whether the peer may add changes written by `actors`: the actors of
-    /// the changes in one of its sync messages that the document does not
-    /// hold yet (sorted, once each, never empty; changes the server already
-    /// has are not new, whoever relays them). Asked only where
-    /// [`AccessPolicy::access`] gave [`Access::ReadWrite`], right before the
-    /// message applies. A [`Denial`] keeps every change of the message out,
-    /// exactly like a write to a read-only document: an `error` to the
+    /// Whether the peer may add the new changes of one of its sync
+    /// messages: the changes the document does not hold yet (changes the
+    /// server already has are not new, whoever relays them), described by
+    /// [`NewChanges`] (their actors, the root keys they write under, and
+    /// for a document that holds nothing yet the document they create).
+    /// Asked only where [`AccessPolicy::access`] gave
+    /// [`Access::ReadWrite`], right before the message applies, and only if
+    /// it has new changes. A [`Denial`] keeps every change of the message
+    /// out, exactly like a write to a read-only document: an `error` to the
     /// peer, counted in [`ConnStats`], the session goes on. The default
-    /// admits every actor.
-    fn admit_actors(
+    /// admits everything.
+    fn admit_changes(
         &mut self,
         _document_id: &DocumentId,
-        _actors: &[ActorId],
+        _changes: &NewChanges<'_>,
     ) -> Result<(), Denial> {
         Ok(())
     }
@@ -857,10 +861,10 @@ impl Hub {
         let Some(sync) = docs.get_mut(&document_id) else {
             return;
         };
-        // Who wrote the new changes is the policy's to judge too (e.g.
-        // each actor belongs to one device).
-        let received = sync.receive_admitting(&mut doc.doc, &data, |actors| {
-            access.admit_actors(&document_id, actors)
+        // What the new changes do is the policy's to judge too (each actor
+        // belongs to one device, say, or a root key is frozen).
+        let received = sync.receive_admitting(&mut doc.doc, &data, |changes| {
+            access.admit_changes(&document_id, changes)
         });
         match received {
             Ok(applied) => {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use automerge::sync::{State, SyncDoc};
 use automerge::transaction::Transactable;
 use automerge::{ActorId, Automerge, ReadDoc, ROOT};
-use ventas_sync_protocol::hub::{Access, AccessPolicy, Denial, Effect, Hub, HubConfig};
+use ventas_sync_protocol::hub::{Access, AccessPolicy, Denial, Effect, Hub, HubConfig, NewChanges};
 use ventas_sync_protocol::ids::{DocumentId, PeerId};
 use ventas_sync_protocol::wire::Message;
 
@@ -338,11 +338,12 @@ impl AccessPolicy for ActorsBoundToConnections {
         Access::ReadWrite
     }
 
-    fn admit_actors(
+    fn admit_changes(
         &mut self,
         _document_id: &DocumentId,
-        actors: &[ActorId],
+        changes: &NewChanges<'_>,
     ) -> Result<(), Denial> {
+        let actors = changes.actors;
         self.asked.lock().expect("lock").push(actors.to_vec());
         let mut owners = self.owners.lock().expect("lock");
         if let Some(actor) = actors

@@ -162,14 +162,14 @@ fn catalog() -> Automerge {
 }
 
 /// A device speaking the protocol by hand, so the test sees every message.
-struct RawDevice {
-    peer: RawPeer,
-    server: PeerId,
-    docs: HashMap<DocumentId, (Automerge, State)>,
+pub(crate) struct RawDevice {
+    pub(crate) peer: RawPeer,
+    pub(crate) server: PeerId,
+    pub(crate) docs: HashMap<DocumentId, (Automerge, State)>,
 }
 
 impl RawDevice {
-    async fn connect(url: &str, device: &str, token: &str) -> Self {
+    pub(crate) async fn connect(url: &str, device: &str, token: &str) -> Self {
         let mut request = url.into_client_request().expect("request");
         request.headers_mut().insert(
             header::AUTHORIZATION,
@@ -188,7 +188,10 @@ impl RawDevice {
 
     /// Requests a document; Ok once the conversation about it is over,
     /// Err with the message if the server said it is unavailable.
-    async fn fetch(&mut self, document_id: DocumentId) -> Result<Vec<Message>, Vec<Message>> {
+    pub(crate) async fn fetch(
+        &mut self,
+        document_id: DocumentId,
+    ) -> Result<Vec<Message>, Vec<Message>> {
         let (doc, state) = self
             .docs
             .entry(document_id)
@@ -217,7 +220,7 @@ impl RawDevice {
     }
 
     /// Changes the local copy: a root key, as any writer could.
-    fn mark(&mut self, document_id: DocumentId, key: &str) {
+    pub(crate) fn mark(&mut self, document_id: DocumentId, key: &str) {
         let (doc, _) = self
             .docs
             .entry(document_id)
@@ -229,14 +232,14 @@ impl RawDevice {
 
     /// Sends what the server lacks of a document; returns every message
     /// heard until the conversation is over.
-    async fn push(&mut self, document_id: DocumentId) -> Vec<Message> {
+    pub(crate) async fn push(&mut self, document_id: DocumentId) -> Vec<Message> {
         self.send_sync(document_id).await;
         self.converse().await
     }
 
     /// Writes `key` into the document and pushes it: the server answers no
     /// error and acknowledges every change.
-    async fn write_accepted(&mut self, document_id: DocumentId, key: &str) {
+    pub(crate) async fn write_accepted(&mut self, document_id: DocumentId, key: &str) {
         self.mark(document_id, key);
         let heard = self.push(document_id).await;
         assert!(errors(&heard).is_empty(), "{heard:?}");
@@ -245,7 +248,7 @@ impl RawDevice {
 
     /// Writes `key` into the document and pushes it: the server answers
     /// exactly one error, returned.
-    async fn write_refused(&mut self, document_id: DocumentId, key: &str) -> String {
+    pub(crate) async fn write_refused(&mut self, document_id: DocumentId, key: &str) -> String {
         self.mark(document_id, key);
         let heard = self.push(document_id).await;
         let mut refused = errors(&heard);
@@ -254,7 +257,7 @@ impl RawDevice {
     }
 
     /// Closes the connection cleanly (a close frame, then the server's).
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         self.peer
             .socket
             .close(None)
@@ -264,7 +267,7 @@ impl RawDevice {
     }
 
     /// Whether the server acknowledged every change of our copy.
-    fn acknowledged(&self, document_id: DocumentId) -> bool {
+    pub(crate) fn acknowledged(&self, document_id: DocumentId) -> bool {
         let (doc, state) = &self.docs[&document_id];
         let theirs = state.their_heads.clone().unwrap_or_default();
         doc.get_heads().iter().all(|head| theirs.contains(head))
@@ -281,7 +284,7 @@ impl RawDevice {
         self.docs[&document_id].0.get_actor().clone()
     }
 
-    fn has(&self, document_id: DocumentId, key: &str) -> bool {
+    pub(crate) fn has(&self, document_id: DocumentId, key: &str) -> bool {
         self.docs
             .get(&document_id)
             .and_then(|(doc, _)| doc.get(ROOT, key).ok().flatten())
@@ -333,7 +336,7 @@ impl RawDevice {
 }
 
 /// Everything heard says doc-unavailable: the document stays hidden.
-fn assert_only_unavailable(heard: &[Message]) {
+pub(crate) fn assert_only_unavailable(heard: &[Message]) {
     assert!(
         heard
             .iter()
@@ -342,7 +345,7 @@ fn assert_only_unavailable(heard: &[Message]) {
     );
 }
 
-fn errors(heard: &[Message]) -> Vec<String> {
+pub(crate) fn errors(heard: &[Message]) -> Vec<String> {
     heard
         .iter()
         .filter_map(|m| match m {

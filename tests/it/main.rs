@@ -21,4 +21,5 @@ mod office;
 mod periods;
 mod review;
 mod sync;
+mod tenant_documents;
 mod tenant_routes;
