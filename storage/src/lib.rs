@@ -47,6 +47,8 @@
 mod error;
 mod layout;
 mod sled_store;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 
 #[cfg(test)]
 mod tests;
