@@ -19,5 +19,6 @@ mod loadgen;
 mod nginx;
 mod office;
 mod periods;
+mod power_loss;
 mod review;
 mod sync;
