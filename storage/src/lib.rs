@@ -46,9 +46,9 @@
 
 mod error;
 mod layout;
-mod sled_store;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
+mod sled_store;
 
 #[cfg(test)]
 mod tests;

@@ -296,7 +296,10 @@ impl SimDisk {
     /// Whether a held flush will, once released, make durable every write
     /// up to log position `position`.
     pub fn held_flush_covers(&self, position: u64) -> bool {
-        self.state().held.values().any(|&through| through >= position)
+        self.state()
+            .held
+            .values()
+            .any(|&through| through >= position)
     }
 
     /// Writes made on this boot so far (the log position).

@@ -58,8 +58,13 @@ const DOCUMENTS_TREE: &[u8] = b"documents";
 /// Name of the tree holding metadata records.
 const META_TREE: &[u8] = b"meta";
 /// Longest [`SledStore::open_with`] waits for another store in the same
-/// directory to release its lock, in milliseconds.
-pub const OPEN_LOCK_WAIT_MS_MAX: u64 = 1_000;
+/// directory to release its lock, in milliseconds. sled releases a dropped
+/// store's lock once its background I/O jobs finish, which on a loaded
+/// machine can take well over a second; a directory held by a live store
+/// still fails, after this wait.
+pub const OPEN_LOCK_WAIT_MS_MAX: u64 = 5_000;
+/// The file in a store directory that sled locks while a store is open.
+const LOCK_FILE: &str = "db";
 /// Pause between attempts to take the directory lock, in milliseconds.
 const OPEN_LOCK_RETRY_INTERVAL_MS: u64 = 10;
 /// Number of locks that serialize writes to (and loads of) documents; a
@@ -159,6 +164,41 @@ impl SledStore {
                     std::thread::sleep(Duration::from_millis(OPEN_LOCK_RETRY_INTERVAL_MS));
                 }
                 Err(error) => return Err(from_sled(error)),
+            }
+        }
+    }
+
+    /// Waits until no store holds `dir`'s lock (the last one was dropped
+    /// and sled's background jobs let go of it), at most `wait_ms_max`
+    /// milliseconds; then an error. A directory never opened is free.
+    /// The lock is taken and released at once, so this is for a caller that
+    /// dropped its store and wants to know a reopen will not race.
+    pub fn wait_until_unlocked(dir: &Path, wait_ms_max: u64) -> Result<(), StoreError> {
+        use fs2::FileExt;
+        let path = dir.join(LOCK_FILE);
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+        {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(StoreError::Io(error)),
+        };
+        let started = Instant::now();
+        loop {
+            match file.try_lock_exclusive() {
+                Ok(()) => return FileExt::unlock(&file).map_err(StoreError::Io),
+                Err(error) if started.elapsed() >= Duration::from_millis(wait_ms_max) => {
+                    return Err(StoreError::Io(std::io::Error::new(
+                        error.kind(),
+                        format!(
+                            "{} still locked after {wait_ms_max} ms: {error}",
+                            path.display()
+                        ),
+                    )));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(OPEN_LOCK_RETRY_INTERVAL_MS)),
             }
         }
     }
@@ -419,7 +459,11 @@ pub(crate) fn check_limit(limit: usize) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub(crate) fn check_size(what: &'static str, bytes: &[u8], limit_bytes: u64) -> Result<(), StoreError> {
+pub(crate) fn check_size(
+    what: &'static str,
+    bytes: &[u8],
+    limit_bytes: u64,
+) -> Result<(), StoreError> {
     let len = byte_len(bytes);
     if len > limit_bytes {
         return Err(StoreError::TooLarge {
@@ -725,6 +769,25 @@ mod tests {
         let second = SledStore::open_with(dir.path(), SledConfig::for_test());
         assert!(matches!(second, Err(StoreError::Io(_))), "{second:?}");
         assert!(started.elapsed() >= Duration::from_millis(OPEN_LOCK_WAIT_MS_MAX));
+        Ok(())
+    }
+
+    #[test]
+    fn the_lock_is_free_once_the_last_store_is_dropped_and_held_while_one_lives(
+    ) -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        SledStore::wait_until_unlocked(dir.path(), 0)?;
+        let store = SledStore::open_with(dir.path(), SledConfig::for_test())?;
+        assert!(matches!(
+            SledStore::wait_until_unlocked(dir.path(), 50),
+            Err(StoreError::Io(_))
+        ));
+        drop(store);
+        SledStore::wait_until_unlocked(dir.path(), OPEN_LOCK_WAIT_MS_MAX)?;
+        // Free means free: opening again needs no wait.
+        let started = Instant::now();
+        let _again = SledStore::open_with(dir.path(), SledConfig::for_test())?;
+        assert!(started.elapsed() < Duration::from_millis(OPEN_LOCK_WAIT_MS_MAX));
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 
 mod auth;
 mod authorization;
+mod crash_points;
 mod domain_interop;
 mod export_backfill;
 mod export_incremental;

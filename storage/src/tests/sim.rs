@@ -24,12 +24,26 @@ const WAIT_MS_MAX: u64 = 20_000;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { doc: usize, chunk: Vec<u8> },
-    Compact { doc: usize, covers_percent: u64, snapshot: Vec<u8> },
-    MetaPut { key: usize, value: Vec<u8> },
-    MetaRemove { key: usize },
+    Append {
+        doc: usize,
+        chunk: Vec<u8>,
+    },
+    Compact {
+        doc: usize,
+        covers_percent: u64,
+        snapshot: Vec<u8>,
+    },
+    MetaPut {
+        key: usize,
+        value: Vec<u8>,
+    },
+    MetaRemove {
+        key: usize,
+    },
     Flush,
-    PowerLoss { keep_prefix_seed: Option<u64> },
+    PowerLoss {
+        keep_prefix_seed: Option<u64>,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -130,15 +144,18 @@ fn flush_on_a_thread(disk: &Arc<SimDisk>) -> std::thread::JoinHandle<Result<(), 
     let thread = std::thread::spawn(move || flushing.flush());
     let deadline = Instant::now() + Duration::from_millis(WAIT_MS_MAX);
     while disk.held_flushes() == held_before {
-        assert!(Instant::now() < deadline, "the flush never reached the disk");
+        assert!(
+            Instant::now() < deadline,
+            "the flush never reached the disk"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     thread
 }
 
 #[test]
-fn a_released_flush_makes_durable_exactly_the_writes_made_before_it_began(
-) -> Result<(), StoreError> {
+fn a_released_flush_makes_durable_exactly_the_writes_made_before_it_began() -> Result<(), StoreError>
+{
     let disk = Arc::new(SimDisk::new());
     disk.hold_flushes();
     disk.append_chunk(&DOCS[0], b"before the flush")?;
@@ -154,8 +171,8 @@ fn a_released_flush_makes_durable_exactly_the_writes_made_before_it_began(
 }
 
 #[test]
-fn a_power_cut_during_a_held_flush_fails_the_flush_and_loses_its_writes(
-) -> Result<(), StoreError> {
+fn a_power_cut_during_a_held_flush_fails_the_flush_and_loses_its_writes() -> Result<(), StoreError>
+{
     let disk = Arc::new(SimDisk::new());
     disk.append_chunk(&DOCS[1], b"flushed")?;
     disk.flush()?;
