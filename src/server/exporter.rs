@@ -703,6 +703,8 @@ impl Exporter {
             cleared.push((key, marker));
             exported += 1;
         }
+        // Crash windows for tests/it/crash_points.rs (nothing in release).
+        fail::fail_point!("export-after-commit-before-clear");
         self.clear_markers(cleared, loaded_at_ms, Lagged::Documents)
             .await?;
         Ok(exported)
@@ -760,7 +762,12 @@ impl Exporter {
         let firsts = tokio::task::spawn_blocking(move || {
             cleared
                 .iter()
-                .map(|(key, marker)| {
+                .enumerate()
+                .map(|(index, (key, marker))| {
+                    if index == 1 {
+                        // One marker of the batch cleared, the rest not.
+                        fail::fail_point!("export-clear-mid-batch");
+                    }
                     clear_marker(store.as_ref(), key, marker, loaded_at_ms)?;
                     Ok(marker_first_ms(marker))
                 })
