@@ -127,7 +127,6 @@ pub async fn apply_many(
     let tx = client.transaction().await?;
     match apply_in(&tx, exports).await {
         Ok(()) => {
-            fail::fail_point!("export-before-commit");
             tx.commit().await?;
             Ok(())
         }

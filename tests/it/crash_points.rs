@@ -55,8 +55,9 @@ async fn a_restart_right_after_shutdown_finds_the_directory_free_every_time() {
 
 /// The export's crash windows, with the real binary built with the
 /// `failpoints` feature: the devices' sales are acknowledged by a server
-/// without export; a second server, exporting to a fresh database, dies at
-/// the named failpoint (its panic aborts the process); a third, without
+/// that cannot reach its database; a second server, exporting to a fresh
+/// database, flushes its store and dies at the named failpoint (its panic
+/// aborts the process); a third, without
 /// failpoints, catches up. Postgres must then hold every acknowledged sale
 /// exactly once, and `ventas export --verify` must find no difference.
 #[cfg(feature = "failpoints")]
@@ -154,7 +155,7 @@ mod export_windows {
 
     /// Whether the exporter has nothing left to do (documents or sessions).
     async fn nothing_pending(addr: std::net::SocketAddr) -> bool {
-        let (status, body) = http_get(addr, "/v1/export/status").await;
+        let (_, body) = http_get(addr, "/v1/export/status").await;
         let Ok(status) = serde_json::from_str::<serde_json::Value>(&body) else {
             return false;
         };
@@ -189,7 +190,8 @@ mod export_windows {
 
         // 2. Exporting, it dies at the failpoint.
         let url = db.url();
-        let armed = format!("{failpoint}=panic");
+        // `return`: flush the store, then die (see `crash_window`).
+        let armed = format!("{failpoint}=return");
         let (mut second, _) = serve(
             &data_dir,
             &["--postgres-url", &url],
