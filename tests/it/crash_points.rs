@@ -261,4 +261,69 @@ mod export_windows {
     async fn a_crash_halfway_through_clearing_a_batch_of_markers_loses_and_duplicates_nothing() {
         crash_at_then_catch_up("export-clear-mid-batch").await;
     }
+
+    /// A document whose exported heads changed elsewhere (here: rewritten
+    /// behind the exporter's back) conflicts; it must keep its marker and
+    /// be exported on a later sweep, not be forgotten with its new sales.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_document_whose_export_conflicted_keeps_its_marker_until_exported() {
+        let db = TestDatabase::create().await;
+        let url = db.url();
+        let server = crate::harness::TestServer::start_with(|config| {
+            config.postgres_url = Some(url);
+        })
+        .await;
+        let dir = tempfile::tempdir().expect("dir");
+        let office = Office::set_up(&server.url(), dir.path(), "tab-7", "K7Q").await;
+        let sell = |from: usize, count: usize| {
+            for n in from..from + count {
+                office.sell(
+                    sale_time_ms() + i64::try_from(n).expect("n"),
+                    &[("soap", 1 + i64::try_from(n % 3).expect("n"))],
+                );
+            }
+        };
+        sell(0, 3);
+        office.synced().await;
+        let caught_up = |wanted: (i64, i64)| {
+            let db = &db;
+            let addr = server.addr();
+            async move {
+                let deadline =
+                    tokio::time::Instant::now() + std::time::Duration::from_millis(WAIT_MS_MAX);
+                loop {
+                    let now = exported(db).await;
+                    if nothing_pending(addr).await && (now.0, now.1) == wanted {
+                        return;
+                    }
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "the export never caught up: (sales, cents, duplicates) {now:?}, \
+                         acknowledged {wanted:?}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        };
+        caught_up(acknowledged_totals(&office)).await;
+
+        // Someone else rewrites the ledger's exported heads.
+        let ledger = office.ledger.document_id().to_string();
+        let updated = db
+            .client()
+            .await
+            .execute(
+                "UPDATE export_state SET heads = '{}' WHERE document_id = $1",
+                &[&ledger],
+            )
+            .await
+            .expect("rewrite heads");
+        assert_eq!(updated, 1);
+        sell(3, 4);
+        office.synced().await;
+        caught_up(acknowledged_totals(&office)).await;
+        assert_eq!(exported(&db).await.2, 0, "no duplicated sale");
+        office.close().await;
+        server.running.shutdown().await.expect("shutdown");
+    }
 }
