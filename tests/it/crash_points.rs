@@ -63,12 +63,10 @@ async fn a_restart_right_after_shutdown_finds_the_directory_free_every_time() {
 #[cfg(feature = "failpoints")]
 mod export_windows {
     use std::path::Path;
-    use std::process::Stdio;
 
-    use tokio::io::{AsyncBufReadExt, BufReader};
     use ventas::domain::read_ledger;
 
-    use crate::harness::{http_get, within, TestDatabase, WAIT_MS_MAX};
+    use crate::harness::{http_get, within, ServerProcess, TestDatabase, WAIT_MS_MAX};
     use crate::office::{sale_time_ms, Office};
 
     /// Sales the office records before the crash.
@@ -80,33 +78,8 @@ mod export_windows {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> (tokio::process::Child, std::net::SocketAddr) {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ventas"))
-            .env_clear()
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .arg("serve")
-            .args(args)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("ventas binary runs");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = within("the server to listen", lines.next_line())
-            .await
-            .expect("read stdout")
-            .expect("the server printed its address");
-        let addr = line
-            .strip_prefix("listening on ")
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line: {line}"));
-        (child, addr)
+        let process = ServerProcess::spawn_isolated(data_dir, args, env).await;
+        (process.child, process.addr)
     }
 
     /// SIGINT (a clean shutdown), then waits for the exit.

@@ -161,16 +161,31 @@ impl ServerProcess {
             .kill_on_drop(true)
             .spawn()
             .expect("ventas binary runs");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = within("server to listen", lines.next_line())
-            .await
-            .expect("read stdout")
-            .expect("server printed its address");
-        let addr = line
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line: {line}"));
+        let addr = listening_addr(&mut child).await;
+        Self { child, addr }
+    }
+
+    /// Starts `ventas serve` on port 0 with a CLEARED environment plus only
+    /// `env`, so nothing of the test runner's (a stray
+    /// `VENTAS_UNSAFE_SKIP_FLUSH`, `DATABASE_URL`) changes what it does.
+    pub async fn spawn_isolated(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ventas"))
+            .env_clear()
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .arg("serve")
+            .args(args)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("ventas binary runs");
+        let addr = listening_addr(&mut child).await;
         Self { child, addr }
     }
 
@@ -182,6 +197,19 @@ impl ServerProcess {
     pub fn url(&self) -> String {
         format!("ws://{}", self.addr)
     }
+}
+
+/// The address a starting `ventas serve` prints first on its stdout.
+async fn listening_addr(child: &mut tokio::process::Child) -> SocketAddr {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = within("server to listen", lines.next_line())
+        .await
+        .expect("read stdout")
+        .expect("server printed its address");
+    line.strip_prefix("listening on ")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
 }
 
 /// Tries `connect` every 20 ms, 100 times at most, and asserts that one
