@@ -148,44 +148,37 @@ impl ServerProcess {
 
     /// Starts the binary with more `serve` arguments.
     pub async fn spawn_with(data_dir: &Path, port: u16, args: &[&str]) -> Self {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ventas"))
-            .arg("serve")
-            .args(args)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("ventas binary runs");
-        let addr = listening_addr(&mut child).await;
-        Self { child, addr }
+        let mut command = serve_command(data_dir, port, args);
+        command.env("RUST_LOG", "warn");
+        Self::started(command).await
     }
 
     /// Starts `ventas serve` on port 0 with a CLEARED environment plus only
     /// `env`, so nothing of the test runner's (a stray
     /// `VENTAS_UNSAFE_SKIP_FLUSH`, `DATABASE_URL`) changes what it does.
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
     pub async fn spawn_isolated(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ventas"))
+        let mut command = serve_command(data_dir, 0, args);
+        command
             .env_clear()
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
-            .arg("serve")
-            .args(args)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("ventas binary runs");
-        let addr = listening_addr(&mut child).await;
+            .stdin(Stdio::null());
+        Self::started(command).await
+    }
+
+    async fn started(mut command: tokio::process::Command) -> Self {
+        let mut child = command.spawn().expect("ventas binary runs");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = within("server to listen", lines.next_line())
+            .await
+            .expect("read stdout")
+            .expect("server printed its address");
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"));
         Self { child, addr }
     }
 
@@ -199,17 +192,21 @@ impl ServerProcess {
     }
 }
 
-/// The address a starting `ventas serve` prints first on its stdout.
-async fn listening_addr(child: &mut tokio::process::Child) -> SocketAddr {
-    let stdout = child.stdout.take().expect("stdout piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = within("server to listen", lines.next_line())
-        .await
-        .expect("read stdout")
-        .expect("server printed its address");
-    line.strip_prefix("listening on ")
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+/// `ventas serve` on `port` (0: any) in `data_dir`, stdout piped for the
+/// address it prints.
+fn serve_command(data_dir: &Path, port: u16, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ventas"));
+    command
+        .arg("serve")
+        .args(args)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    command
 }
 
 /// Tries `connect` every 20 ms, 100 times at most, and asserts that one
