@@ -286,7 +286,31 @@ fn quiet_guarded_panics() {
     }));
 }
 
+/// With the `failpoints` feature (tests only): arms the failpoints named in
+/// `FAILPOINTS` (`name=panic;...`) and makes a failpoint's panic abort the
+/// whole process, as a crash at that point would, instead of ending one
+/// task or thread.
+#[cfg(feature = "failpoints")]
+fn arm_failpoints() -> fail::FailScenario<'static> {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failpoint ") {
+            std::process::abort();
+        }
+    }));
+    fail::FailScenario::setup()
+}
+
 fn main() -> anyhow::Result<()> {
+    #[cfg(feature = "failpoints")]
+    let _failpoints = arm_failpoints();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

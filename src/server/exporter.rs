@@ -48,6 +48,21 @@ use super::sessions::SessionLog;
 use crate::export::{self, ExportError};
 use crate::now_ms;
 
+/// A crash window for tests/it/crash_points.rs; nothing at all without the
+/// `failpoints` feature (`fail_point!` expands to nothing, its name too).
+/// `FAILPOINTS=<name>=panic` dies here with whatever the store had made
+/// durable; `<name>=return` flushes the store first: a crash after the OS
+/// wrote out everything this process wrote, which the hub's frequent
+/// flushes make the likely case in production.
+macro_rules! crash_window {
+    ($name:literal, $store:expr) => {
+        fail::fail_point!($name, |_| {
+            let _ = $store.flush();
+            panic!("failpoint {} after a flush", $name);
+        })
+    };
+}
+
 /// Markers read from the store in one page of a sweep.
 pub const EXPORT_MARKERS_PER_PAGE: usize = 64;
 /// First delay after a failed export; doubles on each failure in a row.
@@ -727,6 +742,7 @@ impl Exporter {
                 export.as_ref().map(|export| (export, previous.as_deref()))
             })
             .collect();
+        crash_window!("export-before-commit", self.store);
         let timeout_ms = self.step_timeout_ms;
         let client = self.connected().await?;
         let mut conflicted = std::collections::HashSet::new();
@@ -770,6 +786,7 @@ impl Exporter {
             cleared.push((key, marker));
             exported += 1;
         }
+        crash_window!("export-after-commit-before-clear", self.store);
         self.clear_markers(cleared, loaded_at_ms, Lagged::Documents)
             .await?;
         Ok(exported)
@@ -827,7 +844,12 @@ impl Exporter {
         let firsts = tokio::task::spawn_blocking(move || {
             cleared
                 .iter()
-                .map(|(key, marker)| {
+                .enumerate()
+                .map(|(index, (key, marker))| {
+                    if index == 1 {
+                        // One marker of the batch cleared, the rest not.
+                        crash_window!("export-clear-mid-batch", store);
+                    }
                     clear_marker(store.as_ref(), key, marker, loaded_at_ms)?;
                     Ok(marker_first_ms(marker))
                 })

@@ -211,7 +211,12 @@ fn flusher(
     skip_flush: bool,
 ) {
     while let Ok(epoch) = requests.recv() {
+        // Crash windows for tests/it/crash_points.rs (nothing in release).
+        fail::fail_point!("flush-after-write-before-flush");
         let result = if skip_flush { Ok(()) } else { store.flush() };
+        if result.is_ok() {
+            fail::fail_point!("flush-after-flush-before-ack");
+        }
         let report = match result {
             Ok(()) => FlushReport::Flushed { epoch },
             Err(error) => FlushReport::Failed {
@@ -591,6 +596,7 @@ impl HubTask {
                     snapshot,
                     covers_through_seq,
                 } => {
+                    fail::fail_point!("compact-before-store");
                     if let Err(error) =
                         self.store
                             .compact(document_id.as_bytes(), &snapshot, covers_through_seq)

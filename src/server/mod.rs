@@ -70,6 +70,13 @@ use sessions::SessionLog;
 const STORAGE_ID_KEY: &[u8] = b"server/storage-id";
 /// How long shutdown waits for connections to close before flushing anyway.
 const SHUTDOWN_CONNECTIONS_WAIT_MS: u64 = 5_000;
+/// How long [`RunningServer::shutdown`] waits, after serving stopped, for
+/// every holder of the store (flusher thread, blocking loads, an aborted
+/// exporter's last call) to let go and for sled to release the directory
+/// lock, in milliseconds.
+const SHUTDOWN_STORE_RELEASE_WAIT_MS: u64 = 10_000;
+/// Pause between looks at whether the store was let go, in milliseconds.
+const SHUTDOWN_STORE_RELEASE_POLL_MS: u64 = 5;
 
 /// Errors starting or running the server.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +91,10 @@ pub enum ServerError {
     Credentials(#[from] CredentialError),
     #[error("tls: {0}")]
     Tls(#[from] tls::TlsError),
+    /// Shutdown finished serving, but something still held the store after
+    /// [`SHUTDOWN_STORE_RELEASE_WAIT_MS`]: a restart could not open it.
+    #[error("the store is still held {holders} time(s) after shutdown")]
+    StoreStillHeld { holders: usize },
 }
 
 #[derive(Clone)]
@@ -107,6 +118,9 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     keeper_passes: watch::Receiver<u64>,
     join: tokio::task::JoinHandle<Result<(), ServerError>>,
+    /// The store, without keeping it open: shutdown waits for it to go.
+    store: std::sync::Weak<dyn DocStore>,
+    data_dir: std::path::PathBuf,
 }
 
 impl RunningServer {
@@ -116,14 +130,45 @@ impl RunningServer {
         self.keeper_passes.clone()
     }
 
-    /// Graceful shutdown: stop accepting, close peers, flush storage.
+    /// Graceful shutdown: stop accepting, close peers, flush storage. Returns
+    /// only once every clone of the store is dropped and the data
+    /// directory's lock is released, so a restart on the same directory
+    /// right after it never races.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         let _ = self.shutdown.send(true);
-        match self.join.await {
+        let served = match self.join.await {
             Ok(result) => result,
             Err(join_error) => Err(ServerError::Io(std::io::Error::other(join_error))),
-        }
+        };
+        let released = release_store(self.store, self.data_dir).await;
+        served.and(released)
     }
+}
+
+/// Waits until nothing holds the store and its directory lock is free.
+async fn release_store(
+    store: std::sync::Weak<dyn DocStore>,
+    data_dir: std::path::PathBuf,
+) -> Result<(), ServerError> {
+    let started = std::time::Instant::now();
+    let wait = Duration::from_millis(SHUTDOWN_STORE_RELEASE_WAIT_MS);
+    loop {
+        let holders = store.strong_count();
+        if holders == 0 {
+            break;
+        }
+        if started.elapsed() >= wait {
+            error!(holders, "the store is still held after shutdown");
+            return Err(ServerError::StoreStillHeld { holders });
+        }
+        tokio::time::sleep(Duration::from_millis(SHUTDOWN_STORE_RELEASE_POLL_MS)).await;
+    }
+    let left_ms = SHUTDOWN_STORE_RELEASE_WAIT_MS
+        .saturating_sub(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+    tokio::task::spawn_blocking(move || SledStore::wait_until_unlocked(&data_dir, left_ms))
+        .await
+        .map_err(|join_error| ServerError::Io(std::io::Error::other(join_error)))??;
+    Ok(())
 }
 
 /// Opens the store in `config.data_dir`, binds `config.listen`, and serves
@@ -166,6 +211,8 @@ pub async fn start_on(
     }
     let tls = load_tls(&config)?;
     let addr = listener.local_addr()?;
+    let store_weak = Arc::downgrade(&store);
+    let data_dir = config.data_dir.clone();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut wait = shutdown_rx.clone();
     let signal = async move {
@@ -186,6 +233,8 @@ pub async fn start_on(
         shutdown: shutdown_tx,
         keeper_passes,
         join,
+        store: store_weak,
+        data_dir,
     })
 }
 

@@ -46,6 +46,8 @@
 
 mod error;
 mod layout;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 mod sled_store;
 
 #[cfg(test)]

@@ -58,8 +58,13 @@ const DOCUMENTS_TREE: &[u8] = b"documents";
 /// Name of the tree holding metadata records.
 const META_TREE: &[u8] = b"meta";
 /// Longest [`SledStore::open_with`] waits for another store in the same
-/// directory to release its lock, in milliseconds.
-pub const OPEN_LOCK_WAIT_MS_MAX: u64 = 1_000;
+/// directory to release its lock, in milliseconds. sled releases a dropped
+/// store's lock once its background I/O jobs finish, which on a loaded
+/// machine can take well over a second; a directory held by a live store
+/// still fails, after this wait.
+pub const OPEN_LOCK_WAIT_MS_MAX: u64 = 5_000;
+/// The file in a store directory that sled locks while a store is open.
+const LOCK_FILE: &str = "db";
 /// Pause between attempts to take the directory lock, in milliseconds.
 const OPEN_LOCK_RETRY_INTERVAL_MS: u64 = 10;
 /// Number of locks that serialize writes to (and loads of) documents; a
@@ -159,6 +164,41 @@ impl SledStore {
                     std::thread::sleep(Duration::from_millis(OPEN_LOCK_RETRY_INTERVAL_MS));
                 }
                 Err(error) => return Err(from_sled(error)),
+            }
+        }
+    }
+
+    /// Waits until no store holds `dir`'s lock (the last one was dropped
+    /// and sled's background jobs let go of it), at most `wait_ms_max`
+    /// milliseconds; then an error. A directory never opened is free.
+    /// The lock is taken and released at once, so this is for a caller that
+    /// dropped its store and wants to know a reopen will not race.
+    pub fn wait_until_unlocked(dir: &Path, wait_ms_max: u64) -> Result<(), StoreError> {
+        use fs2::FileExt;
+        let path = dir.join(LOCK_FILE);
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+        {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(StoreError::Io(error)),
+        };
+        let started = Instant::now();
+        loop {
+            match file.try_lock_exclusive() {
+                Ok(()) => return FileExt::unlock(&file).map_err(StoreError::Io),
+                Err(error) if started.elapsed() >= Duration::from_millis(wait_ms_max) => {
+                    return Err(StoreError::Io(std::io::Error::new(
+                        error.kind(),
+                        format!(
+                            "{} still locked after {wait_ms_max} ms: {error}",
+                            path.display()
+                        ),
+                    )));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(OPEN_LOCK_RETRY_INTERVAL_MS)),
             }
         }
     }
@@ -372,20 +412,44 @@ fn count_as_u64(count: usize) -> u64 {
     u64::try_from(count).unwrap_or(u64::MAX)
 }
 
-/// Whether one more chunk of `chunk_bytes` fits after the snapshot.
-fn check_room_for_chunk(head: &HeadRecord, chunk_bytes: u64) -> Result<(), StoreError> {
-    if head.chunk_count >= PENDING_CHUNKS_MAX
-        || head.chunk_bytes.saturating_add(chunk_bytes) > PENDING_CHUNK_BYTES_MAX
+/// Whether one more chunk of `new_chunk_bytes` fits after the snapshot of
+/// a document holding `chunk_count` chunks of `chunk_bytes` bytes.
+pub(crate) fn check_room_for_chunk(
+    chunk_count: u64,
+    chunk_bytes: u64,
+    new_chunk_bytes: u64,
+) -> Result<(), StoreError> {
+    if chunk_count >= PENDING_CHUNKS_MAX
+        || chunk_bytes.saturating_add(new_chunk_bytes) > PENDING_CHUNK_BYTES_MAX
     {
         return Err(StoreError::CompactionRequired {
-            chunk_count: head.chunk_count,
-            chunk_bytes: head.chunk_bytes,
+            chunk_count,
+            chunk_bytes,
         });
     }
     Ok(())
 }
 
-fn check_limit(limit: usize) -> Result<(), StoreError> {
+/// The exclusive upper bound of a reverse scan of the keys starting with
+/// `prefix`, strictly before `before`; `None` if nothing can match.
+pub(crate) fn prefix_scan_upper_bound(
+    prefix: &[u8],
+    before: Option<&[u8]>,
+) -> Option<Bound<Vec<u8>>> {
+    // Every key with the prefix is >= the prefix, so a cursor at or
+    // below it leaves nothing (and would make an inverted range).
+    if before.is_some_and(|before| before <= prefix) {
+        return None;
+    }
+    Some(match (before, prefix_successor(prefix)) {
+        (Some(before), Some(end)) => Bound::Excluded(before.min(&end[..]).to_vec()),
+        (Some(before), None) => Bound::Excluded(before.to_vec()),
+        (None, Some(end)) => Bound::Excluded(end),
+        (None, None) => Bound::Unbounded,
+    })
+}
+
+pub(crate) fn check_limit(limit: usize) -> Result<(), StoreError> {
     if limit > LIST_LIMIT_MAX {
         return Err(StoreError::LimitTooLarge {
             limit,
@@ -395,7 +459,11 @@ fn check_limit(limit: usize) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn check_size(what: &'static str, bytes: &[u8], limit_bytes: u64) -> Result<(), StoreError> {
+pub(crate) fn check_size(
+    what: &'static str,
+    bytes: &[u8],
+    limit_bytes: u64,
+) -> Result<(), StoreError> {
     let len = byte_len(bytes);
     if len > limit_bytes {
         return Err(StoreError::TooLarge {
@@ -452,7 +520,7 @@ impl DocStore for SledStore {
         let _document_guard = self.lock_document_for_write(doc);
         let existing = self.read_head(doc)?;
         let head = existing.unwrap_or_default();
-        check_room_for_chunk(&head, byte_len(chunk))?;
+        check_room_for_chunk(head.chunk_count, head.chunk_bytes, byte_len(chunk))?;
         let head_key = RecordKey::head(doc).encode();
         let Some(seq) = head.last_seq.checked_add(1) else {
             return Err(StoreError::corrupt(&head_key, "last seq at u64::MAX"));
@@ -632,16 +700,8 @@ impl DocStore for SledStore {
         limit: usize,
     ) -> Result<Vec<MetaEntry>, StoreError> {
         check_limit(limit)?;
-        // Every key with the prefix is >= the prefix, so a cursor at or
-        // below it leaves nothing (and would make an inverted range).
-        if before.is_some_and(|before| before <= prefix) {
+        let Some(upper) = prefix_scan_upper_bound(prefix, before) else {
             return Ok(Vec::new());
-        }
-        let upper = match (before, prefix_successor(prefix)) {
-            (Some(before), Some(end)) => Bound::Excluded(before.min(&end[..]).to_vec()),
-            (Some(before), None) => Bound::Excluded(before.to_vec()),
-            (None, Some(end)) => Bound::Excluded(end),
-            (None, None) => Bound::Unbounded,
         };
         let mut entries = Vec::with_capacity(limit);
         let range = self.meta.range((Bound::Included(prefix.to_vec()), upper));
@@ -684,25 +744,20 @@ mod tests {
 
     #[test]
     fn room_for_a_chunk_ends_at_the_pending_limits() {
-        let head = |chunk_count, chunk_bytes| HeadRecord {
-            last_seq: 1_000_000,
-            chunk_count,
-            chunk_bytes,
-        };
-        assert!(check_room_for_chunk(&head(PENDING_CHUNKS_MAX - 1, 0), 1).is_ok());
+        assert!(check_room_for_chunk(PENDING_CHUNKS_MAX - 1, 0, 1).is_ok());
         assert!(matches!(
-            check_room_for_chunk(&head(PENDING_CHUNKS_MAX, 0), 1),
+            check_room_for_chunk(PENDING_CHUNKS_MAX, 0, 1),
             Err(StoreError::CompactionRequired {
                 chunk_count: PENDING_CHUNKS_MAX,
                 ..
             })
         ));
-        assert!(check_room_for_chunk(&head(1, PENDING_CHUNK_BYTES_MAX - 10), 10).is_ok());
+        assert!(check_room_for_chunk(1, PENDING_CHUNK_BYTES_MAX - 10, 10).is_ok());
         assert!(matches!(
-            check_room_for_chunk(&head(1, PENDING_CHUNK_BYTES_MAX - 10), 11),
+            check_room_for_chunk(1, PENDING_CHUNK_BYTES_MAX - 10, 11),
             Err(StoreError::CompactionRequired { .. })
         ));
-        assert!(check_room_for_chunk(&head(1, u64::MAX), u64::MAX).is_err());
+        assert!(check_room_for_chunk(1, u64::MAX, u64::MAX).is_err());
     }
 
     #[test]
@@ -714,6 +769,25 @@ mod tests {
         let second = SledStore::open_with(dir.path(), SledConfig::for_test());
         assert!(matches!(second, Err(StoreError::Io(_))), "{second:?}");
         assert!(started.elapsed() >= Duration::from_millis(OPEN_LOCK_WAIT_MS_MAX));
+        Ok(())
+    }
+
+    #[test]
+    fn the_lock_is_free_once_the_last_store_is_dropped_and_held_while_one_lives(
+    ) -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        SledStore::wait_until_unlocked(dir.path(), 0)?;
+        let store = SledStore::open_with(dir.path(), SledConfig::for_test())?;
+        assert!(matches!(
+            SledStore::wait_until_unlocked(dir.path(), 50),
+            Err(StoreError::Io(_))
+        ));
+        drop(store);
+        SledStore::wait_until_unlocked(dir.path(), OPEN_LOCK_WAIT_MS_MAX)?;
+        // Free means free: opening again needs no wait.
+        let started = Instant::now();
+        let _again = SledStore::open_with(dir.path(), SledConfig::for_test())?;
+        assert!(started.elapsed() < Duration::from_millis(OPEN_LOCK_WAIT_MS_MAX));
         Ok(())
     }
 

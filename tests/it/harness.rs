@@ -184,22 +184,29 @@ impl ServerProcess {
 
     /// Starts the binary with more `serve` arguments.
     pub async fn spawn_with(data_dir: &Path, port: u16, args: &[&str]) -> Self {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ventas"))
-            .arg("serve")
-            .args(args)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            // A cleared environment: a stray `VENTAS_*` or `DATABASE_URL`
-            // of the developer's shell must not change what a test runs.
+        let mut command = serve_command(data_dir, port, args);
+        // A cleared environment: a stray `VENTAS_*` or `DATABASE_URL` of
+        // the developer's shell must not change what a test runs.
+        command.env_clear().env("RUST_LOG", "warn");
+        Self::started(command).await
+    }
+
+    /// Starts `ventas serve` on port 0 with a CLEARED environment plus only
+    /// `env`, so nothing of the test runner's (a stray
+    /// `VENTAS_UNSAFE_SKIP_FLUSH`, `DATABASE_URL`) changes what it does.
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    pub async fn spawn_isolated(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = serve_command(data_dir, 0, args);
+        command
             .env_clear()
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("ventas binary runs");
+            .envs(env.iter().copied())
+            .stdin(Stdio::null());
+        Self::started(command).await
+    }
+
+    async fn started(mut command: tokio::process::Command) -> Self {
+        let mut child = command.spawn().expect("ventas binary runs");
         let stdout = child.stdout.take().expect("stdout piped");
         let mut lines = BufReader::new(stdout).lines();
         let line = within("server to listen", lines.next_line())
@@ -221,6 +228,23 @@ impl ServerProcess {
     pub fn url(&self) -> String {
         format!("ws://{}", self.addr)
     }
+}
+
+/// `ventas serve` on `port` (0: any) in `data_dir`, stdout piped for the
+/// address it prints.
+fn serve_command(data_dir: &Path, port: u16, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ventas"));
+    command
+        .arg("serve")
+        .args(args)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    command
 }
 
 /// Tries `connect` every 20 ms, 100 times at most, and asserts that one

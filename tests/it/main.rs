@@ -5,6 +5,7 @@
 
 mod auth;
 mod authorization;
+mod crash_points;
 mod domain_interop;
 mod export_backfill;
 mod export_incremental;
@@ -19,6 +20,7 @@ mod loadgen;
 mod nginx;
 mod office;
 mod periods;
+mod power_loss;
 mod review;
 mod sync;
 mod tenant_documents;

@@ -4,13 +4,16 @@
 //! random operation sequences (with reopens) against a `BTreeMap` model;
 //! `crash` kills a writer process mid-write and checks what survives;
 //! `corruption` plants bad records and expects `Corrupt`, not a panic;
-//! `meta` covers the metadata keyspace and `next_id`.
+//! `meta` covers the metadata keyspace and `next_id`; `sim` checks the
+//! simulated disk ([`crate::sim::SimDisk`]) against the same model, with
+//! power cuts and held flushes.
 
 mod corruption;
 mod crash;
 mod documents;
 mod meta;
 mod model;
+mod sim;
 
 use std::path::Path;
 

@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::{open_in, temp_dir};
-use crate::{DocKey, DocStore, SledStore, StoredDoc};
+use crate::{DocKey, DocStore, StoredDoc};
 
 /// Document keys the operations pick from: the extremes of the key space and
 /// one in the middle, so listing and neighbours are exercised.
-const DOCS: [DocKey; 3] = [[0x00; 16], [0x7f; 16], [0xff; 16]];
+pub(super) const DOCS: [DocKey; 3] = [[0x00; 16], [0x7f; 16], [0xff; 16]];
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -48,13 +48,32 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct ModelDoc {
-    last_seq: u64,
-    snapshot: Option<(u64, Vec<u8>)>,
-    chunks: BTreeMap<u64, Vec<u8>>,
+pub(super) struct ModelDoc {
+    pub(super) last_seq: u64,
+    pub(super) snapshot: Option<(u64, Vec<u8>)>,
+    pub(super) chunks: BTreeMap<u64, Vec<u8>>,
 }
 
-type Model = BTreeMap<DocKey, ModelDoc>;
+pub(super) type Model = BTreeMap<DocKey, ModelDoc>;
+
+impl ModelDoc {
+    /// What the store must do for an append: the seq it hands out.
+    pub(super) fn append(&mut self, chunk: Vec<u8>) -> u64 {
+        self.last_seq += 1;
+        self.chunks.insert(self.last_seq, chunk);
+        self.last_seq
+    }
+
+    /// What the store must do for a compaction through `covers`
+    /// (nothing if a newer snapshot is stored).
+    pub(super) fn compact(&mut self, covers: u64, snapshot: Vec<u8>) {
+        let stale = self.snapshot.as_ref().is_some_and(|(old, _)| *old > covers);
+        if !stale {
+            self.snapshot = Some((covers, snapshot));
+            self.chunks.retain(|&seq, _| seq > covers);
+        }
+    }
+}
 
 fn expected_load(model: &Model, doc: &DocKey) -> Option<StoredDoc> {
     model.get(doc).map(|model_doc| StoredDoc {
@@ -65,9 +84,9 @@ fn expected_load(model: &Model, doc: &DocKey) -> Option<StoredDoc> {
 }
 
 /// Everything the store reports, for comparison with [`expected_state`].
-type ObservedState = (Vec<Option<StoredDoc>>, u64, Vec<DocKey>, Vec<bool>);
+pub(super) type ObservedState = (Vec<Option<StoredDoc>>, u64, Vec<DocKey>, Vec<bool>);
 
-fn observed_state(store: &SledStore) -> Result<ObservedState, TestCaseError> {
+pub(super) fn observed_state(store: &impl DocStore) -> Result<ObservedState, TestCaseError> {
     let mut loads = Vec::new();
     let mut contains = Vec::new();
     for doc in &DOCS {
@@ -82,7 +101,7 @@ fn observed_state(store: &SledStore) -> Result<ObservedState, TestCaseError> {
     ))
 }
 
-fn expected_state(model: &Model) -> ObservedState {
+pub(super) fn expected_state(model: &Model) -> ObservedState {
     let count = u64::try_from(model.len()).unwrap_or(u64::MAX);
     (
         DOCS.iter().map(|doc| expected_load(model, doc)).collect(),
@@ -109,22 +128,15 @@ proptest! {
                 Op::Append { doc, chunk } => {
                     let key = DOCS[doc];
                     let seq = store.append_chunk(&key, &chunk)?;
-                    let model_doc = model.entry(key).or_default();
-                    prop_assert_eq!(seq, model_doc.last_seq + 1, "seqs grow by one from the last ever handed out");
-                    model_doc.last_seq = seq;
-                    model_doc.chunks.insert(seq, chunk);
+                    let expected = model.entry(key).or_default().append(chunk);
+                    prop_assert_eq!(seq, expected, "seqs grow by one from the last ever handed out");
                 }
                 Op::Compact { doc, covers_percent, snapshot } => {
                     let key = DOCS[doc];
                     let last_seq = model.get(&key).map_or(0, |model_doc| model_doc.last_seq);
                     let covers = last_seq * covers_percent / 100;
                     store.compact(&key, &snapshot, covers)?;
-                    let model_doc = model.entry(key).or_default();
-                    let stale = model_doc.snapshot.as_ref().is_some_and(|(old, _)| *old > covers);
-                    if !stale {
-                        model_doc.snapshot = Some((covers, snapshot));
-                        model_doc.chunks.retain(|&seq, _| seq > covers);
-                    }
+                    model.entry(key).or_default().compact(covers, snapshot);
                 }
                 Op::Flush => {
                     store.flush()?;
