@@ -92,6 +92,11 @@ pub const CHANGE_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
 /// Operations one sync message may carry (a JS string is one op per
 /// character, so this also bounds text pasted into one message).
 pub const CHANGE_OPS_MAX_DEFAULT: usize = 2_000_000;
+/// Operations one document may hold: about 15 months of a very busy
+/// seller's sales (65,100 operations a month, see the server's
+/// `config.rs`), or a catalog of 200,000 products (5 operations each).
+/// Bounds the time and memory of loading one document.
+pub const DOC_OPS_MAX_DEFAULT: usize = 1_000_000;
 /// Levels objects may nest (an object in the root is at level 1). Readers
 /// that recurse (automerge's JS materialisation, `hydrate`, our domain
 /// readers) must not be handed thousands; the domain documents need 4 (a sale line:
@@ -238,6 +243,7 @@ impl HubConfig {
                 change_bytes_max: CHANGE_BYTES_MAX_DEFAULT,
                 change_ops_max: CHANGE_OPS_MAX_DEFAULT,
                 object_depth_max: OBJECT_DEPTH_MAX_DEFAULT,
+                doc_ops_max: DOC_OPS_MAX_DEFAULT,
             },
         }
     }
