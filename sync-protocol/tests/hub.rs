@@ -741,3 +741,99 @@ fn a_stored_document_loads_only_within_its_groups_quota() {
     );
     assert_eq!(hub.slots_used(Some(QuotaGroup::Group(2))), 1);
 }
+
+#[test]
+fn each_connection_gets_its_own_change_limits() {
+    let mut hub = hub();
+    let limited = |change_ops_max| ConnLimits {
+        change_limits: ventas_sync_protocol::doc_sync::ChangeLimits {
+            change_ops_max,
+            ..hub.default_conn_limits().change_limits
+        },
+        quota_group: QuotaGroup::Group(1),
+    };
+    let (at_limit, below) = (limited(50), limited(49));
+    hub.connect_with(1, Box::new(AllowAll), at_limit);
+    send_join(&mut hub, 1, "office");
+    hub.connect_with(2, Box::new(AllowAll), below);
+    send_join(&mut hub, 2, "seller");
+    let effects = push_changes(
+        &mut hub,
+        1,
+        "office",
+        DocumentId::from_bytes([1; 16]),
+        &mut doc_with_ops(50),
+    );
+    assert!(
+        persisted(&effects),
+        "50 ops within this connection's limit: {effects:?}"
+    );
+    let effects = push_changes(
+        &mut hub,
+        2,
+        "seller",
+        DocumentId::from_bytes([2; 16]),
+        &mut doc_with_ops(50),
+    );
+    assert!(
+        !persisted(&effects),
+        "50 ops past this connection's limit: {effects:?}"
+    );
+    assert!(closes(&effects, 2) && !closes(&effects, 1));
+}
+
+/// A hub whose documents hold at most `doc_ops_max` operations.
+fn hub_with_doc_ops_max(doc_ops_max: usize) -> Hub {
+    let mut config = HubConfig::new(PeerId::new("server"));
+    config.change_limits.doc_ops_max = doc_ops_max;
+    Hub::new(config)
+}
+
+/// Adds a change of `ops` operations to `doc`.
+fn add_ops(doc: &mut Automerge, prefix: &str, ops: usize) {
+    let mut tx = doc.transaction();
+    for n in 0..ops {
+        tx.put(ROOT, format!("{prefix}{n}"), 1_i64).expect("put");
+    }
+    tx.commit();
+}
+
+#[test]
+fn a_document_grows_to_its_operation_limit_and_a_change_past_it_is_refused() {
+    let mut hub = hub_with_doc_ops_max(100);
+    let document_id = DocumentId::from_bytes([5; 16]);
+    join(&mut hub, 1, "writer");
+    let mut doc = doc_with_ops(60);
+    assert!(persisted(&push_changes(
+        &mut hub,
+        1,
+        "writer",
+        document_id,
+        &mut doc
+    )));
+    hub.flushed(1, NOW_MS);
+    add_ops(&mut doc, "more", 40);
+    let effects = push_changes(&mut hub, 1, "writer", document_id, &mut doc);
+    assert!(
+        persisted(&effects),
+        "100 operations are at the limit: {effects:?}"
+    );
+    hub.flushed(2, NOW_MS);
+    let heads_at_limit = hub.doc(&document_id).expect("loaded").get_heads();
+
+    add_ops(&mut doc, "past", 1);
+    let effects = push_changes(&mut hub, 1, "writer", document_id, &mut doc);
+    assert!(
+        !persisted(&effects),
+        "the 101st operation is refused: {effects:?}"
+    );
+    assert!(
+        error_to(&effects, 1, "past the limit of 100"),
+        "{effects:?}"
+    );
+    assert!(!closes(&effects, 1), "the session goes on");
+    assert_eq!(
+        hub.doc(&document_id).expect("loaded").get_heads(),
+        heads_at_limit
+    );
+}
