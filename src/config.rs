@@ -37,6 +37,29 @@ pub const PEER_MESSAGES_BURST_MAX_DEFAULT: u32 = 2_048;
 pub const CONNECTIONS_PER_ADDRESS_MAX_DEFAULT: usize = 256;
 /// Open connections of one tenant's credentials.
 pub const CONNECTIONS_PER_TENANT_MAX_DEFAULT: usize = 2_000;
+// Fair resources (issue 10): what one identity may make the hub do.
+//
+// Measured with the domain functions (`record_sale` with the load
+// generator's two-line fixture sale; `put_product`): a sale is 21
+// operations and about 440 bytes of changes; a product 5 operations and
+// about 180 bytes. A very busy seller records 100 sales a day, 3,100 in a
+// 31-day month: 65,100 operations, 1.4 MB of changes. A device back after
+// days offline may send its whole ledger as one document chunk (automerge
+// does when over a third is new), which counts every change of the month.
+
+/// Operations one sync message of a seller (or reporting) credential may
+/// carry: a very busy seller's whole month (65,100) with 1.5x margin.
+pub const SELLER_CHANGE_OPS_MAX_DEFAULT: usize = 100_000;
+/// Decoded change bytes one sync message of a seller may carry: a very busy
+/// month (1.4 MB) with about 3x margin (notes make sales larger).
+pub const SELLER_CHANGE_BYTES_MAX_DEFAULT: usize = 4 * 1024 * 1024;
+/// Operations one sync message of an office credential may carry: a
+/// catalog import of 100,000 products (5 each).
+pub const OFFICE_CHANGE_OPS_MAX_DEFAULT: usize = 500_000;
+/// Decoded change bytes one sync message of an office credential may carry
+/// (100,000 products at about 180 bytes: 18 MB, with margin).
+pub const OFFICE_CHANGE_BYTES_MAX_DEFAULT: usize = 32 * 1024 * 1024;
+
 /// A connection that sends nothing, not even a pong to our keepalive pings,
 /// for this long is dead. Three keepalive intervals.
 pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 3 * KEEPALIVE_INTERVAL_MS_DEFAULT;
@@ -94,6 +117,27 @@ pub struct ServerConfig {
     /// in the document's root is at level 1); past it as for
     /// `change_bytes_max`.
     pub object_depth_max: usize,
+    // Fair resources (issue 10); defaults and their arithmetic above.
+    /// What one sync message of a seller or reporting credential may add
+    /// (`change_bytes_max`/`change_ops_max` stay for connections without
+    /// a credential, authentication off).
+    pub seller_change_ops_max: usize,
+    pub seller_change_bytes_max: usize,
+    /// What one sync message of an office credential may add.
+    pub office_change_ops_max: usize,
+    pub office_change_bytes_max: usize,
+    /// Operations a document may hold; a message that would take it past
+    /// this is refused (error to the peer, nothing applies).
+    pub doc_ops_max: usize,
+    /// Documents with content one tenant's connections may hold in memory
+    /// (slots of `docs_in_memory_max`).
+    pub docs_held_per_tenant_max: usize,
+    /// Slots of `docs_in_memory_max` only the server's own peers (the
+    /// period keeper) may take.
+    pub docs_in_memory_reserved_for_server: usize,
+    /// Documents one connection may have waiting to load from the store;
+    /// past it a request gets an `error`.
+    pub docs_loading_per_connection_max: usize,
     /// PEM certificate chain to serve TLS with (with `tls_key`); none
     /// serves plain `ws://` (e.g. behind a TLS-terminating proxy).
     pub tls_cert: Option<PathBuf>,
@@ -166,6 +210,15 @@ impl ServerConfig {
             peer_messages_burst_max: PEER_MESSAGES_BURST_MAX_DEFAULT,
             connections_per_address_max: CONNECTIONS_PER_ADDRESS_MAX_DEFAULT,
             connections_per_tenant_max: CONNECTIONS_PER_TENANT_MAX_DEFAULT,
+            seller_change_ops_max: SELLER_CHANGE_OPS_MAX_DEFAULT,
+            seller_change_bytes_max: SELLER_CHANGE_BYTES_MAX_DEFAULT,
+            office_change_ops_max: OFFICE_CHANGE_OPS_MAX_DEFAULT,
+            office_change_bytes_max: OFFICE_CHANGE_BYTES_MAX_DEFAULT,
+            doc_ops_max: hub::DOC_OPS_MAX_DEFAULT,
+            docs_held_per_tenant_max: hub::DOCS_HELD_PER_GROUP_MAX_DEFAULT,
+            docs_in_memory_reserved_for_server: hub::DOCS_IN_MEMORY_RESERVED_FOR_SERVER_DEFAULT,
+            docs_loading_per_connection_max:
+                crate::server::hub_task::DOCS_LOADING_PER_CONNECTION_MAX_DEFAULT,
             tls_cert: None,
             tls_key: None,
             tick_interval_ms: TICK_INTERVAL_MS_DEFAULT,
@@ -253,6 +306,20 @@ impl ServerConfig {
             1,
             self.connections_per_tenant_max as u64,
         )?;
+        for (name, value) in [
+            ("seller_change_ops_max", self.seller_change_ops_max),
+            ("seller_change_bytes_max", self.seller_change_bytes_max),
+            ("office_change_ops_max", self.office_change_ops_max),
+            ("office_change_bytes_max", self.office_change_bytes_max),
+            ("doc_ops_max", self.doc_ops_max),
+            ("docs_held_per_tenant_max", self.docs_held_per_tenant_max),
+            (
+                "docs_loading_per_connection_max",
+                self.docs_loading_per_connection_max,
+            ),
+        ] {
+            at_least(name, 1, value as u64)?;
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::TlsIncomplete);
         }

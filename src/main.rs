@@ -154,6 +154,31 @@ struct ServeArgs {
     /// Change operations one sync message may carry.
     #[arg(long, env = "VENTAS_CHANGE_OPS_MAX")]
     change_ops_max: Option<usize>,
+    /// Change operations one sync message of a seller (or reporting)
+    /// credential may carry.
+    #[arg(long, env = "VENTAS_SELLER_CHANGE_OPS_MAX")]
+    seller_change_ops_max: Option<usize>,
+    /// Decoded change bytes one sync message of a seller may carry.
+    #[arg(long, env = "VENTAS_SELLER_CHANGE_BYTES_MAX")]
+    seller_change_bytes_max: Option<usize>,
+    /// Change operations one sync message of an office credential may carry.
+    #[arg(long, env = "VENTAS_OFFICE_CHANGE_OPS_MAX")]
+    office_change_ops_max: Option<usize>,
+    /// Decoded change bytes one sync message of an office credential may carry.
+    #[arg(long, env = "VENTAS_OFFICE_CHANGE_BYTES_MAX")]
+    office_change_bytes_max: Option<usize>,
+    /// Operations one document may hold; a change past it is refused.
+    #[arg(long, env = "VENTAS_DOC_OPS_MAX")]
+    doc_ops_max: Option<usize>,
+    /// Documents one tenant's connections may hold in memory.
+    #[arg(long, env = "VENTAS_DOCS_HELD_PER_TENANT_MAX")]
+    docs_held_per_tenant_max: Option<usize>,
+    /// Documents in memory only the server's own peers may take.
+    #[arg(long, env = "VENTAS_DOCS_IN_MEMORY_RESERVED_FOR_SERVER")]
+    docs_in_memory_reserved_for_server: Option<usize>,
+    /// Documents one connection may have waiting to load.
+    #[arg(long, env = "VENTAS_DOCS_LOADING_PER_CONNECTION_MAX")]
+    docs_loading_per_connection_max: Option<usize>,
     /// Nesting depth of objects a change may create (maps in lists in
     /// maps...); deeper changes are refused with an error to their sender.
     #[arg(long, env = "VENTAS_OBJECT_DEPTH_MAX")]
@@ -227,6 +252,35 @@ impl ServeArgs {
         set(&mut config.change_bytes_max, self.change_bytes_max);
         set(&mut config.change_ops_max, self.change_ops_max);
         set(&mut config.object_depth_max, self.object_depth_max);
+        set(
+            &mut config.seller_change_ops_max,
+            self.seller_change_ops_max,
+        );
+        set(
+            &mut config.seller_change_bytes_max,
+            self.seller_change_bytes_max,
+        );
+        set(
+            &mut config.office_change_ops_max,
+            self.office_change_ops_max,
+        );
+        set(
+            &mut config.office_change_bytes_max,
+            self.office_change_bytes_max,
+        );
+        set(&mut config.doc_ops_max, self.doc_ops_max);
+        set(
+            &mut config.docs_held_per_tenant_max,
+            self.docs_held_per_tenant_max,
+        );
+        set(
+            &mut config.docs_in_memory_reserved_for_server,
+            self.docs_in_memory_reserved_for_server,
+        );
+        set(
+            &mut config.docs_loading_per_connection_max,
+            self.docs_loading_per_connection_max,
+        );
         if let Some(ms) = self.doc_idle_evict_after_ms {
             config.doc_idle_evict_after_ms = ms;
         }

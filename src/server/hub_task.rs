@@ -11,6 +11,16 @@
 //!
 //! A peer whose outbound queue is full is slow: its kill switch is pulled and
 //! its connection task closes the socket. Nothing else waits for it.
+//!
+//! Fair resources: each connection gets its [`ConnLimits`] from its
+//! identity when it connects ([`Fairness`]): the change limits of its role,
+//! and its tenant as the hub's [`QuotaGroup`] (connections without an
+//! identity, the period keeper's and those of a server without
+//! authentication, are [`QuotaGroup::Server`]). Loads from the store are
+//! taken in turn from each group's queue, so a tenant asking for thousands
+//! of documents delays another tenant's load by at most one of its own,
+//! and one connection may have at most
+//! [`Fairness::docs_loading_per_connection_max`] documents waiting to load.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,12 +29,15 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 use ventas_storage::DocStore;
-use ventas_sync_protocol::hub::{ConnId, ConnStats, Effect, Hub, HubConfig, LoadedDoc, ParsedDoc};
+use ventas_sync_protocol::doc_sync::ChangeLimits;
+use ventas_sync_protocol::hub::{
+    ConnId, ConnLimits, ConnStats, Effect, Hub, HubConfig, LoadedDoc, ParsedDoc, QuotaGroup,
+};
 use ventas_sync_protocol::ids::DocumentId;
 use ventas_sync_protocol::wire::{self, Message};
 
 use super::access::{ActorBindings, CatalogIndex, ConnectionAccess, KeeperAccess, SharedRecords};
-use super::auth::Identity;
+use super::auth::{Identity, Role};
 use super::exporter::ExportMarks;
 use super::owners::{OwnerRecords, Ownership};
 use super::review::{self, Review};
@@ -80,6 +93,33 @@ pub enum Outbound {
 
 /// Documents read and parsed from the store at once, off the hub task.
 pub const LOADS_IN_FLIGHT_MAX: usize = 4;
+
+/// Documents one connection may have waiting to load, by default: a device
+/// opening every document it may hold at once (`docs_per_peer_max`).
+pub const DOCS_LOADING_PER_CONNECTION_MAX_DEFAULT: usize =
+    ventas_sync_protocol::hub::DOCS_PER_PEER_MAX_DEFAULT;
+
+/// Per-identity limits (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fairness {
+    /// What one sync message of a seller or reporting credential may add.
+    pub seller: ChangeLimits,
+    /// What one sync message of an office credential may add.
+    pub office: ChangeLimits,
+    /// Documents one connection may have waiting to load.
+    pub docs_loading_per_connection_max: usize,
+}
+
+impl Fairness {
+    /// The change limits of a role. Reporting cannot write, so the smallest
+    /// limits do; a role that syncs no documents gets them too.
+    fn change_limits(&self, role: Role) -> ChangeLimits {
+        match role {
+            Role::Office => self.office,
+            _ => self.seller,
+        }
+    }
+}
 
 /// A document read and parsed on a blocking thread.
 #[derive(Debug)]
@@ -150,11 +190,15 @@ enum FlushReport {
 struct ConnHandle {
     outbound: mpsc::Sender<Outbound>,
     kill: Option<oneshot::Sender<String>>,
+    quota_group: QuotaGroup,
+    /// Documents whose load this connection asked for, not done yet.
+    loads: usize,
 }
 
 /// Spawns the hub task and its flusher thread; returns the inbox.
 pub fn spawn(
     hub_config: HubConfig,
+    fairness: Fairness,
     store: Arc<dyn DocStore>,
     export_marks: Arc<ExportMarks>,
     inbox_messages_max: usize,
@@ -186,7 +230,10 @@ pub fn spawn(
         flush_requests: flush_request_tx,
         review: Review::default(),
         loading: HashMap::new(),
-        loads_waiting: std::collections::VecDeque::new(),
+        loads_waiting: HashMap::new(),
+        load_turns: std::collections::VecDeque::new(),
+        fairness,
+        tenant_groups: HashMap::new(),
         loads_in_flight: 0,
         loads_done: load_tx,
         reviews_done: review_tx,
@@ -238,8 +285,13 @@ struct HubTask {
     review: Review,
     /// Documents being loaded, with the messages waiting for each.
     loading: HashMap<DocumentId, Vec<(ConnId, Message)>>,
-    /// Loads waiting for a free slot, in arrival order.
-    loads_waiting: std::collections::VecDeque<DocumentId>,
+    /// Loads waiting for a free slot, per group, in arrival order.
+    loads_waiting: HashMap<QuotaGroup, std::collections::VecDeque<DocumentId>>,
+    /// Groups with loads waiting, in the order they get their next turn.
+    load_turns: std::collections::VecDeque<QuotaGroup>,
+    fairness: Fairness,
+    /// Each tenant's quota group (numbered as first seen).
+    tenant_groups: HashMap<String, u64>,
     loads_in_flight: usize,
     /// Where load threads send the parsed document.
     loads_done: mpsc::UnboundedSender<LoadDone>,
@@ -323,18 +375,25 @@ impl HubTask {
                 outbound,
                 kill,
             } => {
-                match identity {
+                let quota_group = match identity {
                     Some(identity) => {
+                        let limits = self.limits_of(&identity);
                         let access = ConnectionAccess::new(identity, self.records.clone());
-                        self.hub.connect_with_access(conn, Box::new(access));
+                        self.hub.connect_with(conn, Box::new(access), limits);
+                        limits.quota_group
                     }
-                    None => self.hub.connect(conn),
-                }
+                    None => {
+                        self.hub.connect(conn);
+                        QuotaGroup::Server
+                    }
+                };
                 self.conns.insert(
                     conn,
                     ConnHandle {
                         outbound,
                         kill: Some(kill),
+                        quota_group,
+                        loads: 0,
                     },
                 );
             }
@@ -344,12 +403,16 @@ impl HubTask {
                 kill,
             } => {
                 let access = KeeperAccess::new(self.records.clone());
+                // The keeper is the server's own peer: the server's quota
+                // group and its memory reserve.
                 self.hub.connect_with_access(conn, Box::new(access));
                 self.conns.insert(
                     conn,
                     ConnHandle {
                         outbound,
                         kill: Some(kill),
+                        quota_group: QuotaGroup::Server,
+                        loads: 0,
                     },
                 );
             }
@@ -371,9 +434,7 @@ impl HubTask {
                     }
                 }
                 if let Some(document_id) = self.hub.doc_to_load(&message) {
-                    // Parsed on a blocking thread; its messages wait.
-                    self.loading.insert(document_id, vec![(conn, message)]);
-                    self.start_load(document_id);
+                    self.load_for(conn, document_id, message);
                     return;
                 }
                 let effects = self.hub.receive(conn, message, now_ms());
@@ -493,11 +554,53 @@ impl HubTask {
         }
     }
 
+    /// The limits of an authenticated connection: its role's change
+    /// limits, its tenant's quota group.
+    fn limits_of(&mut self, identity: &Identity) -> ConnLimits {
+        let next = u64::try_from(self.tenant_groups.len()).unwrap_or(u64::MAX);
+        let group = *self
+            .tenant_groups
+            .entry(identity.tenant.clone())
+            .or_insert(next);
+        let mut change_limits = self.fairness.change_limits(identity.role);
+        change_limits.object_depth_max = self.hub.config().change_limits.object_depth_max;
+        change_limits.doc_ops_max = self.hub.config().change_limits.doc_ops_max;
+        ConnLimits {
+            change_limits,
+            quota_group: QuotaGroup::Group(group),
+        }
+    }
+
+    /// `message` needs a document not in memory: it waits while the
+    /// document is read, unless its connection already has its maximum
+    /// of documents waiting to load.
+    fn load_for(&mut self, conn: ConnId, document_id: DocumentId, message: Message) {
+        let max = self.fairness.docs_loading_per_connection_max;
+        let Some(handle) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if handle.loads >= max {
+            let reason = format!("this connection has {max} documents loading already; retry");
+            let effects = self.hub.load_failed(conn, document_id, &reason);
+            self.execute(effects);
+            return;
+        }
+        handle.loads += 1;
+        let group = handle.quota_group;
+        // Parsed on a blocking thread; its messages wait.
+        self.loading.insert(document_id, vec![(conn, message)]);
+        self.start_load(document_id, group);
+    }
+
     /// Reads and parses a document on a blocking thread (at most
-    /// [`LOADS_IN_FLIGHT_MAX`] at once; the rest wait their turn).
-    fn start_load(&mut self, document_id: DocumentId) {
+    /// [`LOADS_IN_FLIGHT_MAX`] at once; the rest wait their group's turn).
+    fn start_load(&mut self, document_id: DocumentId, group: QuotaGroup) {
         if self.loads_in_flight >= LOADS_IN_FLIGHT_MAX {
-            self.loads_waiting.push_back(document_id);
+            let queue = self.loads_waiting.entry(group).or_default();
+            if queue.is_empty() {
+                self.load_turns.push_back(group);
+            }
+            queue.push_back(document_id);
             return;
         }
         self.loads_in_flight += 1;
@@ -516,14 +619,16 @@ impl HubTask {
     /// the messages that waited for it, in their order.
     fn on_load_done(&mut self, done: LoadDone) {
         self.loads_in_flight = self.loads_in_flight.saturating_sub(1);
-        if let Some(next) = self.loads_waiting.pop_front() {
-            self.start_load(next);
-        }
+        self.start_next_load();
         let LoadDone {
             document_id,
             parsed,
         } = done;
         let waiting = self.loading.remove(&document_id).unwrap_or_default();
+        let first_conn = waiting.first().map(|(conn, _)| *conn);
+        if let Some(handle) = first_conn.and_then(|conn| self.conns.get_mut(&conn)) {
+            handle.loads = handle.loads.saturating_sub(1);
+        }
         let refuse = |task: &mut Self, reason: &str| {
             warn!(%document_id, "cannot load document: {reason}");
             for (conn, _) in &waiting {
@@ -536,20 +641,41 @@ impl HubTask {
             Err(reason) => return refuse(self, &reason),
         };
         let mut effects = Vec::new();
-        let has_room = self.hub.make_room(&mut effects);
-        self.execute(effects);
-        if !has_room {
-            let reason = format!(
-                "server holds its maximum of {} documents in memory, all in use",
-                self.hub.config().docs_in_memory_max
-            );
-            return refuse(self, &reason);
-        }
         let now = now_ms();
-        self.hub.doc_parsed(document_id, parsed, now);
+        // The slot is charged to the group of the connection that asked.
+        let placed = self.hub.doc_parsed_for(
+            first_conn.unwrap_or(0),
+            document_id,
+            parsed,
+            now,
+            &mut effects,
+        );
+        self.execute(effects);
+        if let Err(no_room) = placed {
+            return refuse(self, &no_room.to_string());
+        }
         for (conn, message) in waiting {
             let effects = self.hub.receive(conn, message, now);
             self.execute(effects);
+        }
+    }
+
+    /// Starts the waiting load of the group whose turn it is.
+    fn start_next_load(&mut self) {
+        let Some(group) = self.load_turns.pop_front() else {
+            return;
+        };
+        let Some(queue) = self.loads_waiting.get_mut(&group) else {
+            return;
+        };
+        let next = queue.pop_front();
+        if queue.is_empty() {
+            self.loads_waiting.remove(&group);
+        } else {
+            self.load_turns.push_back(group);
+        }
+        if let Some(document_id) = next {
+            self.start_load(document_id, group);
         }
     }
 

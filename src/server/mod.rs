@@ -290,14 +290,33 @@ async fn serve_with_tls(
         change_bytes_max: config.change_bytes_max,
         change_ops_max: config.change_ops_max,
         object_depth_max: config.object_depth_max,
+        doc_ops_max: config.doc_ops_max,
     };
     hub_config.docs_in_memory_max = config.docs_in_memory_max;
+    hub_config.docs_held_per_group_max = config.docs_held_per_tenant_max;
+    // A reserve larger than half of memory would leave tenants too little
+    // (a test server with a handful of slots).
+    hub_config.docs_in_memory_reserved_for_server = config
+        .docs_in_memory_reserved_for_server
+        .min(config.docs_in_memory_max / 2);
+    let role_limits =
+        |change_ops_max, change_bytes_max| ventas_sync_protocol::doc_sync::ChangeLimits {
+            change_ops_max,
+            change_bytes_max,
+            ..hub_config.change_limits
+        };
+    let fairness = hub_task::Fairness {
+        seller: role_limits(config.seller_change_ops_max, config.seller_change_bytes_max),
+        office: role_limits(config.office_change_ops_max, config.office_change_bytes_max),
+        docs_loading_per_connection_max: config.docs_loading_per_connection_max,
+    };
     hub_config.doc_idle_evict_after_ms = config.doc_idle_evict_after_ms;
     hub_config.doc_queue_messages_max = config.doc_queue_messages_max;
     let export_marks = ExportMarks::open(Arc::clone(&store), config.postgres_url.is_some())?;
     let export_state = Arc::new(ExportState::default());
     let (hub, hub_join) = hub_task::spawn(
         hub_config,
+        fairness,
         Arc::clone(&store),
         Arc::clone(&export_marks),
         config.hub_inbox_messages_max,

@@ -179,6 +179,7 @@ fn check_change_chunks(
         admitting,
         change_bytes: 0,
         change_ops: 0,
+        new_ops: 0,
         new_actors: Vec::new(),
         new_changes: Vec::new(),
         new_hashes: HashSet::new(),
@@ -249,6 +250,7 @@ fn check_change_chunks(
     let unplaced = admitting && check.place_written_objects(doc);
     check.new_actors.sort();
     Ok(CheckedChanges {
+        new_ops: check.new_ops,
         new_actors: check.new_actors,
         new_changes: check.new_changes,
         all_listed: check.all_listed,
@@ -260,6 +262,8 @@ fn check_change_chunks(
 
 /// What [`check_change_chunks`] found in a message it let through.
 struct CheckedChanges {
+    /// Operations of `new_changes`.
+    new_ops: usize,
     /// Actors of the new changes, sorted, once each.
     new_actors: Vec<ActorId>,
     /// The changes the document did not hold, once each, in message order.
@@ -321,6 +325,8 @@ struct ChunkCheck<'a> {
     admitting: bool,
     change_bytes: usize,
     change_ops: usize,
+    /// Operations of the changes the document does not hold yet.
+    new_ops: usize,
     new_actors: Vec<ActorId>,
     new_changes: Vec<automerge::Change>,
     new_hashes: HashSet<ChangeHash>,
@@ -370,6 +376,7 @@ impl ChunkCheck<'_> {
             return Ok(());
         }
         self.new_hashes.insert(hash);
+        self.new_ops = self.new_ops.saturating_add(change.len());
         if !self.admitting {
             self.new_changes.push(change);
             return Ok(());
@@ -609,6 +616,11 @@ pub struct ChangeLimits {
     /// in the root is at level 1). Checked only on the server's path
     /// ([`PeerDocSync::receive_admitting`]).
     pub object_depth_max: usize,
+    /// Operations the document may hold once the message's new changes
+    /// apply. A message that would take it past this keeps all its changes
+    /// out like a [`Denial`] (the peer is told; the rest of the message
+    /// applies). Checked only on the server's path.
+    pub doc_ops_max: usize,
 }
 
 impl ChangeLimits {
@@ -617,6 +629,7 @@ impl ChangeLimits {
         change_bytes_max: usize::MAX,
         change_ops_max: usize::MAX,
         object_depth_max: usize::MAX,
+        doc_ops_max: usize::MAX,
     };
 }
 
@@ -692,7 +705,18 @@ impl PeerDocSync {
         let mut denied = None;
         // The document the message creates, once admitted.
         let mut created = None;
-        if let Some(admit) = admit.filter(|_| !checked.new_actors.is_empty()) {
+        let doc_ops = usize::try_from(doc.stats().num_ops).unwrap_or(usize::MAX);
+        if admit.is_some() && doc_ops.saturating_add(checked.new_ops) > self.limits.doc_ops_max {
+            message.changes = ChunkList::empty();
+            new_changes.clear();
+            denied = Some(Denial {
+                reason: format!(
+                    "the document would hold {}+ operations, past the limit of {}",
+                    doc_ops.saturating_add(checked.new_ops),
+                    self.limits.doc_ops_max
+                ),
+            });
+        } else if let Some(admit) = admit.filter(|_| !checked.new_actors.is_empty()) {
             let creates = if doc.get_heads().is_empty() {
                 Some(creation(whole.take(), &new_changes)?)
             } else {

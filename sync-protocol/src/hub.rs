@@ -26,6 +26,28 @@
 //! [`Hub::tick`] evicts documents nobody has open after an idle period and
 //! keeps at most [`HubConfig::docs_in_memory_max`] documents loaded.
 //!
+//! # Memory slots and quota groups
+//!
+//! Only a document with content holds one of the
+//! [`HubConfig::docs_in_memory_max`] *slots*. A document that does not exist
+//! (a `request` answered `doc-unavailable`) stays in memory only as long as
+//! a peer has it open, as an empty placeholder that holds no slot, so that
+//! peer hears of it if someone creates it; nobody holding it, the next
+//! [`Hub::tick`] drops it. Requests for random ids therefore cost each
+//! connection at most [`HubConfig::docs_per_peer_max`] small placeholders and
+//! never lock other peers out of memory.
+//!
+//! The I/O layer puts each connection in a [`QuotaGroup`] ([`ConnLimits`],
+//! given at [`Hub::connect_with`]); the hub knows nothing of what a group
+//! is (the server uses one per tenant). A slot is charged to the group of
+//! the connection that loaded or created the document, and one group holds
+//! at most [`HubConfig::docs_held_per_group_max`] slots: past it its own
+//! least recently used idle document is evicted, or, if all of its documents
+//! are open, the load or creation is refused to that peer alone. The last
+//! [`HubConfig::docs_in_memory_reserved_for_server`] slots are kept for
+//! [`QuotaGroup::Server`] connections (the server's own peers, such as the
+//! period keeper), so no group can starve them.
+//!
 //! The hub only ever sends a document to a peer that asked for it (sent a
 //! `request` or `sync` for it); it never announces documents.
 //!
@@ -72,11 +94,23 @@ pub const CHANGE_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
 /// Operations one sync message may carry (a JS string is one op per
 /// character, so this also bounds text pasted into one message).
 pub const CHANGE_OPS_MAX_DEFAULT: usize = 2_000_000;
+/// Operations one document may hold: about 15 months of a very busy
+/// seller's sales (65,100 operations a month, see the server's
+/// `config.rs`), or a catalog of 200,000 products (5 operations each).
+/// Bounds the time and memory of loading one document.
+pub const DOC_OPS_MAX_DEFAULT: usize = 1_000_000;
 /// Levels objects may nest (an object in the root is at level 1). Readers
 /// that recurse (automerge's JS materialisation, `hydrate`, our domain
 /// readers) must not be handed thousands; the domain documents need 4 (a sale line:
 /// `sales` > sale > `lines` > line).
 pub const OBJECT_DEPTH_MAX_DEFAULT: usize = 100;
+/// Slots one [`QuotaGroup::Group`] may hold (half the default memory: two
+/// busy tenants may share a server, one hostile tenant cannot fill it).
+pub const DOCS_HELD_PER_GROUP_MAX_DEFAULT: usize = DOCS_IN_MEMORY_MAX_DEFAULT / 2;
+/// Slots only [`QuotaGroup::Server`] connections may take: the period keeper
+/// holds one catalog and the documents it creates in one pass (200 at most
+/// by default) at a time, and a pass gives up on a catalog it cannot load.
+pub const DOCS_IN_MEMORY_RESERVED_FOR_SERVER_DEFAULT: usize = 256;
 /// Ephemeral (sender, session) pairs remembered per document for
 /// de-duplication; past it the memory is cleared.
 pub const EPHEMERAL_SESSIONS_PER_DOC_MAX: usize = 1_024;
@@ -123,6 +157,36 @@ pub trait AccessPolicy: std::fmt::Debug + Send {
     }
 }
 
+/// Whose memory quota a connection's documents count against (see the
+/// module documentation). Opaque to the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QuotaGroup {
+    /// The server's own peers (and, on a server without authentication,
+    /// every peer): no group quota, and the reserved slots are theirs too.
+    Server,
+    /// Peers sharing one quota of [`HubConfig::docs_held_per_group_max`]
+    /// slots (the server uses one group per tenant).
+    Group(u64),
+}
+
+/// What one connection may do, chosen by the I/O layer when it connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// What one sync message of this peer may add.
+    pub change_limits: ChangeLimits,
+    /// Whose quota the documents it loads or creates count against.
+    pub quota_group: QuotaGroup,
+}
+
+/// Why a document could not get a memory slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NoRoom {
+    #[error("the server holds its maximum of {max} documents in memory, all in use")]
+    Server { max: usize },
+    #[error("this tenant holds its maximum of {max} documents in memory, all in use")]
+    Group { max: usize },
+}
+
 /// The policy of [`Hub::connect`]: every document, read and write.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AllowAll;
@@ -147,8 +211,14 @@ pub struct HubConfig {
     /// Documents one connection may have open; past it the peer gets an
     /// error and is disconnected.
     pub docs_per_peer_max: usize,
-    /// Documents held in memory at once.
+    /// Documents with content held in memory at once (slots; see the
+    /// module documentation).
     pub docs_in_memory_max: usize,
+    /// Slots the connections of one [`QuotaGroup::Group`] may hold.
+    pub docs_held_per_group_max: usize,
+    /// Slots of `docs_in_memory_max` that only [`QuotaGroup::Server`]
+    /// connections may take.
+    pub docs_in_memory_reserved_for_server: usize,
     /// A document nobody has open is evicted after this idle time.
     pub doc_idle_evict_after_ms: u64,
     /// Messages that may wait on one document while its flush is in flight.
@@ -168,6 +238,8 @@ impl HubConfig {
             storage_id: None,
             docs_per_peer_max: DOCS_PER_PEER_MAX_DEFAULT,
             docs_in_memory_max: DOCS_IN_MEMORY_MAX_DEFAULT,
+            docs_held_per_group_max: DOCS_HELD_PER_GROUP_MAX_DEFAULT,
+            docs_in_memory_reserved_for_server: DOCS_IN_MEMORY_RESERVED_FOR_SERVER_DEFAULT,
             doc_idle_evict_after_ms: DOC_IDLE_EVICT_AFTER_MS_DEFAULT,
             doc_queue_messages_max: DOC_QUEUE_MESSAGES_MAX_DEFAULT,
             compact_after_chunks: COMPACT_AFTER_CHUNKS_DEFAULT,
@@ -175,6 +247,7 @@ impl HubConfig {
                 change_bytes_max: CHANGE_BYTES_MAX_DEFAULT,
                 change_ops_max: CHANGE_OPS_MAX_DEFAULT,
                 object_depth_max: OBJECT_DEPTH_MAX_DEFAULT,
+                doc_ops_max: DOC_OPS_MAX_DEFAULT,
             },
         }
     }
@@ -271,6 +344,7 @@ struct Conn {
     stats: ConnStats,
     closing: bool,
     access: Box<dyn AccessPolicy>,
+    limits: ConnLimits,
     /// Documents of which this peer holds changes the server refused. Their
     /// heads never meet, so automerge would answer every message with
     /// another and the two would talk forever: the server answers such a
@@ -279,13 +353,14 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(access: Box<dyn AccessPolicy>) -> Self {
+    fn new(access: Box<dyn AccessPolicy>, limits: ConnLimits) -> Self {
         Self {
             peer_id: None,
             docs: HashMap::new(),
             stats: ConnStats::default(),
             closing: false,
             access,
+            limits,
             diverged: HashSet::new(),
         }
     }
@@ -306,6 +381,9 @@ struct DocState {
     /// automerge-repo clients re-broadcast ephemeral messages to all their
     /// peers, the server included, so without this they would loop.
     ephemeral_seen: HashMap<(PeerId, String), u64>,
+    /// The group charged with this document's memory slot; `None` while it
+    /// is empty (holds no slot).
+    slot: Option<QuotaGroup>,
 }
 
 impl DocState {
@@ -319,6 +397,7 @@ impl DocState {
             last_chunk_seq: 0,
             chunks_since_snapshot: 0,
             ephemeral_seen: HashMap::new(),
+            slot: None,
         }
     }
 
@@ -340,6 +419,10 @@ pub struct Hub {
     flush_in_flight: Option<u64>,
     /// Documents waiting for each epoch's flush.
     waiting_by_epoch: BTreeMap<u64, Vec<DocumentId>>,
+    /// Documents holding a memory slot, in all.
+    slots_used: usize,
+    /// Slots held per [`QuotaGroup::Group`] (no entry: none).
+    slots_by_group: HashMap<u64, usize>,
 }
 
 impl Hub {
@@ -352,6 +435,8 @@ impl Hub {
             open_epoch_dirty: false,
             flush_in_flight: None,
             waiting_by_epoch: BTreeMap::new(),
+            slots_used: 0,
+            slots_by_group: HashMap::new(),
         }
     }
 
@@ -359,9 +444,31 @@ impl Hub {
         &self.config
     }
 
-    /// Documents currently in memory.
+    /// Documents currently in memory, empty placeholders included.
     pub fn docs_in_memory(&self) -> usize {
         self.docs.len()
+    }
+
+    /// Documents holding a memory slot (with content), in all or of one
+    /// group.
+    pub fn slots_used(&self, group: Option<QuotaGroup>) -> usize {
+        match group {
+            None => self.slots_used,
+            Some(QuotaGroup::Server) => {
+                let grouped: usize = self.slots_by_group.values().sum();
+                self.slots_used.saturating_sub(grouped)
+            }
+            Some(QuotaGroup::Group(key)) => self.slots_by_group.get(&key).copied().unwrap_or(0),
+        }
+    }
+
+    /// The limits a connection gets from [`Hub::connect`] and
+    /// [`Hub::connect_with_access`]: the configured change limits, no group.
+    pub fn default_conn_limits(&self) -> ConnLimits {
+        ConnLimits {
+            change_limits: self.config.change_limits,
+            quota_group: QuotaGroup::Server,
+        }
     }
 
     /// Connections currently known.
@@ -388,7 +495,19 @@ impl Hub {
     /// A new connection whose access to each document `access` decides
     /// (see the module documentation); it must `join` before anything else.
     pub fn connect_with_access(&mut self, conn: ConnId, access: Box<dyn AccessPolicy>) {
-        self.conns.insert(conn, Conn::new(access));
+        let limits = self.default_conn_limits();
+        self.connect_with(conn, access, limits);
+    }
+
+    /// Like [`Hub::connect_with_access`], with this connection's own
+    /// [`ConnLimits`].
+    pub fn connect_with(
+        &mut self,
+        conn: ConnId,
+        access: Box<dyn AccessPolicy>,
+        limits: ConnLimits,
+    ) {
+        self.conns.insert(conn, Conn::new(access, limits));
     }
 
     /// The connection is gone; returns what it did.
@@ -413,25 +532,89 @@ impl Hub {
         }
     }
 
-    /// Whether another document can be loaded; evicts the least recently
-    /// used evictable document if memory is full.
+    /// Whether another document can be loaded by a [`QuotaGroup::Server`]
+    /// connection; evicts the least recently used idle document if memory is
+    /// full. (The server uses [`Hub::doc_parsed_for`], which does this for
+    /// the loading connection's group.)
     pub fn make_room(&mut self, effects: &mut Vec<Effect>) -> bool {
-        if self.docs.len() < self.config.docs_in_memory_max {
-            return true;
-        }
-        let victim = self
-            .docs
-            .iter()
-            .filter(|(_, state)| state.evictable())
-            .min_by_key(|(_, state)| state.last_used_ms)
-            .map(|(id, _)| *id);
-        match victim {
-            Some(document_id) => {
-                self.evict(document_id, effects);
-                true
+        self.room_for(QuotaGroup::Server, effects).is_ok()
+    }
+
+    /// Evicts idle documents until `group` may take one more slot (its own
+    /// least recently used first when the group is at its quota); `Err`
+    /// when every candidate is open.
+    fn room_for(&mut self, group: QuotaGroup, effects: &mut Vec<Effect>) -> Result<(), NoRoom> {
+        if let QuotaGroup::Group(_) = group {
+            let max = self.config.docs_held_per_group_max;
+            while self.slots_used(Some(group)) >= max {
+                let victim = self
+                    .least_recently_used_idle(|slot| slot == Some(group))
+                    .ok_or(NoRoom::Group { max })?;
+                self.evict(victim, effects);
             }
-            None => false,
         }
+        let max = match group {
+            QuotaGroup::Server => self.config.docs_in_memory_max,
+            QuotaGroup::Group(_) => self
+                .config
+                .docs_in_memory_max
+                .saturating_sub(self.config.docs_in_memory_reserved_for_server),
+        };
+        while self.slots_used >= max {
+            let victim =
+                self.least_recently_used_idle(|slot| slot.is_some())
+                    .ok_or(NoRoom::Server {
+                        max: self.config.docs_in_memory_max,
+                    })?;
+            self.evict(victim, effects);
+        }
+        Ok(())
+    }
+
+    /// The idle document used longest ago among those whose slot `holder`
+    /// accepts.
+    fn least_recently_used_idle(
+        &self,
+        holder: impl Fn(Option<QuotaGroup>) -> bool,
+    ) -> Option<DocumentId> {
+        self.docs
+            .iter()
+            .filter(|(_, state)| state.evictable() && holder(state.slot))
+            .min_by_key(|(_, state)| state.last_used_ms)
+            .map(|(id, _)| *id)
+    }
+
+    /// Charges `group` with the slot of a document that has content and
+    /// holds none yet (room was made before).
+    fn claim_slot_if_filled(&mut self, document_id: &DocumentId, group: QuotaGroup) {
+        let Some(doc) = self.docs.get_mut(document_id) else {
+            return;
+        };
+        if doc.slot.is_some() || doc.doc.get_heads().is_empty() {
+            return;
+        }
+        doc.slot = Some(group);
+        self.slots_used += 1;
+        if let QuotaGroup::Group(key) = group {
+            *self.slots_by_group.entry(key).or_insert(0) += 1;
+        }
+    }
+
+    /// Takes a document out of memory, returning its slot.
+    fn remove_doc(&mut self, document_id: &DocumentId) -> Option<DocState> {
+        let doc = self.docs.remove(document_id)?;
+        if let Some(group) = doc.slot {
+            self.slots_used = self.slots_used.saturating_sub(1);
+            if let QuotaGroup::Group(key) = group {
+                if let Some(held) = self.slots_by_group.get_mut(&key) {
+                    *held = held.saturating_sub(1);
+                    if *held == 0 {
+                        self.slots_by_group.remove(&key);
+                    }
+                }
+            }
+        }
+        Some(doc)
     }
 
     /// Hands over a document read from storage (`None`: not stored).
@@ -452,8 +635,52 @@ impl Hub {
     }
 
     /// Hands over a document already parsed from storage (`None`: not
-    /// stored). Cheap: no parsing happens here.
+    /// stored). Cheap: no parsing happens here. Its slot is charged to
+    /// [`QuotaGroup::Server`]; call [`Hub::make_room`] first.
     pub fn doc_parsed(&mut self, document_id: DocumentId, parsed: Option<ParsedDoc>, now_ms: u64) {
+        self.insert_doc(document_id, parsed, now_ms, QuotaGroup::Server);
+    }
+
+    /// Hands over a document that `conn`'s message needed, already parsed
+    /// from storage (`None`: not stored), after making room for it in the
+    /// connection's [`QuotaGroup`]. A document that does not exist takes no
+    /// slot (see the module documentation). `Err`: no room; nothing changed
+    /// but the evictions in `effects`, and the peer should be told.
+    pub fn doc_parsed_for(
+        &mut self,
+        conn: ConnId,
+        document_id: DocumentId,
+        parsed: Option<ParsedDoc>,
+        now_ms: u64,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), NoRoom> {
+        let group = self.quota_group(conn);
+        if parsed
+            .as_ref()
+            .is_some_and(|parsed| !parsed.doc.get_heads().is_empty())
+            && !self.docs.contains_key(&document_id)
+        {
+            self.room_for(group, effects)?;
+        }
+        self.insert_doc(document_id, parsed, now_ms, group);
+        Ok(())
+    }
+
+    /// The quota group of a connection (the server's for one unknown).
+    fn quota_group(&self, conn: ConnId) -> QuotaGroup {
+        self.conns
+            .get(&conn)
+            .map_or(QuotaGroup::Server, |state| state.limits.quota_group)
+    }
+
+    fn insert_doc(
+        &mut self,
+        document_id: DocumentId,
+        parsed: Option<ParsedDoc>,
+        now_ms: u64,
+        group: QuotaGroup,
+    ) {
+        self.remove_doc(&document_id);
         let mut state = match parsed {
             None => DocState::new(Automerge::new(), now_ms),
             Some(parsed) => {
@@ -465,6 +692,7 @@ impl Hub {
         };
         state.last_used_ms = now_ms;
         self.docs.insert(document_id, state);
+        self.claim_slot_if_filled(&document_id, group);
     }
 
     /// Storage assigned `seq` to the last chunk persisted for this document.
@@ -725,7 +953,7 @@ impl Hub {
         }
         state.docs.insert(
             document_id,
-            PeerDocSync::with_limits(self.config.change_limits),
+            PeerDocSync::with_limits(state.limits.change_limits),
         );
         state.stats.documents.insert(document_id);
         if let Some(doc) = self.docs.get_mut(&document_id) {
@@ -847,6 +1075,14 @@ impl Hub {
                 }
             },
         }
+        let group = self.quota_group(conn);
+        let creating = self
+            .docs
+            .get(&document_id)
+            .is_some_and(|doc| doc.slot.is_none());
+        if creating && !self.room_to_create(conn, document_id, group, &mut data, effects) {
+            return;
+        }
         let (Some(conn_state), Some(doc)) =
             (self.conns.get_mut(&conn), self.docs.get_mut(&document_id))
         else {
@@ -872,6 +1108,9 @@ impl Hub {
                 if let Some(batch_added) = batch_added {
                     batch_added.extend(applied.added);
                 }
+                if creating {
+                    self.claim_slot_if_filled(&document_id, group);
+                }
                 if let Some(denial) = applied.denied {
                     let reason = format!(
                         "document {document_id}: {}; the message's changes were not applied",
@@ -885,6 +1124,9 @@ impl Hub {
                 // before the bad one: the batch's gain is worked out from
                 // the heads instead.
                 *batch_added = None;
+                if creating {
+                    self.claim_slot_if_filled(&document_id, group);
+                }
                 let reason = format!("document {document_id}: {error}");
                 self.fail(conn, reason, effects);
                 return;
@@ -914,6 +1156,35 @@ impl Hub {
             return;
         }
         self.generate_for(conn, document_id, effects);
+    }
+
+    /// A message about to apply to a document without content (no slot):
+    /// if it carries changes, it creates the document, which then needs a
+    /// slot in `group`. Without room its changes are refused like a denied
+    /// write (stripped from `data`; the peer is told, the session goes on).
+    /// False when the message cannot be read (the peer was failed).
+    fn room_to_create(
+        &mut self,
+        conn: ConnId,
+        document_id: DocumentId,
+        group: QuotaGroup,
+        data: &mut Vec<u8>,
+        effects: &mut Vec<Effect>,
+    ) -> bool {
+        let stripped = match strip_changes(data) {
+            Ok(None) => return true,
+            Ok(Some((stripped, _))) => stripped,
+            Err(error) => {
+                self.fail(conn, format!("document {document_id}: {error}"), effects);
+                return false;
+            }
+        };
+        if let Err(no_room) = self.room_for(group, effects) {
+            *data = stripped;
+            let reason = format!("document {document_id} not created: {no_room}; retry later");
+            self.deny_write(conn, document_id, reason, "no memory slot", effects);
+        }
+        true
     }
 
     /// The peer's changes to a document were refused (`what`: why, short,
@@ -1051,7 +1322,7 @@ impl Hub {
     /// what the server lacks.
     pub fn persist_failed(&mut self, document_id: DocumentId) -> Vec<Effect> {
         let mut effects = Vec::new();
-        let Some(doc) = self.docs.remove(&document_id) else {
+        let Some(doc) = self.remove_doc(&document_id) else {
             return effects;
         };
         for conn in doc.subscribers {
@@ -1098,12 +1369,15 @@ impl Hub {
         let heads_before = doc.doc.get_heads();
         doc.doc.set_actor(self.config.server_actor.clone());
         let result = change(&mut doc.doc);
+        self.claim_slot_if_filled(&document_id, QuotaGroup::Server);
         let mut effects = Vec::new();
         self.persist_since(document_id, &heads_before, None, &mut effects);
         Some((result, effects))
     }
 
-    /// Evicts idle documents; call periodically.
+    /// Evicts idle documents, and at once the empty placeholders of
+    /// documents that do not exist once nobody has them open; call
+    /// periodically.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Effect> {
         let mut effects = Vec::new();
         let idle: Vec<DocumentId> = self
@@ -1111,8 +1385,9 @@ impl Hub {
             .iter()
             .filter(|(_, state)| {
                 state.evictable()
-                    && now_ms.saturating_sub(state.last_used_ms)
-                        >= self.config.doc_idle_evict_after_ms
+                    && (state.slot.is_none()
+                        || now_ms.saturating_sub(state.last_used_ms)
+                            >= self.config.doc_idle_evict_after_ms)
             })
             .map(|(id, _)| *id)
             .collect();
@@ -1123,7 +1398,7 @@ impl Hub {
     }
 
     fn evict(&mut self, document_id: DocumentId, effects: &mut Vec<Effect>) {
-        if let Some(mut doc) = self.docs.remove(&document_id) {
+        if let Some(mut doc) = self.remove_doc(&document_id) {
             if doc.chunks_since_snapshot > 1 {
                 compact(document_id, &mut doc, effects);
             }

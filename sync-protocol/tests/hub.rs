@@ -3,7 +3,7 @@
 use automerge::sync::{State, SyncDoc};
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ROOT};
-use ventas_sync_protocol::hub::{Effect, Hub, HubConfig};
+use ventas_sync_protocol::hub::{AllowAll, ConnLimits, Effect, Hub, HubConfig, NoRoom, QuotaGroup};
 use ventas_sync_protocol::ids::{DocumentId, PeerId};
 use ventas_sync_protocol::wire::Message;
 
@@ -15,6 +15,20 @@ fn hub() -> Hub {
 
 fn join(hub: &mut Hub, conn: u64, name: &str) {
     hub.connect(conn);
+    send_join(hub, conn, name);
+}
+
+/// Connects `conn` in `group`, with the hub's change limits, and joins.
+fn join_in(hub: &mut Hub, conn: u64, name: &str, group: QuotaGroup) {
+    let limits = ConnLimits {
+        quota_group: group,
+        ..hub.default_conn_limits()
+    };
+    hub.connect_with(conn, Box::new(AllowAll), limits);
+    send_join(hub, conn, name);
+}
+
+fn send_join(hub: &mut Hub, conn: u64, name: &str) {
     let effects = hub.receive(
         conn,
         Message::Join {
@@ -471,4 +485,355 @@ fn messages_waiting_on_a_flushing_document_are_bounded_per_document() {
             "conn {conn} must be answered after the flush: {effects:?}"
         );
     }
+}
+
+/// A hub with small memory limits: `docs_in_memory_max` slots, of which
+/// `reserved` only for the server's peers, `per_group` per group.
+fn hub_with_slots(docs_in_memory_max: usize, reserved: usize, per_group: usize) -> Hub {
+    let mut config = HubConfig::new(PeerId::new("server"));
+    config.docs_in_memory_max = docs_in_memory_max;
+    config.docs_in_memory_reserved_for_server = reserved;
+    config.docs_held_per_group_max = per_group;
+    Hub::new(config)
+}
+
+fn request_for(name: &str, document_id: DocumentId) -> Message {
+    Message::Request {
+        sender_id: PeerId::new(name),
+        target_id: PeerId::new("server"),
+        document_id,
+        data: first_sync_message(&Automerge::new()),
+    }
+}
+
+fn persisted(effects: &[Effect]) -> bool {
+    effects.iter().any(|e| matches!(e, Effect::Persist { .. }))
+}
+
+fn error_to(effects: &[Effect], conn: u64, text: &str) -> bool {
+    effects.iter().any(|e| {
+        matches!(e, Effect::Send { conn: c, message: Message::Error { message, .. } }
+            if *c == conn && message.contains(text))
+    })
+}
+
+/// Loads `document_id` (not stored) for `conn` as the server does, through
+/// [`Hub::doc_parsed_for`], then hands the hub the message.
+fn receive_loading(hub: &mut Hub, conn: u64, message: Message) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    if let Some(id) = hub.doc_to_load(&message) {
+        hub.doc_parsed_for(conn, id, None, NOW_MS, &mut effects)
+            .expect("a missing document needs no room");
+    }
+    effects.extend(hub.receive(conn, message, NOW_MS));
+    effects
+}
+
+#[test]
+fn requests_for_missing_documents_hold_no_memory_slot() {
+    let mut hub = hub_with_slots(2, 0, 2);
+    join_in(&mut hub, 1, "prober", QuotaGroup::Group(1));
+    for n in 0..50_u8 {
+        let effects = receive_loading(
+            &mut hub,
+            1,
+            request_for("prober", DocumentId::from_bytes([n; 16])),
+        );
+        assert!(
+            matches!(
+                &effects[..],
+                [Effect::Send {
+                    message: Message::DocUnavailable { .. },
+                    ..
+                }]
+            ),
+            "request {n}: {effects:?}"
+        );
+    }
+    assert_eq!(hub.slots_used(None), 0);
+
+    // Memory is not full: another group creates both documents it may hold.
+    join_in(&mut hub, 2, "creator", QuotaGroup::Group(2));
+    for n in 100..102_u8 {
+        let effects = push_changes(
+            &mut hub,
+            2,
+            "creator",
+            DocumentId::from_bytes([n; 16]),
+            &mut doc_with_ops(1),
+        );
+        assert!(
+            persisted(&effects),
+            "document {n} must be created: {effects:?}"
+        );
+    }
+    assert_eq!(hub.slots_used(Some(QuotaGroup::Group(2))), 2);
+
+    // The placeholders leave memory once their requester is gone.
+    hub.disconnect(1);
+    hub.tick(NOW_MS);
+    assert_eq!(hub.docs_in_memory(), 2);
+}
+
+#[test]
+fn a_group_creates_documents_up_to_its_quota_and_the_next_is_refused_to_it_alone() {
+    let mut hub = hub_with_slots(100, 0, 3);
+    join_in(&mut hub, 1, "greedy", QuotaGroup::Group(1));
+    for n in 0..3_u8 {
+        let effects = push_changes(
+            &mut hub,
+            1,
+            "greedy",
+            DocumentId::from_bytes([n; 16]),
+            &mut doc_with_ops(1),
+        );
+        assert!(
+            persisted(&effects),
+            "document {n} is within the quota: {effects:?}"
+        );
+    }
+    let over = DocumentId::from_bytes([3; 16]);
+    let effects = push_changes(&mut hub, 1, "greedy", over, &mut doc_with_ops(1));
+    assert!(
+        !persisted(&effects),
+        "the fourth document is past the quota: {effects:?}"
+    );
+    assert!(
+        error_to(&effects, 1, "tenant holds its maximum of 3"),
+        "{effects:?}"
+    );
+    assert!(!closes(&effects, 1), "the session goes on");
+    assert!(hub.doc(&over).is_none_or(|doc| doc.get_heads().is_empty()));
+    assert_eq!(hub.slots_used(Some(QuotaGroup::Group(1))), 3);
+
+    // Another group is not affected.
+    join_in(&mut hub, 2, "other", QuotaGroup::Group(2));
+    let effects = push_changes(
+        &mut hub,
+        2,
+        "other",
+        DocumentId::from_bytes([9; 16]),
+        &mut doc_with_ops(1),
+    );
+    assert!(persisted(&effects), "{effects:?}");
+}
+
+#[test]
+fn a_group_at_its_quota_evicts_its_own_idle_document_first() {
+    let mut hub = hub_with_slots(100, 0, 2);
+    join_in(&mut hub, 1, "first", QuotaGroup::Group(1));
+    join_in(&mut hub, 3, "bystander", QuotaGroup::Group(2));
+    let bystanders = DocumentId::from_bytes([50; 16]);
+    assert!(persisted(&push_changes(
+        &mut hub,
+        3,
+        "bystander",
+        bystanders,
+        &mut doc_with_ops(1)
+    )));
+    hub.disconnect(3);
+    for n in 0..2_u8 {
+        assert!(persisted(&push_changes(
+            &mut hub,
+            1,
+            "first",
+            DocumentId::from_bytes([n; 16]),
+            &mut doc_with_ops(1)
+        )));
+    }
+    for epoch in 1..10 {
+        hub.flushed(epoch, NOW_MS);
+    }
+    hub.disconnect(1);
+    join_in(&mut hub, 2, "second", QuotaGroup::Group(1));
+    let effects = push_changes(
+        &mut hub,
+        2,
+        "second",
+        DocumentId::from_bytes([7; 16]),
+        &mut doc_with_ops(1),
+    );
+    assert!(
+        persisted(&effects),
+        "an idle document of the group makes room: {effects:?}"
+    );
+    assert_eq!(hub.slots_used(Some(QuotaGroup::Group(1))), 2);
+    assert!(
+        hub.doc(&bystanders).is_some(),
+        "another group's idle document stays"
+    );
+}
+
+#[test]
+fn the_last_slots_are_reserved_for_the_servers_own_peers() {
+    let mut hub = hub_with_slots(3, 1, 100);
+    join_in(&mut hub, 1, "tenant", QuotaGroup::Group(1));
+    for n in 0..2_u8 {
+        assert!(persisted(&push_changes(
+            &mut hub,
+            1,
+            "tenant",
+            DocumentId::from_bytes([n; 16]),
+            &mut doc_with_ops(1)
+        )));
+    }
+    let effects = push_changes(
+        &mut hub,
+        1,
+        "tenant",
+        DocumentId::from_bytes([2; 16]),
+        &mut doc_with_ops(1),
+    );
+    assert!(
+        !persisted(&effects),
+        "the reserve is not the tenant's: {effects:?}"
+    );
+    assert!(
+        error_to(&effects, 1, "server holds its maximum of 3"),
+        "{effects:?}"
+    );
+
+    join_in(&mut hub, 2, "keeper", QuotaGroup::Server);
+    let effects = push_changes(
+        &mut hub,
+        2,
+        "keeper",
+        DocumentId::from_bytes([3; 16]),
+        &mut doc_with_ops(1),
+    );
+    assert!(
+        persisted(&effects),
+        "the server's peer uses the reserve: {effects:?}"
+    );
+    assert_eq!(hub.slots_used(None), 3);
+}
+
+#[test]
+fn a_stored_document_loads_only_within_its_groups_quota() {
+    let mut hub = hub_with_slots(100, 0, 1);
+    join_in(&mut hub, 1, "reader", QuotaGroup::Group(1));
+    assert!(persisted(&push_changes(
+        &mut hub,
+        1,
+        "reader",
+        DocumentId::from_bytes([1; 16]),
+        &mut doc_with_ops(1)
+    )));
+    let stored = |doc: Automerge| ventas_sync_protocol::hub::LoadedDoc {
+        snapshot: Some(doc.save()),
+        chunks: Vec::new(),
+        last_chunk_seq: 0,
+    };
+    let second = DocumentId::from_bytes([2; 16]);
+    let parsed = stored(doc_with_ops(1)).parse(second).expect("parses");
+    let mut effects = Vec::new();
+    assert_eq!(
+        hub.doc_parsed_for(1, second, Some(parsed), NOW_MS, &mut effects),
+        Err(NoRoom::Group { max: 1 })
+    );
+    assert!(hub.doc(&second).is_none());
+
+    join_in(&mut hub, 2, "other", QuotaGroup::Group(2));
+    let parsed = stored(doc_with_ops(1)).parse(second).expect("parses");
+    assert_eq!(
+        hub.doc_parsed_for(2, second, Some(parsed), NOW_MS, &mut effects),
+        Ok(())
+    );
+    assert_eq!(hub.slots_used(Some(QuotaGroup::Group(2))), 1);
+}
+
+#[test]
+fn each_connection_gets_its_own_change_limits() {
+    let mut hub = hub();
+    let limited = |change_ops_max| ConnLimits {
+        change_limits: ventas_sync_protocol::doc_sync::ChangeLimits {
+            change_ops_max,
+            ..hub.default_conn_limits().change_limits
+        },
+        quota_group: QuotaGroup::Group(1),
+    };
+    let (at_limit, below) = (limited(50), limited(49));
+    hub.connect_with(1, Box::new(AllowAll), at_limit);
+    send_join(&mut hub, 1, "office");
+    hub.connect_with(2, Box::new(AllowAll), below);
+    send_join(&mut hub, 2, "seller");
+    let effects = push_changes(
+        &mut hub,
+        1,
+        "office",
+        DocumentId::from_bytes([1; 16]),
+        &mut doc_with_ops(50),
+    );
+    assert!(
+        persisted(&effects),
+        "50 ops within this connection's limit: {effects:?}"
+    );
+    let effects = push_changes(
+        &mut hub,
+        2,
+        "seller",
+        DocumentId::from_bytes([2; 16]),
+        &mut doc_with_ops(50),
+    );
+    assert!(
+        !persisted(&effects),
+        "50 ops past this connection's limit: {effects:?}"
+    );
+    assert!(closes(&effects, 2) && !closes(&effects, 1));
+}
+
+/// A hub whose documents hold at most `doc_ops_max` operations.
+fn hub_with_doc_ops_max(doc_ops_max: usize) -> Hub {
+    let mut config = HubConfig::new(PeerId::new("server"));
+    config.change_limits.doc_ops_max = doc_ops_max;
+    Hub::new(config)
+}
+
+/// Adds a change of `ops` operations to `doc`.
+fn add_ops(doc: &mut Automerge, prefix: &str, ops: usize) {
+    let mut tx = doc.transaction();
+    for n in 0..ops {
+        tx.put(ROOT, format!("{prefix}{n}"), 1_i64).expect("put");
+    }
+    tx.commit();
+}
+
+#[test]
+fn a_document_grows_to_its_operation_limit_and_a_change_past_it_is_refused() {
+    let mut hub = hub_with_doc_ops_max(100);
+    let document_id = DocumentId::from_bytes([5; 16]);
+    join(&mut hub, 1, "writer");
+    let mut doc = doc_with_ops(60);
+    assert!(persisted(&push_changes(
+        &mut hub,
+        1,
+        "writer",
+        document_id,
+        &mut doc
+    )));
+    hub.flushed(1, NOW_MS);
+    add_ops(&mut doc, "more", 40);
+    let effects = push_changes(&mut hub, 1, "writer", document_id, &mut doc);
+    assert!(
+        persisted(&effects),
+        "100 operations are at the limit: {effects:?}"
+    );
+    hub.flushed(2, NOW_MS);
+    let heads_at_limit = hub.doc(&document_id).expect("loaded").get_heads();
+
+    add_ops(&mut doc, "past", 1);
+    let effects = push_changes(&mut hub, 1, "writer", document_id, &mut doc);
+    assert!(
+        !persisted(&effects),
+        "the 101st operation is refused: {effects:?}"
+    );
+    assert!(
+        error_to(&effects, 1, "past the limit of 100"),
+        "{effects:?}"
+    );
+    assert!(!closes(&effects, 1), "the session goes on");
+    assert_eq!(
+        hub.doc(&document_id).expect("loaded").get_heads(),
+        heads_at_limit
+    );
 }

@@ -11,6 +11,7 @@ mod export_backfill;
 mod export_incremental;
 mod export_live;
 mod export_round_trips;
+mod fair_resources;
 mod harness;
 mod hostile;
 mod js_interop;
