@@ -148,7 +148,33 @@ impl ServerProcess {
 
     /// Starts the binary with more `serve` arguments.
     pub async fn spawn_with(data_dir: &Path, port: u16, args: &[&str]) -> Self {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ventas"))
+        let command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ventas"));
+        Self::spawn_command(command, data_dir, port, args).await
+    }
+
+    /// Starts the binary under `prlimit` with `open_files` as both its soft
+    /// and hard RLIMIT_NOFILE (so the server cannot raise it).
+    pub async fn spawn_with_open_files(
+        data_dir: &Path,
+        port: u16,
+        args: &[&str],
+        open_files: u64,
+    ) -> Self {
+        let mut command = tokio::process::Command::new("prlimit");
+        command
+            .arg(format!("--nofile={open_files}:{open_files}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_ventas"));
+        Self::spawn_command(command, data_dir, port, args).await
+    }
+
+    async fn spawn_command(
+        mut command: tokio::process::Command,
+        data_dir: &Path,
+        port: u16,
+        args: &[&str],
+    ) -> Self {
+        let mut child = command
             .arg("serve")
             .args(args)
             .arg("--listen")

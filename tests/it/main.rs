@@ -12,6 +12,7 @@ mod export_live;
 mod export_round_trips;
 mod harness;
 mod hostile;
+mod http_hygiene;
 mod js_interop;
 mod limits;
 mod limits_more;
