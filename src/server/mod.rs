@@ -417,12 +417,24 @@ async fn upgrade(
         config: config.clone(),
         shutdown: state.shutdown.clone(),
     };
+    // The WebSocket layer reads messages up to twice the limit whole, so
+    // that the connection task can refuse one just over it with close code
+    // 1009 and a reason; one it cuts off mid-frame leaves bytes unread, and
+    // the reset that follows can cost the peer its close frame.
+    let frame_bytes_max = config.message_bytes_max.saturating_mul(2);
     upgrade
-        .max_message_size(config.message_bytes_max)
-        .max_frame_size(config.message_bytes_max)
+        .max_message_size(frame_bytes_max)
+        .max_frame_size(frame_bytes_max)
         .read_buffer_size(crate::config::SOCKET_READ_BUFFER_BYTES_DEFAULT)
         .write_buffer_size(crate::config::SOCKET_WRITE_BUFFER_BYTES_DEFAULT)
-        .max_write_buffer_size(config.message_bytes_max.saturating_mul(2))
+        // tungstenite panics unless this exceeds the write buffer size, which
+        // a small `message_bytes_max` (1 KiB is valid) would not.
+        .max_write_buffer_size(
+            config
+                .message_bytes_max
+                .saturating_mul(2)
+                .max(crate::config::SOCKET_WRITE_BUFFER_BYTES_DEFAULT.saturating_mul(2)),
+        )
         .on_upgrade(move |socket| async move {
             connection.run(socket).await;
             drop(permit);

@@ -319,8 +319,34 @@ impl RawPeer {
                             .expect("server frames decode"),
                     )
                 }
-                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(WsMessage::Close(_))) => {
+                    self.finish_close().await;
+                    return None;
+                }
+                None | Some(Err(_)) => return None,
                 Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// After the server's close frame: polls once more so the close reply
+    /// goes out (the server waits for it before it lets the socket go).
+    async fn finish_close(&mut self) {
+        while let Some(Ok(_)) = within("the close handshake", self.socket.next()).await {}
+    }
+
+    /// Reads until the server closes; returns the close frame's code and
+    /// reason, or None if the connection ended without one (the 1006 a
+    /// browser reports).
+    pub async fn close_frame(&mut self) -> Option<(u16, String)> {
+        loop {
+            match within("the close frame", self.socket.next()).await {
+                Some(Ok(WsMessage::Close(frame))) => {
+                    self.finish_close().await;
+                    return frame.map(|frame| (u16::from(frame.code), frame.reason.to_string()));
+                }
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => return None,
             }
         }
     }
