@@ -7,6 +7,9 @@
 //! messages. Text frames and undecodable frames end the session with an
 //! error to that peer alone.
 //!
+//! A `join` with a peer id over [`PEER_ID_BYTES_MAX`] bytes gets an `error`
+//! and a close (1008) before the hub sees it.
+//!
 //! Identity: a connection admitted with a credential may only `join` as its
 //! device (see [`Identity::may_join_as`]); any other claim gets an `error`
 //! and a close before the hub sees it, so the hub stays generic. The
@@ -37,7 +40,7 @@ use ventas_sync_protocol::wire::{self, Message};
 
 use super::auth::{Authenticator, Identity, CREDENTIAL_RECHECK_INTERVAL_MS};
 use super::hub_task::{HubInput, Outbound};
-use super::limits::MessageRate;
+use super::limits::{truncate_to_bytes, MessageRate, PEER_ID_BYTES_MAX};
 use super::sessions::{SessionLog, SyncSession};
 use crate::config::ServerConfig;
 use crate::now_ms;
@@ -239,6 +242,12 @@ impl Connection {
                             let input = match wire::decode(&bytes, self.config.message_bytes_max) {
                                 Ok(message) => {
                                     if let Message::Join { sender_id, .. } = &message {
+                                        let peer_id_bytes = sender_id.as_str().len();
+                                        if peer_id_bytes > PEER_ID_BYTES_MAX {
+                                            break Ending::refusal(format!(
+                                                "peer id of {peer_id_bytes} bytes is over the limit of {PEER_ID_BYTES_MAX} bytes"
+                                            ));
+                                        }
                                         if let Some(identity) = &self.identity {
                                             if !identity.may_join_as(sender_id.as_str()) {
                                                 break Ending::refusal(format!(
@@ -293,7 +302,7 @@ impl Connection {
         }
         let frame = CloseFrame {
             code: ending.code,
-            reason: truncate(&ending.reason, CLOSE_REASON_BYTES_MAX).into(),
+            reason: truncate_to_bytes(&ending.reason, CLOSE_REASON_BYTES_MAX).into(),
         };
         let farewell = ending.farewell.then(|| {
             wire::encode(&Message::Error {
@@ -451,13 +460,4 @@ impl Ending {
             ..Self::normal()
         }
     }
-}
-
-/// The longest prefix of `text` within `bytes_max` bytes, on a char boundary.
-fn truncate(text: &str, bytes_max: usize) -> String {
-    let mut end = text.len().min(bytes_max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
 }

@@ -419,3 +419,23 @@ async fn a_frozen_peer_is_closed_after_the_idle_timeout_with_1008_and_a_reason()
     assert_closed_with(&mut frozen, 1008, "idle for 200 ms").await;
     server.running.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn a_peer_id_of_256_bytes_joins_and_257_is_refused_with_a_reason() {
+    let server = TestServer::start().await;
+    let at_limit = "p".repeat(256);
+    let (mut joined, server_id) = RawPeer::joined(&server.url(), &at_limit).await;
+    joined
+        .assert_unavailable(&server_id, DocumentId::from_bytes([1; 16]), "joined")
+        .await;
+
+    let mut over = RawPeer::connect(&server.url(), &"p".repeat(257)).await;
+    over.send_join().await;
+    let error = match over.recv().await {
+        Some(Message::Error { message, .. }) => message,
+        other => panic!("expected an error, got {other:?}"),
+    };
+    assert!(error.contains("peer id of 257 bytes"), "{error}");
+    assert_closed_with(&mut over, 1008, "over the limit of 256 bytes").await;
+    server.running.shutdown().await.expect("shutdown");
+}
