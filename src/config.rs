@@ -64,6 +64,20 @@ pub const OFFICE_CHANGE_BYTES_MAX_DEFAULT: usize = 32 * 1024 * 1024;
 /// for this long is dead. Three keepalive intervals.
 pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 3 * KEEPALIVE_INTERVAL_MS_DEFAULT;
 
+// HTTP hygiene (issue 10): the phase before a WebSocket upgrade or an
+// answer, and the file descriptors every socket costs.
+/// Time from accept (TLS handshake included) to the complete headers of a
+/// request; a client still sending them then is cut off.
+pub const HTTP_HEADER_READ_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// A keep-alive connection with no request in progress is closed after this.
+pub const HTTP_KEEP_ALIVE_IDLE_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// Connections accepted but not yet upgraded nor done (TLS handshakes
+/// included); past it new ones are closed at once.
+pub const HTTP_CONNECTIONS_MAX_DEFAULT: usize = 1_024;
+/// Open files kept free of sockets (storage, logs, PostgreSQL, accept
+/// itself), so the socket caps hit before the process's open-file limit.
+pub const RESERVED_OPEN_FILES_DEFAULT: u64 = 128;
+
 /// A validated server configuration.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -107,6 +121,21 @@ pub struct ServerConfig {
     /// Open connections whose credentials belong to one tenant (only
     /// connections with an identity count); past it HTTP 429.
     pub connections_per_tenant_max: usize,
+    /// HTTP hygiene: see `server::accept`. Time a connection has, from
+    /// accept, to finish its TLS handshake and the headers of its first
+    /// request (and each later request's headers, from their first byte).
+    pub http_header_read_timeout_ms: u64,
+    /// A keep-alive HTTP connection with no request in progress is closed
+    /// after this (at most `http_header_read_timeout_ms`: hyper's header
+    /// timer also runs while it waits).
+    pub http_keep_alive_idle_timeout_ms: u64,
+    /// Connections in the HTTP phase (accepted, not yet upgraded nor
+    /// closed); past it a new connection is closed at once.
+    pub http_connections_max: usize,
+    /// Open files left free of sockets: the server takes at most the
+    /// process's open-file limit (soft, raised to the hard one at start)
+    /// minus this in sockets, and closes new connections past it.
+    pub reserved_open_files: u64,
     /// Decoded bytes of all changes in one incoming sync message; past it
     /// the peer gets an `error`, is disconnected, and nothing applies.
     pub change_bytes_max: usize,
@@ -203,6 +232,10 @@ impl ServerConfig {
             join_timeout_ms: JOIN_TIMEOUT_MS_DEFAULT,
             keepalive_interval_ms: KEEPALIVE_INTERVAL_MS_DEFAULT,
             idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
+            http_header_read_timeout_ms: HTTP_HEADER_READ_TIMEOUT_MS_DEFAULT,
+            http_keep_alive_idle_timeout_ms: HTTP_KEEP_ALIVE_IDLE_TIMEOUT_MS_DEFAULT,
+            http_connections_max: HTTP_CONNECTIONS_MAX_DEFAULT,
+            reserved_open_files: RESERVED_OPEN_FILES_DEFAULT,
             change_bytes_max: hub::CHANGE_BYTES_MAX_DEFAULT,
             change_ops_max: hub::CHANGE_OPS_MAX_DEFAULT,
             object_depth_max: hub::OBJECT_DEPTH_MAX_DEFAULT,
@@ -320,6 +353,17 @@ impl ServerConfig {
         ] {
             at_least(name, 1, value as u64)?;
         }
+        at_least(
+            "http_header_read_timeout_ms",
+            1,
+            self.http_header_read_timeout_ms,
+        )?;
+        at_least(
+            "http_keep_alive_idle_timeout_ms",
+            1,
+            self.http_keep_alive_idle_timeout_ms,
+        )?;
+        at_least("http_connections_max", 1, self.http_connections_max as u64)?;
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::TlsIncomplete);
         }

@@ -197,6 +197,22 @@ struct ServeArgs {
     /// Open connections of one tenant's credentials; more get HTTP 429.
     #[arg(long, env = "VENTAS_CONNECTIONS_PER_TENANT_MAX")]
     connections_per_tenant_max: Option<usize>,
+    /// Time a connection has from accept to the complete headers of its
+    /// first request (TLS handshake included), in ms.
+    #[arg(long, env = "VENTAS_HTTP_HEADER_READ_TIMEOUT_MS")]
+    http_header_read_timeout_ms: Option<u64>,
+    /// A keep-alive HTTP connection with no request in progress is closed
+    /// after this, in ms.
+    #[arg(long, env = "VENTAS_HTTP_KEEP_ALIVE_IDLE_TIMEOUT_MS")]
+    http_keep_alive_idle_timeout_ms: Option<u64>,
+    /// Connections accepted but not yet upgraded nor done; past it new
+    /// ones are closed at once.
+    #[arg(long, env = "VENTAS_HTTP_CONNECTIONS_MAX")]
+    http_connections_max: Option<usize>,
+    /// Open files kept free of sockets so the connection caps hit before
+    /// the process's open-file limit.
+    #[arg(long, env = "VENTAS_RESERVED_OPEN_FILES")]
+    reserved_open_files: Option<u64>,
     /// PEM certificate chain: serve TLS (wss://) directly; needs --tls-key.
     #[arg(long, env = "VENTAS_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -289,6 +305,18 @@ impl ServeArgs {
         }
         if let Some(ms) = self.idle_timeout_ms {
             config.idle_timeout_ms = ms;
+        }
+        if let Some(ms) = self.http_header_read_timeout_ms {
+            config.http_header_read_timeout_ms = ms;
+        }
+        if let Some(ms) = self.http_keep_alive_idle_timeout_ms {
+            config.http_keep_alive_idle_timeout_ms = ms;
+        }
+        if let Some(max) = self.http_connections_max {
+            config.http_connections_max = max;
+        }
+        if let Some(files) = self.reserved_open_files {
+            config.reserved_open_files = files;
         }
         if let Some(rate) = self.peer_messages_per_second_max {
             config.peer_messages_per_second_max = rate;

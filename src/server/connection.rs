@@ -7,6 +7,9 @@
 //! messages. Text frames and undecodable frames end the session with an
 //! error to that peer alone.
 //!
+//! A `join` with a peer id over [`PEER_ID_BYTES_MAX`] bytes gets an `error`
+//! and a close (1008) before the hub sees it.
+//!
 //! Identity: a connection admitted with a credential may only `join` as its
 //! device (see [`Identity::may_join_as`]); any other claim gets an `error`
 //! and a close before the hub sees it, so the hub stays generic. The
@@ -27,15 +30,17 @@ use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use futures_util::{SinkExt, StreamExt};
+use std::error::Error as _;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite;
 use tracing::{debug, info, warn};
 use ventas_sync_protocol::hub::ConnId;
 use ventas_sync_protocol::wire::{self, Message};
 
 use super::auth::{Authenticator, Identity, CREDENTIAL_RECHECK_INTERVAL_MS};
 use super::hub_task::{HubInput, Outbound};
-use super::limits::MessageRate;
+use super::limits::{truncate_to_bytes, MessageRate, PEER_ID_BYTES_MAX};
 use super::sessions::{SessionLog, SyncSession};
 use crate::config::ServerConfig;
 use crate::now_ms;
@@ -46,12 +51,25 @@ const CLOSE_POLICY: u16 = 1008;
 const CLOSE_GOING_AWAY: u16 = 1001;
 /// WebSocket close code for a normal close.
 const CLOSE_NORMAL: u16 = 1000;
+/// WebSocket close code for a message too big to process (RFC 6455).
+const CLOSE_TOO_BIG: u16 = 1009;
+/// WebSocket close code for "try again later" (RFC 6455 registry): the
+/// server let go of a peer that fell behind, not one that broke a rule.
+const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 /// Longest close reason a control frame can carry (125 bytes minus the code).
 const CLOSE_REASON_BYTES_MAX: usize = 123;
 /// Every this many sessions, the sync log drops its oldest records.
 const SESSIONS_PRUNE_EVERY: u64 = 1_024;
-/// How long the close handshake may take before the socket is dropped.
+/// How long the close handshake may take before the socket is dropped
+/// (a normal close, server shutdown, a failed socket).
 const CLOSE_SEND_TIMEOUT_MS: u64 = 1_000;
+/// As [`CLOSE_SEND_TIMEOUT_MS`] when a limit or a refusal closes the
+/// session: the server waits for the peer's close reply, reading and
+/// dropping whatever it still sends, so that the socket is not closed with
+/// the peer's frames (pongs, messages in flight) unread. Closing then would
+/// make the kernel reset the connection and drop the close frame the peer
+/// had not read yet: it would see 1006 and no reason.
+const CLOSE_HANDSHAKE_WAIT_MS: u64 = 5_000;
 
 /// Everything a connection task needs.
 pub struct Connection {
@@ -217,9 +235,18 @@ impl Connection {
                     match frame {
                         Some(Ok(WsMessage::Binary(bytes))) => {
                             session.bytes_in += bytes.len() as u64;
+                            if bytes.len() > self.config.message_bytes_max {
+                                break Ending::too_big(bytes.len(), self.config.message_bytes_max);
+                            }
                             let input = match wire::decode(&bytes, self.config.message_bytes_max) {
                                 Ok(message) => {
                                     if let Message::Join { sender_id, .. } = &message {
+                                        let peer_id_bytes = sender_id.as_str().len();
+                                        if peer_id_bytes > PEER_ID_BYTES_MAX {
+                                            break Ending::refusal(format!(
+                                                "peer id of {peer_id_bytes} bytes is over the limit of {PEER_ID_BYTES_MAX} bytes"
+                                            ));
+                                        }
                                         if let Some(identity) = &self.identity {
                                             if !identity.may_join_as(sender_id.as_str()) {
                                                 break Ending::refusal(format!(
@@ -250,7 +277,7 @@ impl Connection {
                         }
                         Some(Ok(WsMessage::Close(_))) | None => break Ending::normal(),
                         Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
-                        Some(Err(e)) => break Ending::failed(format!("socket error: {e}")),
+                        Some(Err(e)) => break Ending::socket_error(e, self.config.message_bytes_max),
                     }
                 },
                 _ = tokio::time::sleep_until(idle_deadline) => {
@@ -274,7 +301,7 @@ impl Connection {
         }
         let frame = CloseFrame {
             code: ending.code,
-            reason: truncate(&ending.reason, CLOSE_REASON_BYTES_MAX).into(),
+            reason: truncate_to_bytes(&ending.reason, CLOSE_REASON_BYTES_MAX).into(),
         };
         let farewell = ending.farewell.then(|| {
             wire::encode(&Message::Error {
@@ -290,9 +317,21 @@ impl Connection {
                 let _ = sink.send(WsMessage::Binary(frame.into())).await;
             }
             let _ = sink.send(WsMessage::Close(Some(frame))).await;
+            // The close handshake: wait for the peer's reply, dropping what
+            // it sends meanwhile (see `CLOSE_HANDSHAKE_WAIT_MS`).
+            while let Some(Ok(frame)) = stream.next().await {
+                if matches!(frame, WsMessage::Close(_)) {
+                    break;
+                }
+            }
             let _ = sink.close().await;
         };
-        let _ = tokio::time::timeout(Duration::from_millis(CLOSE_SEND_TIMEOUT_MS), goodbye).await;
+        let wait_ms = if ending.code == CLOSE_NORMAL || ending.code == CLOSE_GOING_AWAY {
+            CLOSE_SEND_TIMEOUT_MS
+        } else {
+            CLOSE_HANDSHAKE_WAIT_MS
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(wait_ms), goodbye).await;
         ending.error
     }
 }
@@ -374,9 +413,43 @@ impl Ending {
         }
     }
 
-    /// The hub task pulled the kill switch (a slow peer).
+    /// The hub task pulled the kill switch (a slow peer): close code 1013,
+    /// the peer may come back once it keeps up.
     fn killed(reason: Result<String, oneshot::error::RecvError>) -> Self {
-        Self::policy(reason.unwrap_or_else(|_| "disconnected by server".to_string()))
+        Self {
+            code: CLOSE_TRY_AGAIN_LATER,
+            ..Self::policy(reason.unwrap_or_else(|_| "disconnected by server".to_string()))
+        }
+    }
+
+    /// A message over `message_bytes_max`: close code 1009, after an
+    /// `error` saying so.
+    fn too_big(bytes: usize, bytes_max: usize) -> Self {
+        Self {
+            code: CLOSE_TOO_BIG,
+            ..Self::refusal(format!(
+                "message of {bytes} bytes is over the limit of {bytes_max} bytes"
+            ))
+        }
+    }
+
+    /// The socket failed. A frame over the WebSocket layer's own size limit
+    /// (twice `message_bytes_max`, see `server::upgrade`) is a limit too and
+    /// closes with 1009; anything else cannot be told to the peer.
+    fn socket_error(error: axum::Error, bytes_max: usize) -> Self {
+        let too_big = error
+            .source()
+            .and_then(|source| source.downcast_ref::<tungstenite::Error>())
+            .is_some_and(|error| matches!(error, tungstenite::Error::Capacity(_)));
+        if too_big {
+            return Self {
+                code: CLOSE_TOO_BIG,
+                ..Self::policy(format!(
+                    "message over the limit of {bytes_max} bytes ({error})"
+                ))
+            };
+        }
+        Self::failed(format!("socket error: {error}"))
     }
 
     /// The socket failed; nothing useful can be said to the peer.
@@ -386,13 +459,4 @@ impl Ending {
             ..Self::normal()
         }
     }
-}
-
-/// The longest prefix of `text` within `bytes_max` bytes, on a char boundary.
-fn truncate(text: &str, bytes_max: usize) -> String {
-    let mut end = text.len().min(bytes_max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
 }

@@ -3,6 +3,10 @@
 //! number of open connections per remote address and per tenant
 //! ([`ConnectionCounts`], slots taken before the upgrade).
 //!
+//! Also the bound on what a peer names itself ([`PEER_ID_BYTES_MAX`]) and
+//! [`truncate_to_bytes`], which keeps peer-supplied text in records and
+//! close frames within their bounds.
+//!
 //! Both are plain data driven by the caller: the bucket takes the current
 //! time as an argument, and a [`ConnectionSlot`] gives its place back when
 //! dropped, so a connection task holds one for exactly its lifetime.
@@ -22,6 +26,20 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+/// Longest peer id a peer may join with, in bytes (UTF-8). A longer one
+/// gets an `error` and a close; the sync log never holds more.
+pub const PEER_ID_BYTES_MAX: usize = 256;
+
+/// The longest prefix of `text` within `bytes_max` bytes, on a char
+/// boundary.
+pub fn truncate_to_bytes(text: &str, bytes_max: usize) -> &str {
+    let mut end = text.len().min(bytes_max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 
 /// A token bucket over received messages: it holds at most `burst` tokens,
 /// gains `per_second` tokens a second, and each message takes one.
@@ -156,6 +174,15 @@ fn release<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn truncation_keeps_whole_characters_within_the_bound() {
+        assert_eq!(truncate_to_bytes("abc", 2), "ab");
+        assert_eq!(truncate_to_bytes("abc", 9), "abc");
+        // "é" is two bytes: a bound in its middle keeps it out.
+        assert_eq!(truncate_to_bytes("aé", 2), "a");
+        assert_eq!(truncate_to_bytes("aé", 3), "aé");
+    }
 
     #[test]
     fn a_full_bucket_admits_its_burst_then_refills_at_the_rate() {

@@ -16,6 +16,9 @@
 //! peer on the hub's inbox (no socket) that creates each month's ledgers
 //! and stock documents and lists them in the tenants' catalogs.
 //!
+//! Connections are accepted by our own loop ([`accept`]): a header read
+//! timeout, a keep-alive idle timeout, a cap on connections still in the
+//! HTTP phase and a socket budget under the open-file limit.
 //! The connection cap is taken before the upgrade; past it the client gets
 //! HTTP 503. Per remote address and per tenant caps ([`limits`]) are taken
 //! there too; past them HTTP 429. With `tls_cert` and `tls_key` the server
@@ -25,6 +28,7 @@
 //! [`auth`] for credentials, the join binding and revocation. Every refusal
 //! before the upgrade is a JSON [`api::ApiError`].
 
+mod accept;
 pub mod access;
 pub mod api;
 pub mod auth;
@@ -48,7 +52,6 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tracing::{debug, error, info, warn};
@@ -367,7 +370,7 @@ async fn serve_with_tls(
             config.connections_per_tenant_max,
         ),
         next_conn,
-        shutdown: shutdown_rx,
+        shutdown: shutdown_rx.clone(),
         authenticator,
         store: Arc::clone(&store),
         export_marks,
@@ -380,28 +383,22 @@ async fn serve_with_tls(
         tls = tls.is_some(),
         "serving"
     );
-    // Connections are told to close as soon as the signal fires: axum's
-    // graceful shutdown does not track upgraded WebSockets, so we do.
-    let graceful = async move {
-        signal.await;
-        info!("shutting down: closing peers");
-        let _ = shutdown_tx.send(true);
-    };
-    let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
-    match tls {
-        None => {
-            axum::serve(listener, make_service)
-                .with_graceful_shutdown(graceful)
-                .await?
-        }
-        Some(tls) => {
-            // `tap_io` (a no-op) makes axum's `ConnectInfo<SocketAddr>`
-            // work for a listener of our own.
-            let listener = tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
-            axum::serve(listener, make_service)
-                .with_graceful_shutdown(graceful)
-                .await?
-        }
+    // Our own accept loop (see [`accept`]): header and idle deadlines, the
+    // HTTP-phase cap and the socket budget that axum's `serve` lacks.
+    let settings = accept::AcceptSettings::new(&config, accept::raise_open_files_limit());
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let http_phase = accept::run(listener, acceptor, app, settings, signal, shutdown_rx).await;
+    // Stopped accepting; now every connection task is told to close.
+    info!("shutting down: closing peers");
+    let _ = shutdown_tx.send(true);
+    if tokio::time::timeout(
+        Duration::from_millis(SHUTDOWN_CONNECTIONS_WAIT_MS),
+        http_phase.drained(),
+    )
+    .await
+    .is_err()
+    {
+        warn!("HTTP connections still open after {SHUTDOWN_CONNECTIONS_WAIT_MS} ms");
     }
     let all = u32::try_from(config.connections_max).unwrap_or(u32::MAX);
     let drained = tokio::time::timeout(
@@ -524,12 +521,24 @@ async fn upgrade(
         config: config.clone(),
         shutdown: state.shutdown.clone(),
     };
+    // The WebSocket layer reads messages up to twice the limit whole, so
+    // that the connection task can refuse one just over it with close code
+    // 1009 and a reason; one it cuts off mid-frame leaves bytes unread, and
+    // the reset that follows can cost the peer its close frame.
+    let frame_bytes_max = config.message_bytes_max.saturating_mul(2);
     upgrade
-        .max_message_size(config.message_bytes_max)
-        .max_frame_size(config.message_bytes_max)
+        .max_message_size(frame_bytes_max)
+        .max_frame_size(frame_bytes_max)
         .read_buffer_size(crate::config::SOCKET_READ_BUFFER_BYTES_DEFAULT)
         .write_buffer_size(crate::config::SOCKET_WRITE_BUFFER_BYTES_DEFAULT)
-        .max_write_buffer_size(config.message_bytes_max.saturating_mul(2))
+        // tungstenite panics unless this exceeds the write buffer size, which
+        // a small `message_bytes_max` (1 KiB is valid) would not.
+        .max_write_buffer_size(
+            config
+                .message_bytes_max
+                .saturating_mul(2)
+                .max(crate::config::SOCKET_WRITE_BUFFER_BYTES_DEFAULT.saturating_mul(2)),
+        )
         .on_upgrade(move |socket| async move {
             connection.run(socket).await;
             drop(permit);

@@ -19,12 +19,22 @@ use std::sync::Arc;
 
 use super::auth::{Identity, Scope};
 use super::exporter::ExportMarks;
+use super::limits::{truncate_to_bytes, PEER_ID_BYTES_MAX};
 use serde::{Deserialize, Serialize};
 use ventas_storage::{DocStore, StoreError};
 
 const SESSION_PREFIX: &[u8] = b"session/";
 /// Per-tenant index keys: `session-tenant/<tenant>/<id>`.
 const TENANT_INDEX_PREFIX: &[u8] = b"session-tenant/";
+/// Bytes of document ids one record keeps (about 1,200 ids); the rest are
+/// counted in `documents_omitted`. With the bounds below a record stays
+/// well under the store's metadata value limit (64 KiB), so a session, and
+/// any refused write in it, is always recorded whatever the peer sent.
+pub const SESSION_DOCUMENTS_BYTES_MAX: usize = 40 * 1024;
+/// Bytes of each denial a record keeps (`hub::DENIALS_KEPT_MAX` of them).
+pub const SESSION_DENIAL_BYTES_MAX: usize = 256;
+/// Bytes of the ending error a record keeps.
+pub const SESSION_ERROR_BYTES_MAX: usize = 1_024;
 /// Sessions kept in the sync log; older ones are pruned.
 pub const SYNC_SESSIONS_KEPT_MAX_DEFAULT: u64 = 100_000;
 /// Rows removed per pruning page.
@@ -50,8 +60,12 @@ pub struct SyncSession {
     pub connected_at_ms: u64,
     /// None while the session is open.
     pub disconnected_at_ms: Option<u64>,
-    /// Documents the peer opened (bs58check ids).
+    /// Documents the peer opened (bs58check ids), the first
+    /// [`SESSION_DOCUMENTS_BYTES_MAX`] bytes of them.
     pub documents: Vec<String>,
+    /// Documents opened but left out of `documents` for space.
+    #[serde(default)]
+    pub documents_omitted: u64,
     pub messages_in: u64,
     pub messages_out: u64,
     pub changes_in: u64,
@@ -89,6 +103,40 @@ impl SyncSession {
             connected_at_ms,
             ..Self::default()
         }
+    }
+
+    /// This record within its bounds: what a peer chose (its id, the
+    /// documents it opened, denial and error texts) is truncated, so the
+    /// record always fits the store.
+    pub fn bounded(&self) -> Self {
+        let mut bounded = self.clone();
+        let cut = |text: &str, bytes_max| truncate_to_bytes(text, bytes_max).to_string();
+        bounded.peer_id = self.peer_id.as_deref().map(|p| cut(p, PEER_ID_BYTES_MAX));
+        bounded.error = self
+            .error
+            .as_deref()
+            .map(|e| cut(e, SESSION_ERROR_BYTES_MAX));
+        bounded.denials = self
+            .denials
+            .iter()
+            .take(ventas_sync_protocol::hub::DENIALS_KEPT_MAX)
+            .map(|denial| cut(denial, SESSION_DENIAL_BYTES_MAX))
+            .collect();
+        let mut documents_bytes = 0usize;
+        bounded.documents = self
+            .documents
+            .iter()
+            .take_while(|id| {
+                documents_bytes = documents_bytes.saturating_add(id.len() + 3);
+                documents_bytes <= SESSION_DOCUMENTS_BYTES_MAX
+            })
+            .cloned()
+            .collect();
+        let omitted = self.documents.len() - bounded.documents.len();
+        bounded.documents_omitted = self
+            .documents_omitted
+            .saturating_add(u64::try_from(omitted).unwrap_or(u64::MAX));
+        bounded
     }
 }
 
@@ -178,7 +226,8 @@ impl SessionLog {
 
     /// Writes (or rewrites) a session record.
     pub fn put(&self, session: &SyncSession) -> Result<(), SessionLogError> {
-        let value = serde_json::to_vec(session).map_err(|e| SessionLogError::Corrupt {
+        let session = session.bounded();
+        let value = serde_json::to_vec(&session).map_err(|e| SessionLogError::Corrupt {
             id: session.id,
             reason: e.to_string(),
         })?;
@@ -326,6 +375,38 @@ mod tests {
             id,
             ..SyncSession::default()
         }
+    }
+
+    #[test]
+    fn a_session_of_a_hostile_peer_is_bounded_and_still_recorded() {
+        let log = log(100);
+        let huge = "x".repeat(1024 * 1024);
+        let hostile = SyncSession {
+            id: 7,
+            peer_id: Some(huge.clone()),
+            documents: (0..10_000).map(|n| format!("{n:0>30}")).collect(),
+            denials: vec![huge.clone(); 1_000],
+            error: Some(huge),
+            ..SyncSession::default()
+        };
+        log.put(&hostile).expect("recorded in spite of its size");
+        let kept = log.get(7).expect("read").expect("kept");
+        assert_eq!(kept.peer_id.map(|p| p.len()), Some(PEER_ID_BYTES_MAX));
+        assert_eq!(kept.error.map(|e| e.len()), Some(SESSION_ERROR_BYTES_MAX));
+        assert_eq!(
+            kept.denials.len(),
+            ventas_sync_protocol::hub::DENIALS_KEPT_MAX
+        );
+        assert!(kept
+            .denials
+            .iter()
+            .all(|d| d.len() == SESSION_DENIAL_BYTES_MAX));
+        assert_eq!(
+            kept.documents.len() as u64 + kept.documents_omitted,
+            10_000,
+            "every document is listed or counted"
+        );
+        assert!(kept.documents.len() >= 1_000, "{}", kept.documents.len());
     }
 
     #[test]

@@ -838,6 +838,19 @@ impl Hub {
                 data,
                 ..
             } => {
+                // Forwarded messages carry the sender's joined peer id,
+                // never one it chose (issue 10: a seller's messages arrived
+                // as from the office PC). automerge-repo clients relay what
+                // they receive with the original sender's id; the hub already
+                // sent the original to every subscriber, so a relay is
+                // dropped rather than forwarded under the relaying peer's
+                // name.
+                let Some(joined) = self.conns.get(&conn).and_then(|c| c.peer_id.clone()) else {
+                    return;
+                };
+                if sender_id != joined {
+                    return;
+                }
                 // A peer cannot reach the subscribers of a document it may
                 // not see.
                 if !matches!(
@@ -873,7 +886,7 @@ impl Hub {
                         continue;
                     };
                     let message = Message::Ephemeral {
-                        sender_id: sender_id.clone(),
+                        sender_id: joined.clone(),
                         target_id,
                         count,
                         session_id: session_id.clone(),

@@ -191,6 +191,27 @@ impl ServerProcess {
         Self::started(command).await
     }
 
+    /// Starts the binary under `prlimit` with `open_files` as both its soft
+    /// and hard RLIMIT_NOFILE (so the server cannot raise it); a cleared
+    /// environment but for `PATH`, to find `prlimit`.
+    pub async fn spawn_with_open_files(
+        data_dir: &Path,
+        port: u16,
+        args: &[&str],
+        open_files: u64,
+    ) -> Self {
+        let mut command = tokio::process::Command::new("prlimit");
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .arg(format!("--nofile={open_files}:{open_files}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_ventas"));
+        serve_args(&mut command, data_dir, port, args);
+        Self::started(command).await
+    }
+
     /// Starts `ventas serve` on port 0 with a CLEARED environment plus only
     /// `env`, so nothing of the test runner's (a stray
     /// `VENTAS_UNSAFE_SKIP_FLUSH`, `DATABASE_URL`) changes what it does.
@@ -234,6 +255,12 @@ impl ServerProcess {
 /// address it prints.
 fn serve_command(data_dir: &Path, port: u16, args: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ventas"));
+    serve_args(&mut command, data_dir, port, args);
+    command
+}
+
+/// `serve` and its arguments, stdout piped (the `listening on` line).
+fn serve_args(command: &mut tokio::process::Command, data_dir: &Path, port: u16, args: &[&str]) {
     command
         .arg("serve")
         .args(args)
@@ -244,7 +271,6 @@ fn serve_command(data_dir: &Path, port: u16, args: &[&str]) -> tokio::process::C
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
-    command
 }
 
 /// Tries `connect` every 20 ms, 100 times at most, and asserts that one
@@ -356,8 +382,34 @@ impl RawPeer {
                             .expect("server frames decode"),
                     )
                 }
-                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(WsMessage::Close(_))) => {
+                    self.finish_close().await;
+                    return None;
+                }
+                None | Some(Err(_)) => return None,
                 Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// After the server's close frame: polls once more so the close reply
+    /// goes out (the server waits for it before it lets the socket go).
+    async fn finish_close(&mut self) {
+        while let Some(Ok(_)) = within("the close handshake", self.socket.next()).await {}
+    }
+
+    /// Reads until the server closes; returns the close frame's code and
+    /// reason, or None if the connection ended without one (the 1006 a
+    /// browser reports).
+    pub async fn close_frame(&mut self) -> Option<(u16, String)> {
+        loop {
+            match within("the close frame", self.socket.next()).await {
+                Some(Ok(WsMessage::Close(frame))) => {
+                    self.finish_close().await;
+                    return frame.map(|frame| (u16::from(frame.code), frame.reason.to_string()));
+                }
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => return None,
             }
         }
     }

@@ -269,7 +269,15 @@ async fn a_four_mebibyte_string_is_a_legitimate_write_and_nine_is_refused() {
     assert!(frame.len() > MESSAGE_BYTES_MAX_DEFAULT);
     // The server may close while the frame is still being written.
     let _ = over.socket.send(WsMessage::Binary(frame.into())).await;
-    assert!(over.recv().await.is_none(), "over the limit must close");
+    // Up to twice the limit the frame is read whole, so the peer is told
+    // why: close code 1009 with a reason (issue 10).
+    let close = over.close_frame().await;
+    assert!(
+        close
+            .as_ref()
+            .is_some_and(|(code, reason)| *code == 1009 && reason.contains("over the limit")),
+        "over the limit must close with 1009: {close:?}"
+    );
     scene.check_undisturbed(&["big"]).await;
 }
 

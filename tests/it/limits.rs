@@ -58,10 +58,8 @@ async fn a_message_at_the_size_limit_is_accepted_and_one_byte_over_disconnects()
         limit + 1,
     ))
     .await;
-    assert!(
-        over.recv().await.is_none(),
-        "a frame over the limit must close the connection"
-    );
+    let error = over.expect_error_and_close().await;
+    assert!(error.contains("over the limit"), "{error}");
     let session = ended_session(&server, "over-limit").await;
     assert!(
         session["error"].as_str().is_some_and(|e| !e.is_empty()),

@@ -177,7 +177,12 @@ async fn a_peer_that_answers_no_pings_is_closed_after_the_idle_timeout_and_a_liv
     // frame, but the pongs a reading client then owes the closed socket
     // make the kernel reset it and drop what was unread, so the sync log
     // is where to look.)
-    let session = ended_session(&server, "frozen").await;
+    // The live peer keeps reading (answering pings) while the server ends
+    // the frozen one's session, close handshake wait included.
+    let session = tokio::select! {
+        session = ended_session(&server, "frozen") => session,
+        message = live.recv() => panic!("the live peer must stay open, got {message:?}"),
+    };
     let error = session["error"].as_str().unwrap_or_default();
     assert!(error.contains("idle for 400 ms"), "{session}");
     let lasted_ms = session["disconnected_at_ms"].as_u64().unwrap_or(0)
@@ -337,5 +342,100 @@ async fn the_server_serves_wss_with_a_self_signed_certificate_and_peers_sync_ove
     assert!(plain.is_err(), "plain WebSocket to a TLS port must fail");
     drop(writer);
     drop(reader);
+    server.running.shutdown().await.expect("shutdown");
+}
+
+/// Asserts the close frame `peer` gets: `code`, and a reason containing
+/// `reason` (a peer cut off by a limit must learn which).
+async fn assert_closed_with(peer: &mut RawPeer, code: u16, reason: &str) {
+    let frame = peer.close_frame().await;
+    let Some((got_code, got_reason)) = frame else {
+        panic!("closed without a close frame (1006), expected {code} {reason:?}");
+    };
+    assert_eq!(got_code, code, "close code (reason {got_reason:?})");
+    assert!(got_reason.contains(reason), "close reason {got_reason:?}");
+}
+
+#[tokio::test]
+async fn a_message_over_the_size_limit_closes_with_1009_and_a_reason() {
+    let limit = 1024;
+    let server = TestServer::start_with(|c| c.message_bytes_max = limit).await;
+    let (mut peer, _) = RawPeer::joined(&server.url(), "big").await;
+    peer.send_raw(vec![0xa0; limit + 1]).await;
+    assert_closed_with(&mut peer, 1009, "over the limit of 1024 bytes").await;
+    server.running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_peer_over_its_message_rate_is_closed_with_1008_and_a_reason() {
+    let server = TestServer::start_with(|c| {
+        c.peer_messages_per_second_max = 1;
+        c.peer_messages_burst_max = 2;
+    })
+    .await;
+    let (mut peer, server_id) = RawPeer::joined(&server.url(), "chatty").await;
+    // The join took one token; these overrun the burst.
+    for count in 0..4 {
+        peer.send(&ephemeral(&peer.peer_id.clone(), &server_id, count))
+            .await;
+    }
+    assert_closed_with(&mut peer, 1008, "message rate limit exceeded").await;
+    server.running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_peer_past_its_documents_is_closed_with_1008_and_a_reason() {
+    let server = TestServer::start_with(|c| c.docs_per_peer_max = 1).await;
+    let (mut peer, server_id) = RawPeer::joined(&server.url(), "greedy").await;
+    peer.assert_unavailable(&server_id, DocumentId::from_bytes([1; 16]), "within")
+        .await;
+    let request = peer.request(&server_id, DocumentId::from_bytes([2; 16]));
+    peer.send(&request).await;
+    assert_closed_with(&mut peer, 1008, "too many documents").await;
+    server.running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_connection_that_never_joins_is_closed_with_1008_and_a_reason() {
+    let server = TestServer::start_with(|c| c.join_timeout_ms = 200).await;
+    let mut silent = RawPeer::connect(&server.url(), "silent").await;
+    assert_closed_with(&mut silent, 1008, "no join within 200 ms").await;
+    server.running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_frozen_peer_is_closed_after_the_idle_timeout_with_1008_and_a_reason() {
+    let idle_timeout_ms = 200;
+    let server = TestServer::start_with(|c| {
+        c.keepalive_interval_ms = 100;
+        c.idle_timeout_ms = idle_timeout_ms;
+    })
+    .await;
+    let (mut frozen, _) = RawPeer::joined(&server.url(), "frozen").await;
+    // Reading answers pings, so the peer must not read to be idle: it
+    // stops for ten idle timeouts, well inside the server's close handshake
+    // wait (5 s), then reads what the server sent.
+    tokio::time::sleep(Duration::from_millis(10 * idle_timeout_ms)).await;
+    assert_closed_with(&mut frozen, 1008, "idle for 200 ms").await;
+    server.running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_peer_id_of_256_bytes_joins_and_257_is_refused_with_a_reason() {
+    let server = TestServer::start().await;
+    let at_limit = "p".repeat(256);
+    let (mut joined, server_id) = RawPeer::joined(&server.url(), &at_limit).await;
+    joined
+        .assert_unavailable(&server_id, DocumentId::from_bytes([1; 16]), "joined")
+        .await;
+
+    let mut over = RawPeer::connect(&server.url(), &"p".repeat(257)).await;
+    over.send_join().await;
+    let error = match over.recv().await {
+        Some(Message::Error { message, .. }) => message,
+        other => panic!("expected an error, got {other:?}"),
+    };
+    assert!(error.contains("peer id of 257 bytes"), "{error}");
+    assert_closed_with(&mut over, 1008, "over the limit of 256 bytes").await;
     server.running.shutdown().await.expect("shutdown");
 }

@@ -14,6 +14,7 @@ mod export_round_trips;
 mod fair_resources;
 mod harness;
 mod hostile;
+mod http_hygiene;
 mod js_interop;
 mod limits;
 mod limits_more;
