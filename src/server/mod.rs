@@ -480,11 +480,12 @@ async fn upgrade(
         )
         .into_response();
     }
-    // A browser that offered its token as a subprotocol must get one back
-    // or it fails the handshake: `ventas` if offered, else the token one.
-    let mut protocols = vec![auth::SUBPROTOCOL.to_string()];
-    protocols.extend(auth::bearer_subprotocol(&headers).map(str::to_string));
-    let upgrade = upgrade.protocols(protocols);
+    // The server answers `ventas` and nothing else: echoing the
+    // `ventas.bearer.<token>` one would put the token in a response header
+    // (proxy logs). A browser that offers subprotocols fails the handshake
+    // unless one is selected, so clients offer `["ventas",
+    // "ventas.bearer.<token>"]`.
+    let upgrade = upgrade.protocols([auth::SUBPROTOCOL]);
     let tenant = identity.as_ref().map(|identity| identity.tenant.as_str());
     let slot = match state.connection_counts.admit(remote_addr.ip(), tenant) {
         Ok(slot) => slot,

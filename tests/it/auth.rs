@@ -192,6 +192,39 @@ async fn a_token_in_the_subprotocol_connects_and_the_server_selects_ventas() {
 }
 
 #[tokio::test]
+async fn a_token_offered_only_as_a_subprotocol_is_never_echoed_back() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (server, tokens) = server_with(&[("tab-1", Role::Seller, None)]).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr())
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Protocol: ventas.bearer.{}\r\n\r\n",
+        server.addr(),
+        tokens[0]
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let read = within("the answer", stream.read(&mut byte))
+            .await
+            .expect("read");
+        assert_eq!(read, 1, "closed before the end of the head: {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        !head.contains(&tokens[0].to_lowercase()),
+        "token echoed: {head}"
+    );
+    assert!(!head.contains("ventas.bearer"), "{head}");
+}
+
+#[tokio::test]
 async fn revoking_a_token_closes_its_open_connection_at_once_and_spares_others() {
     let (server, tokens) = server_with(&[
         ("tab-1", Role::Seller, None),
