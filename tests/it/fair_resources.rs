@@ -223,7 +223,6 @@ async fn a_tenant_at_its_memory_quota_is_refused_and_another_tenant_is_not() {
         .push(random_id(), &mut doc_with_ops(2))
         .await
         .expect("another tenant is not affected");
-    // And acme's session goes on: its open documents still sync.
     server.running.shutdown().await.expect("shutdown");
 }
 
