@@ -140,6 +140,11 @@ pub async fn backfill(
         report.documents_skipped += batch.skipped;
         if !batch.exports.is_empty() {
             write_batch(client, &batch).await?;
+            // A crash between two committed batches (tests/it/
+            // export_backfill.rs kills `ventas export` here, then reruns it).
+            fail::fail_point!("backfill-after-batch", |_| {
+                panic!("failpoint backfill-after-batch")
+            });
             report.documents_exported += batch.exports.len() as u64;
             report.rows += batch.rows as u64;
         }
