@@ -184,11 +184,7 @@ impl ServerProcess {
 
     /// Starts the binary with more `serve` arguments.
     pub async fn spawn_with(data_dir: &Path, port: u16, args: &[&str]) -> Self {
-        let mut command = serve_command(data_dir, port, args);
-        // A cleared environment: a stray `VENTAS_*` or `DATABASE_URL` of
-        // the developer's shell must not change what a test runs.
-        command.env_clear().env("RUST_LOG", "warn");
-        Self::started(command).await
+        Self::started(serve_command(data_dir, port, args)).await
     }
 
     /// Starts the binary under `prlimit` with `open_files` as both its soft
@@ -212,17 +208,12 @@ impl ServerProcess {
         Self::started(command).await
     }
 
-    /// Starts `ventas serve` on port 0 with a CLEARED environment plus only
-    /// `env`, so nothing of the test runner's (a stray
-    /// `VENTAS_UNSAFE_SKIP_FLUSH`, `DATABASE_URL`) changes what it does.
+    /// Starts `ventas serve` on port 0 with only `env` added to its cleared
+    /// environment (see [`serve_command`]).
     #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
     pub async fn spawn_isolated(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = serve_command(data_dir, 0, args);
-        command
-            .env_clear()
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null());
+        command.envs(env.iter().copied());
         Self::started(command).await
     }
 
@@ -253,8 +244,15 @@ impl ServerProcess {
 
 /// `ventas serve` on `port` (0: any) in `data_dir`, stdout piped for the
 /// address it prints.
+/// `ventas serve` with a CLEARED environment (but `RUST_LOG=warn`): a
+/// stray `VENTAS_UNSAFE_SKIP_FLUSH` or `DATABASE_URL` of the developer's
+/// shell must not change what a test runs.
 fn serve_command(data_dir: &Path, port: u16, args: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ventas"));
+    command
+        .env_clear()
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
     serve_args(&mut command, data_dir, port, args);
     command
 }
@@ -852,4 +850,35 @@ pub async fn keeper_passes(server: &RunningServer, count: u64) {
     )
     .await
     .expect("the keeper runs");
+}
+
+/// Two devices on one document: the phone created it with `key = "1"`
+/// (acknowledged by the server) and the tablet has fetched it.
+pub struct PhoneAndTablet {
+    pub phone: Client,
+    pub tablet: Client,
+    pub on_phone: DocHandle,
+    pub on_tablet: DocHandle,
+}
+
+impl PhoneAndTablet {
+    pub async fn start(url: &str, dir: &Path, key: &str) -> Self {
+        let phone = device(url, dir, "phone");
+        let tablet = device(url, dir, "tablet");
+        let on_phone = phone.create().expect("create");
+        put(&on_phone, key, "1");
+        within("phone saved on server", on_phone.synced())
+            .await
+            .expect("synced");
+        let on_tablet = tablet.open_url(&on_phone.url()).expect("open");
+        within("tablet fetch", on_tablet.ready())
+            .await
+            .expect("document exists");
+        Self {
+            phone,
+            tablet,
+            on_phone,
+            on_tablet,
+        }
+    }
 }

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::harness::{
-    device, http_get, put, wait_for_keys, within, ServerProcess, TestServer, WAIT_MS_MAX,
+    http_get, put, wait_for_keys, within, PhoneAndTablet, ServerProcess, TestServer, WAIT_MS_MAX,
 };
 
 /// Reads until the server closes the connection (a reset counts as
@@ -150,17 +150,12 @@ async fn at_its_open_file_limit_the_server_keeps_its_sessions_and_answers_health
     )
     .await;
     let url = server.url();
-    let phone = device(&url, dir.path(), "phone");
-    let tablet = device(&url, dir.path(), "tablet");
-    let on_phone = phone.create().expect("create");
-    put(&on_phone, "before", "1");
-    within("phone saved on server", on_phone.synced())
-        .await
-        .expect("synced");
-    let on_tablet = tablet.open_url(&on_phone.url()).expect("open");
-    within("tablet fetch", on_tablet.ready())
-        .await
-        .expect("document exists");
+    let PhoneAndTablet {
+        phone,
+        tablet,
+        on_phone,
+        on_tablet,
+    } = PhoneAndTablet::start(&url, dir.path(), "before").await;
 
     // A flood that holds its sockets and never sends a byte.
     let mut flood = Vec::new();

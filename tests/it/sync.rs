@@ -9,19 +9,12 @@ use crate::harness::*;
 async fn a_change_on_one_device_appears_live_on_another() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().expect("dir");
-    let phone = device(&server.url(), dir.path(), "phone");
-    let tablet = device(&server.url(), dir.path(), "tablet");
-
-    let on_phone = phone.create().expect("create");
-    put(&on_phone, "first", "1");
-    within("phone saved on server", on_phone.synced())
-        .await
-        .expect("synced");
-
-    let on_tablet = tablet.open_url(&on_phone.url()).expect("open");
-    within("tablet fetch", on_tablet.ready())
-        .await
-        .expect("document exists");
+    let PhoneAndTablet {
+        phone,
+        tablet,
+        on_phone,
+        on_tablet,
+    } = PhoneAndTablet::start(&server.url(), dir.path(), "first").await;
     assert_eq!(root_keys(&on_tablet), vec!["first".to_string()]);
 
     // Live: the tablet has it open, the phone changes it again.
