@@ -257,6 +257,19 @@ mod tests {
     }
 
     #[test]
+    fn an_identifier_of_exactly_the_byte_limit_is_accepted_and_one_more_is_not() {
+        let longest = "a".repeat(ID_BYTES_MAX);
+        assert!(DeviceId::new(longest.clone()).is_ok());
+        assert_eq!(
+            DeviceId::new(format!("{longest}a")),
+            Err(IdError::TooLong {
+                bytes: ID_BYTES_MAX + 1
+            })
+        );
+        assert_eq!(DeviceId::new(""), Err(IdError::Empty));
+    }
+
+    #[test]
     fn periods_follow_the_utc_calendar() {
         // 2026-11-28T06:32:12Z
         let at_ms = 1_795_847_532_000;
