@@ -390,13 +390,20 @@ fn arm_failpoints() -> fail::FailScenario<'static> {
     fail::FailScenario::setup()
 }
 
+/// Our own events at `info`; other crates only at `warn`. automerge opens
+/// `info` spans while it loads changes whose fields (lists of change
+/// hashes) the fmt layer formats when the span is created, shown or not:
+/// that was ~25% of the server's CPU under ingest (issue 15's profile).
+/// `RUST_LOG` overrides it.
+const LOG_FILTER_DEFAULT: &str = "warn,ventas=info,ventas_storage=info,ventas_sync_protocol=info";
+
 fn main() -> anyhow::Result<()> {
     #[cfg(feature = "failpoints")]
     let _failpoints = arm_failpoints();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(LOG_FILTER_DEFAULT)),
         )
         // Logs go to stderr: stdout carries what scripts read (the
         // `listening on` line, an issued token).
@@ -605,5 +612,40 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    /// What the default filter lets through, asked of a subscriber built
+    /// with it (as `main` builds it).
+    fn enabled_by_default(check: impl FnOnce() -> bool) -> bool {
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(LOG_FILTER_DEFAULT))
+            .with_writer(std::io::sink)
+            .finish();
+        tracing::subscriber::with_default(subscriber, check)
+    }
+
+    #[test]
+    fn the_default_log_filter_creates_no_automerge_info_spans_but_keeps_our_info_events() {
+        assert!(!enabled_by_default(
+            || tracing::enabled!(target: "automerge::storage::load", Level::INFO)
+        ));
+        assert!(enabled_by_default(
+            || tracing::enabled!(target: "automerge::storage::load", Level::WARN)
+        ));
+        assert!(enabled_by_default(
+            || tracing::enabled!(target: "ventas::server::hub_task", Level::INFO)
+        ));
+        assert!(enabled_by_default(
+            || tracing::enabled!(target: "ventas_storage::sled_store", Level::INFO)
+        ));
+        assert!(!enabled_by_default(
+            || tracing::enabled!(target: "ventas::server::hub_task", Level::DEBUG)
+        ));
     }
 }
