@@ -9,5 +9,12 @@ export * from "./ventas.mjs"
 export const {
   plain, docMeta, readCatalog, readDevice, highestSeqInLedger, planSale, writeLastSeq,
   writeSale, recordSale, writeMovements, moveStock, saleMovements, applySaleToStock,
-  stockLevel, readLedger,
+  stockLevel, readLedger, saleStatuses, writeRecord, voidSale, recordPayment, recordReturn,
+  returnMovements, applyReturnToStock, transferStock,
 } = bindVentas(Automerge)
+
+export {
+  connect, whenSaved, VentasConnection, VentasRepo, SaveError, reconnectDelayMs,
+  SUBPROTOCOL, SUBPROTOCOL_BEARER_PREFIX, RECONNECT_DELAY_MS_MIN, RECONNECT_DELAY_MS_MAX,
+  WHEN_SAVED_TIMEOUT_MS_DEFAULT,
+} from "./connect.mjs"
