@@ -201,6 +201,7 @@ export interface SaleStatus {
   sale: string
   state: "open" | "paid" | "voided"
   total_cents: number
+  refunded_cents: number
   /** Total less refunds. */
   due_cents: number
   paid_cents: number

@@ -687,10 +687,11 @@ export function bindVentas(Automerge) {
         sale: id,
         state: voids.length > 0 ? "voided" : paid_cents >= due_cents ? "paid" : "open",
         total_cents: sale.total_cents,
+        refunded_cents: sale.total_cents - due_cents,
         due_cents,
         paid_cents,
-        voids: voids.map(v => v.id),
-        payments: payments.map(p => p.id),
+        voids: voids.map(v => v.id).sort(),
+        payments: payments.map(p => p.id).sort(),
       }
     }
     return out
