@@ -9,6 +9,8 @@ export const RECONNECT_DELAY_MS_MIN: number
 export const RECONNECT_DELAY_MS_MAX: number
 export const WHEN_SAVED_TIMEOUT_MS_DEFAULT: number
 export const REFUSAL_REASON_BYTES_MAX: number
+/** API route (relative to the WebSocket URL) a browser GETs to learn why an upgrade failed. */
+export const PROBE_PATH: "v1/export/status"
 
 /**
  * `connecting`: a WebSocket is opening; `connected`: the server answered

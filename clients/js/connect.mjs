@@ -105,18 +105,28 @@ function isAuthClose(code, reason) {
     (reason.startsWith("credential no longer valid") || /^peer id .* is not allowed for device/.test(reason))
 }
 
-/** `ws://host/path` -> `http://host/path` (for the browser's refusal probe). */
-function httpUrlOf(url) {
-  return url.replace(/^ws(s?):/, "http$1:")
+/** Path, relative to the WebSocket URL, of an API route that needs a valid credential. */
+export const PROBE_PATH = "v1/export/status"
+
+/**
+ * The URL the browser's refusal probe GETs: `PROBE_PATH` next to the
+ * WebSocket URL (`wss://host/sync/` -> `https://host/sync/v1/export/status`).
+ */
+function probeUrlOf(url) {
+  const http = new URL(url.replace(/^ws(s?):/, "http$1:"))
+  if (!http.pathname.endsWith("/")) http.pathname += "/"
+  http.search = ""
+  return new URL(PROBE_PATH, http).toString()
 }
 
-/** The server's reason from a refusal body (`{"error","message"}` JSON or text). */
+/** The server's reason from a refusal body (`{"error":{"code","message"}}` JSON, or text). */
 function reasonOf(status, body) {
   let text = String(body ?? "").slice(0, REFUSAL_REASON_BYTES_MAX)
   try {
     const parsed = JSON.parse(text)
-    if (parsed && typeof parsed.message === "string")
-      text = parsed.error ? `${parsed.error}: ${parsed.message}` : parsed.message
+    const error = parsed?.error
+    if (error && typeof error.message === "string")
+      text = typeof error.code === "string" ? `${error.code}: ${error.message}` : error.message
   } catch {
     // not JSON: keep the text
   }
@@ -124,11 +134,11 @@ function reasonOf(status, body) {
 }
 
 async function defaultWebSocket() {
-  if (typeof globalThis.WebSocket === "function") return { WebSocket: globalThis.WebSocket, isNodeWs: false }
+  if (typeof globalThis.WebSocket === "function") return globalThis.WebSocket
   // Node < 22 has no global WebSocket: use `ws`, which also reports the
   // server's HTTP refusal (status and body).
   const ws = await import("ws")
-  return { WebSocket: ws.WebSocket ?? ws.default, isNodeWs: true }
+  return ws.WebSocket ?? ws.default
 }
 
 /**
@@ -141,7 +151,6 @@ export class VentasConnection extends NetworkAdapter {
   #url
   #token
   #WebSocketClass
-  #isNodeWs
   #socket = null
   #serverPeerId = null
   #serverStorageId = null
@@ -170,7 +179,6 @@ export class VentasConnection extends NetworkAdapter {
     this.#url = url
     this.#token = token
     this.#WebSocketClass = WebSocket ?? null
-    this.#isNodeWs = false
     this.#random = random
   }
 
@@ -287,9 +295,7 @@ export class VentasConnection extends NetworkAdapter {
     this.#retryTimer = null
     if (this.#stopped) return
     if (!this.#WebSocketClass) {
-      const found = await defaultWebSocket()
-      this.#WebSocketClass ??= found.WebSocket
-      this.#isNodeWs = found.isNodeWs
+      this.#WebSocketClass ??= await defaultWebSocket()
     }
     if (this.#stopped || this.#socket) return
     if (this.#state !== "auth-refused") this.#setState("connecting")
@@ -305,8 +311,10 @@ export class VentasConnection extends NetworkAdapter {
     socket.binaryType = "arraybuffer"
     let opened = false
     let refusal = null
-    if (this.#isNodeWs && typeof socket.on === "function") {
-      // `ws` reports the refused upgrade with the server's status and body.
+    const reportsResponse = typeof socket.on === "function"
+    if (reportsResponse) {
+      // `ws` (Node) reports the refused upgrade with the server's status and
+      // body; a browser's WebSocket does not (see #probeRefusal).
       socket.on("unexpected-response", (request, response) => {
         const chunks = []
         let bytes = 0
@@ -348,7 +356,7 @@ export class VentasConnection extends NetworkAdapter {
       const reason = event?.reason ?? ""
       this.#peerGone()
       if (opened && isAuthClose(code, reason)) this.#failed({ refusal: { status: null, reason } })
-      else if (!opened) this.#failed({ reason: reason || `connection failed (close ${code})`, probe: true })
+      else if (!opened) this.#failed({ reason: reason || `connection failed (close ${code})`, probe: !reportsResponse })
       else this.#failed({ reason: `connection closed (${code}${reason ? `: ${reason}` : ""})` })
     }
   }
@@ -379,7 +387,7 @@ export class VentasConnection extends NetworkAdapter {
   /** A failed attempt: record why, tell, and schedule the next one. */
   async #failed({ refusal = null, reason = null, probe = false }) {
     if (this.#stopped) return
-    if (!refusal && probe && !this.#isNodeWs) refusal = await this.#probeRefusal()
+    if (!refusal && probe) refusal = await this.#probeRefusal()
     if (this.#stopped || this.#socket) return
     if (refusal && (refusal.status === null || refusal.status === 401 || refusal.status === 403))
       this.#setState("auth-refused", refusal.reason)
@@ -390,17 +398,19 @@ export class VentasConnection extends NetworkAdapter {
   }
 
   /**
-   * A browser's WebSocket hides why the upgrade failed. A plain GET of the
-   * same URL with the credential in a header tells 401/403 apart from a
-   * network failure (same origin or CORS permitting; otherwise: offline).
+   * A browser's WebSocket hides why the upgrade failed. A GET of an API
+   * route next to it with the credential in a header tells a refused
+   * credential (401) from anything else (a network failure, a full server,
+   * a role that may read the API or not). It needs the same origin or CORS;
+   * without it, the state is `offline`.
    */
   async #probeRefusal() {
     if (typeof globalThis.fetch !== "function") return null
     try {
-      const response = await globalThis.fetch(httpUrlOf(this.#url), {
+      const response = await globalThis.fetch(probeUrlOf(this.#url), {
         headers: { authorization: `Bearer ${this.#token}` },
       })
-      if (response.status !== 401 && response.status !== 403) return null
+      if (response.status !== 401) return null
       return { status: response.status, reason: reasonOf(response.status, await response.text()) }
     } catch {
       return null

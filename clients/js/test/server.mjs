@@ -32,7 +32,28 @@ export async function startServer(credentials = {}) {
     const { stdout } = await run(VENTAS_BIN, args, { env: {} })
     tokens[name] = stdout.trim()
   }
-  const child = spawn(VENTAS_BIN, ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir], {
+  let server = await serve(dataDir, "127.0.0.1:0")
+  return {
+    url: `ws://${server.address}/`,
+    httpUrl: `http://${server.address}`,
+    tokens,
+    dataDir,
+    log: () => server.log(),
+    /** Stops the server and starts it again on the same address and data. */
+    async restart() {
+      await server.stop()
+      server = await serve(dataDir, server.address)
+    },
+    async stop() {
+      await server.stop()
+      await rm(dataDir, { recursive: true, force: true })
+    },
+  }
+}
+
+/** `ventas serve` on `listen` until it prints its address. */
+async function serve(dataDir, listen) {
+  const child = spawn(VENTAS_BIN, ["serve", "--listen", listen, "--data-dir", dataDir], {
     env: {},
     stdio: ["ignore", "pipe", "pipe"],
   })
@@ -59,15 +80,11 @@ export async function startServer(credentials = {}) {
     child.once("error", reject)
   })
   return {
-    url: `ws://${address}/`,
-    httpUrl: `http://${address}`,
-    tokens,
-    dataDir,
+    address,
     log: () => Buffer.concat(stderr).toString(),
     async stop() {
-      if (child.exitCode === null) child.kill("SIGTERM")
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM")
       await exited
-      await rm(dataDir, { recursive: true, force: true })
     },
   }
 }
