@@ -144,8 +144,10 @@ async function defaultWebSocket() {
 /**
  * The network adapter: one WebSocket to a ventas server, with the
  * credential as a subprotocol, reconnection with backoff and visible
- * states. Events (`on`): `state` {state, reason}, `auth-refused` {reason},
- * `server-error` {message} (the server's `error` messages).
+ * states. Events (`onEvent`): `state` {state, reason}, `auth-refused`
+ * {reason}, `server-error` {message} (the server's `error` messages). A
+ * listener that throws does not break the connection; its error is
+ * rethrown on a microtask, as browsers report EventTarget listener errors.
  */
 export class VentasConnection extends NetworkAdapter {
   #url
@@ -505,7 +507,8 @@ function repoOf(handle) {
 /**
  * Resolves once the server has acknowledged `handle`'s current heads.
  * Rejects with `SaveError` (`timeout`; `denied` with the server's reason).
- * `repo` is found from the handle when it came from `connect`.
+ * `repo` is found from the handle among the Repos `connect` made that are
+ * not shut down; pass it for a handle from elsewhere.
  */
 export function whenSaved(handle, { timeoutMs = WHEN_SAVED_TIMEOUT_MS_DEFAULT, repo = repoOf(handle) } = {}) {
   if (!repo || !(repo.connection instanceof VentasConnection))
