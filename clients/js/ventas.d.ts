@@ -7,6 +7,7 @@ export const RECORD_SEQ_DIGITS: 10
 export const RECORD_SEQ_MAX: 9_999_999_999
 export const SALE_LINES_MAX: 200
 export const MOVEMENT_ID_BYTES_MAX: 160
+export const NOTE_BYTES_MAX: 500
 export const RECORD_CONTAINERS: readonly ["sales", "voids", "payments", "returns"]
 
 /** Name of the Rust `DomainError` variant a refusal mirrors. */
@@ -15,7 +16,8 @@ export type VentasErrorCode =
   | "WrongLocation" | "Id" | "Overflow" | "EmptySale" | "TooManyLines" | "DuplicateLine"
   | "NonPositiveQuantity" | "UnknownProduct" | "UnknownCustomer" | "UnknownLocation"
   | "CurrencyMismatch" | "RecordExists" | "SequenceExhausted" | "BadMovementId" | "WrongSign"
-  | "NoCounter"
+  | "NoCounter" | "NonPositiveAmount" | "SaleNotFound" | "SaleVoided" | "Overpayment"
+  | "ReturnExceedsSold" | "NoteTooLong"
 
 export class VentasError extends Error {
   code: VentasErrorCode
@@ -119,6 +121,96 @@ export interface Movement {
 
 export type MoveOutcome = "applied" | "already_applied"
 
+/** Common fields of a ledger record (sale or correction). */
+interface RecordBase {
+  /** `{device}:{seq:010}`, the record key. */
+  id: string
+  device: string
+  seq: number
+}
+
+/** A sale cancelled as a whole. It does not move stock. */
+export interface Void extends RecordBase {
+  sale: string
+  reason: string
+  at_ms: number
+}
+
+export interface Payment extends RecordBase {
+  sale: string
+  amount_cents: number
+  currency: string
+  method: string
+  at_ms: number
+}
+
+export interface ReturnLine {
+  product: string
+  quantity: number
+  /** `quantity` x the sale's unit price for the product. */
+  refund_cents: number
+}
+
+/** Goods brought back from a sale, into `location`. */
+export interface SaleReturn extends RecordBase {
+  sale: string
+  receipt: string
+  location: string
+  at_ms: number
+  lines: ReturnLine[]
+  refund_cents: number
+}
+
+export interface VoidInput {
+  /** Record id of the sale. */
+  sale: string
+  /** At most 500 bytes. */
+  reason: string
+  atMs: number
+}
+
+export interface PaymentInput {
+  sale: string
+  /** Positive integer cents, at most what is due. */
+  amountCents: number
+  /** E.g. `cash`; at most 500 bytes. */
+  method: string
+  atMs: number
+}
+
+export interface ReturnInput {
+  sale: string
+  /** Where the goods go back. */
+  location: string
+  atMs: number
+  lines: SaleLineInput[]
+}
+
+export interface TransferInput {
+  /** Movement id and record of both movements (at most 160 bytes). */
+  id: string
+  product: string
+  /** Positive integer units. */
+  quantity: number
+  /** Device id or office name. */
+  author: string
+  atMs: number
+}
+
+export interface SaleStatus {
+  sale: string
+  state: "open" | "paid" | "voided"
+  total_cents: number
+  refunded_cents: number
+  /** Total less refunds. */
+  due_cents: number
+  paid_cents: number
+  voids: string[]
+  payments: string[]
+}
+
+export type CorrectionCollection = "voids" | "payments" | "returns"
+
 export interface LedgerView {
   meta: DocMeta | null
   sales: Record<string, Sale>
@@ -149,6 +241,16 @@ export interface Ventas {
   applySaleToStock(stock: HandleLike, sale: Sale): MoveOutcome[]
   stockLevel(stockDoc: any, product: string): number
   readLedger(doc: any): LedgerView
+  saleStatuses(ledgerDoc: any): Record<string, SaleStatus>
+  /** Inside a change of the ledger; `actor` is the hex actor id of that change. */
+  writeRecord(ledgerDoc: any, collection: CorrectionCollection, record: Void | Payment | SaleReturn, actor: string): void
+  voidSale(device: HandleLike, ledger: HandleLike, input: VoidInput): Void
+  recordPayment(device: HandleLike, ledger: HandleLike, input: PaymentInput): Payment
+  recordReturn(device: HandleLike, ledger: HandleLike, input: ReturnInput): SaleReturn
+  returnMovements(saleReturn: SaleReturn): Movement[]
+  applyReturnToStock(stock: HandleLike, saleReturn: SaleReturn): MoveOutcome[]
+  /** Returns [outcome in `from`, outcome in `to`]. */
+  transferStock(from: HandleLike, to: HandleLike, input: TransferInput): [MoveOutcome, MoveOutcome]
 }
 
 /** Binds the schema to one `@automerge/automerge` module (the Repo's). */
@@ -170,3 +272,11 @@ export const saleMovements: Ventas["saleMovements"]
 export const applySaleToStock: Ventas["applySaleToStock"]
 export const stockLevel: Ventas["stockLevel"]
 export const readLedger: Ventas["readLedger"]
+export const saleStatuses: Ventas["saleStatuses"]
+export const writeRecord: Ventas["writeRecord"]
+export const voidSale: Ventas["voidSale"]
+export const recordPayment: Ventas["recordPayment"]
+export const recordReturn: Ventas["recordReturn"]
+export const returnMovements: Ventas["returnMovements"]
+export const applyReturnToStock: Ventas["applyReturnToStock"]
+export const transferStock: Ventas["transferStock"]

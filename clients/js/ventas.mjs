@@ -40,6 +40,8 @@ export const RECORD_SEQ_MAX = 9_999_999_999
 export const SALE_LINES_MAX = 200
 /** Longest movement id, in bytes. */
 export const MOVEMENT_ID_BYTES_MAX = 160
+/** Longest free text (void reason, payment method), in bytes. */
+export const NOTE_BYTES_MAX = 500
 /** The ledger maps that hold records keyed by record id. */
 export const RECORD_CONTAINERS = ["sales", "voids", "payments", "returns"]
 
@@ -51,6 +53,16 @@ const SALE_FIELDS = [
 const SALE_LINE_FIELDS = [
   ["product", "str"], ["quantity", "int"], ["unit_price_cents", "int"], ["line_total_cents", "int"],
 ]
+const VOID_FIELDS = [["device", "str"], ["seq", "int"], ["sale", "str"], ["reason", "str"], ["at_ms", "int"]]
+const PAYMENT_FIELDS = [
+  ["device", "str"], ["seq", "int"], ["sale", "str"], ["amount_cents", "int"], ["currency", "str"],
+  ["method", "str"], ["at_ms", "int"],
+]
+/** Fields of a return (before `lines`), in Rust's order; `refund_cents` follows the lines. */
+const RETURN_FIELDS = [
+  ["device", "str"], ["seq", "int"], ["sale", "str"], ["receipt", "str"], ["location", "str"], ["at_ms", "int"],
+]
+const RETURN_LINE_FIELDS = [["product", "str"], ["quantity", "int"], ["refund_cents", "int"]]
 const MOVEMENT_FIELDS = [
   ["kind", "str"], ["product", "str"], ["delta", "int"], ["record", "str"], ["author", "str"],
   ["at_ms", "int"],
@@ -581,6 +593,301 @@ export function bindVentas(Automerge) {
     }
   }
 
+
+  // ---- Corrections: void, payment, return (ledger), transfer (stock) ----
+  //
+  // Each mirrors its Rust function (`void_sale`, `record_payment`,
+  // `record_return`, `transfer_stock`): the same checks in the same order,
+  // the same refusal codes, the same fields with the same Automerge types.
+  // A correction gets its own record id from the device counter, like a
+  // sale, and goes into the sale's ledger whatever its date.
+
+  function checkNote(value, what) {
+    if (typeof value !== "string") refuse("Malformed", `${what} ${JSON.stringify(value)} is not a string`)
+    const bytes = utf8Bytes(value)
+    if (bytes > NOTE_BYTES_MAX) refuse("NoteTooLong", `text of ${bytes} bytes; at most ${NOTE_BYTES_MAX}`)
+    return value
+  }
+
+  function checkAtMs(atMs) {
+    if (!Number.isSafeInteger(atMs)) refuse("Malformed", "atMs must be an integer (ms since the Unix epoch)")
+    return atMs
+  }
+
+  function checkRecordId(value, what) {
+    if (!parseRecordId(value)) refuse("Id", `${what} ${JSON.stringify(value)} is not a record id device:${"0".repeat(RECORD_SEQ_DIGITS)}`)
+    return value
+  }
+
+  /** Start of the ledger's month, in ms: corrections check ownership with it. */
+  function ledgerPeriodStartMs(ledgerDoc) {
+    const meta = expectKind(ledgerDoc, "ledger")
+    const match = /^(\d{4})-(\d{2})$/.exec(meta.period ?? "")
+    if (!match) refuse("Malformed", "document field `meta.period` is missing or not YYYY-MM")
+    return Date.UTC(Number(match[1]), Number(match[2]) - 1, 1)
+  }
+
+  /** The record maps of `collection` that read as `fields`, by key (device:seq checked). */
+  function readRecords(ledgerDoc, collection, fields, lineFields) {
+    const out = {}
+    const map = ledgerDoc?.[collection]
+    if (!isMap(map)) return out
+    for (const key of Object.keys(map)) {
+      const raw = map[key]
+      if (!isMap(raw)) continue
+      const record = { id: key }
+      let ok = true
+      for (const [name, type] of fields) {
+        const value = type === "str" ? readString(raw[name]) : readInt(raw[name])
+        if (value === undefined) ok = false
+        record[name] = value
+      }
+      if (lineFields) {
+        if (!Array.isArray(raw.lines)) ok = false
+        else
+          record.lines = raw.lines.map(line => {
+            const out = {}
+            for (const [name, type] of lineFields) {
+              const value = isMap(line) ? (type === "str" ? readString(line[name]) : readInt(line[name])) : undefined
+              if (value === undefined) ok = false
+              out[name] = value
+            }
+            return out
+          })
+      }
+      const id = parseRecordId(key)
+      if (ok && id && id.device === record.device && id.seq === record.seq) out[key] = record
+    }
+    return out
+  }
+
+  /** The sale `saleId` with its status, as this replica sees it. */
+  function saleForCorrection(ledgerDoc, saleId) {
+    const sale = readLedger(ledgerDoc).sales[saleId]
+    if (!sale) refuse("SaleNotFound", `sale ${saleId} is not in this ledger`)
+    const of = records => Object.values(records).filter(r => r.sale === saleId)
+    const voids = of(readRecords(ledgerDoc, "voids", VOID_FIELDS))
+    const payments = of(readRecords(ledgerDoc, "payments", [...PAYMENT_FIELDS]))
+    const returns = of(readRecords(ledgerDoc, "returns", [...RETURN_FIELDS, ["refund_cents", "int"]], RETURN_LINE_FIELDS))
+    const refunded = returns.reduce((sum, r) => sum + r.refund_cents, 0)
+    const paid = payments.reduce((sum, p) => sum + p.amount_cents, 0)
+    return { sale, voids, payments, returns, due_cents: sale.total_cents - refunded, paid_cents: paid }
+  }
+
+  /**
+   * The status of every readable sale of a ledger, like Rust's
+   * `sale_statuses`: `open`, `paid` or `voided`, with what is due (total
+   * less refunds) and paid.
+   */
+  function saleStatuses(ledgerDoc) {
+    const out = {}
+    for (const id of Object.keys(readLedger(ledgerDoc).sales)) {
+      const { sale, voids, payments, due_cents, paid_cents } = saleForCorrection(ledgerDoc, id)
+      out[id] = {
+        sale: id,
+        state: voids.length > 0 ? "voided" : paid_cents >= due_cents ? "paid" : "open",
+        total_cents: sale.total_cents,
+        refunded_cents: sale.total_cents - due_cents,
+        due_cents,
+        paid_cents,
+        voids: voids.map(v => v.id).sort(),
+        payments: payments.map(p => p.id).sort(),
+      }
+    }
+    return out
+  }
+
+  /**
+   * Numbers a correction (device counter, committed first), then writes it
+   * in one change of the ledger as a new key of `collection`: writer
+   * registration, `device`, `seq`, then `fill(map, id)`.
+   */
+  function writeCorrection(deviceHandle, ledgerHandle, device, collection, build) {
+    const ledgerDoc = ledgerHandle.doc()
+    const seq = Math.max(device.last_seq, highestSeqInLedger(ledgerDoc, device.device)) + 1
+    if (seq > RECORD_SEQ_MAX) refuse("SequenceExhausted", "the device has issued its last record number")
+    const record = build({ id: formatRecordId(device.device, seq), device: device.device, seq })
+    deviceHandle.change(d => writeLastSeq(d, seq))
+    const actor = Automerge.getActorId(ledgerDoc)
+    let error = null
+    ledgerHandle.change(d => {
+      try {
+        writeRecord(d, collection, record, actor)
+      } catch (e) {
+        error = e
+      }
+    })
+    if (error) throw error
+    return record
+  }
+
+  const CORRECTION_LAYOUT = {
+    voids: { fields: VOID_FIELDS },
+    payments: { fields: PAYMENT_FIELDS },
+    returns: { fields: RETURN_FIELDS, lineFields: RETURN_LINE_FIELDS, after: [["refund_cents", "int"]] },
+  }
+
+  /**
+   * Inside a change of the ledger: writes a void, payment or return
+   * (`collection`) as a new key, registering `actor` as a writer for its
+   * device. Refuses to overwrite.
+   */
+  function writeRecord(ledgerDoc, collection, record, actor) {
+    const layout = CORRECTION_LAYOUT[collection]
+    if (!layout) refuse("Malformed", `${collection} is not a correction collection`)
+    const records = container(ledgerDoc, collection)
+    const writers = container(ledgerDoc, "writers")
+    checkFields(record, [...layout.fields, ...(layout.after ?? [])])
+    if (layout.lineFields) for (const line of record.lines ?? []) checkFields(line, layout.lineFields)
+    if (record.id !== formatRecordId(record.device, record.seq)) refuse("Malformed", `key ${record.id} is not device:seq`)
+    if (Object.hasOwn(records, record.id)) refuse("RecordExists", `record ${record.id} already exists`)
+    if (!Object.hasOwn(writers, actor)) writers[actor] = str(record.device)
+    records[record.id] = {}
+    const map = records[record.id]
+    putFields(map, record, layout.fields)
+    if (layout.lineFields) {
+      map.lines = []
+      for (const [index, line] of record.lines.entries()) {
+        map.lines.push({})
+        putFields(map.lines[index], line, layout.lineFields)
+      }
+    }
+    if (layout.after) putFields(map, record, layout.after)
+  }
+
+  /** Voids a sale, like Rust's `void_sale`. Returns the void (plain). */
+  function voidSale(deviceHandle, ledgerHandle, input) {
+    const reason = checkNote(input?.reason, "reason")
+    const saleId = checkRecordId(input?.sale, "sale")
+    const atMs = checkAtMs(input?.atMs)
+    const device = readDevice(deviceHandle.doc())
+    const ledgerDoc = ledgerHandle.doc()
+    checkLedgerFor(ledgerDoc, device, ledgerPeriodStartMs(ledgerDoc))
+    const { voids } = saleForCorrection(ledgerDoc, saleId)
+    if (voids.length > 0) refuse("SaleVoided", `sale ${saleId} is voided`)
+    return writeCorrection(deviceHandle, ledgerHandle, device, "voids", base => ({
+      ...base, sale: saleId, reason, at_ms: atMs,
+    }))
+  }
+
+  /** Records a payment towards a sale, like Rust's `record_payment`. */
+  function recordPayment(deviceHandle, ledgerHandle, input) {
+    const method = checkNote(input?.method, "method")
+    const saleId = checkRecordId(input?.sale, "sale")
+    const atMs = checkAtMs(input?.atMs)
+    const amount = input?.amountCents
+    if (!Number.isSafeInteger(amount)) refuse("Malformed", `amountCents ${JSON.stringify(amount)} is not an integer number of cents`)
+    const device = readDevice(deviceHandle.doc())
+    const ledgerDoc = ledgerHandle.doc()
+    checkLedgerFor(ledgerDoc, device, ledgerPeriodStartMs(ledgerDoc))
+    const { sale, voids, due_cents, paid_cents } = saleForCorrection(ledgerDoc, saleId)
+    if (amount <= 0) refuse("NonPositiveAmount", `amount ${amount} is not positive`)
+    if (voids.length > 0) refuse("SaleVoided", `sale ${saleId} is voided`)
+    const due = due_cents - paid_cents
+    if (amount > due) refuse("Overpayment", `payment of ${amount} exceeds the ${due} due`)
+    return writeCorrection(deviceHandle, ledgerHandle, device, "payments", base => ({
+      ...base, sale: saleId, amount_cents: amount, currency: sale.currency, method, at_ms: atMs,
+    }))
+  }
+
+  /**
+   * Records goods coming back from a sale into `location`, like Rust's
+   * `record_return`; refunds come from the sale's prices. Move the stock
+   * with `applyReturnToStock`.
+   */
+  function recordReturn(deviceHandle, ledgerHandle, input) {
+    const saleId = checkRecordId(input?.sale, "sale")
+    const location = checkId(input?.location, "location")
+    const atMs = checkAtMs(input?.atMs)
+    const device = readDevice(deviceHandle.doc())
+    const ledgerDoc = ledgerHandle.doc()
+    checkLedgerFor(ledgerDoc, device, ledgerPeriodStartMs(ledgerDoc))
+    const { sale, returns } = saleForCorrection(ledgerDoc, saleId)
+    const lines = input.lines ?? []
+    if (!Array.isArray(lines) || lines.length === 0) refuse("EmptySale", "a return needs at least one line")
+    const seen = new Set()
+    const returnLines = lines.map(line => {
+      const product = checkId(line?.product, "product")
+      const quantity = line.quantity
+      if (!Number.isSafeInteger(quantity) || quantity <= 0)
+        refuse("NonPositiveQuantity", `quantity ${quantity} of ${product} is not positive`)
+      if (seen.has(product)) refuse("DuplicateLine", `product ${product} appears on two lines`)
+      seen.add(product)
+      const saleLine = sale.lines.find(l => l.product === product)
+      if (!saleLine) refuse("UnknownProduct", `product ${product} is not sellable (unknown, inactive, or not in the sale)`)
+      const sold = sale.lines.filter(l => l.product === product).reduce((s, l) => s + l.quantity, 0)
+      const returned = returns.flatMap(r => r.lines).filter(l => l.product === product).reduce((s, l) => s + l.quantity, 0)
+      if (returned + quantity > sold)
+        refuse("ReturnExceedsSold", `returning ${quantity} of ${product}: ${returned} of ${sold} already returned`)
+      const refund = quantity * saleLine.unit_price_cents
+      if (!Number.isSafeInteger(refund)) refuse("Overflow", "amount overflow")
+      return { product, quantity, refund_cents: refund }
+    })
+    const refundCents = returnLines.reduce((s, l) => s + l.refund_cents, 0)
+    if (!Number.isSafeInteger(refundCents)) refuse("Overflow", "amount overflow")
+    return writeCorrection(deviceHandle, ledgerHandle, device, "returns", base => ({
+      ...base,
+      sale: saleId,
+      receipt: receiptNumber(device.receipt_prefix, base.seq),
+      location,
+      at_ms: atMs,
+      lines: returnLines,
+      refund_cents: refundCents,
+    }))
+  }
+
+  /** The movements of a return: one per line, id `{return}/{line}`, positive. */
+  function returnMovements(saleReturn) {
+    return saleReturn.lines.map((line, index) => ({
+      id: `${saleReturn.id}/${index}`,
+      kind: "return",
+      product: line.product,
+      delta: line.quantity,
+      record: saleReturn.id,
+      author: saleReturn.device ?? parseRecordId(saleReturn.id)?.device,
+      at_ms: saleReturn.at_ms,
+    }))
+  }
+
+  /** Puts returned goods back into the return's location, like `apply_return_to_stock`. */
+  function applyReturnToStock(stockHandle, saleReturn) {
+    const meta = expectKind(stockHandle.doc(), "stock")
+    if (meta.owner !== saleReturn.location)
+      refuse("WrongLocation", `stock document is for ${meta.owner}, expected ${saleReturn.location}`)
+    return moveStock(stockHandle, returnMovements(saleReturn))
+  }
+
+  /**
+   * Moves `quantity` of `product` between two locations, like Rust's
+   * `transfer_stock`: a `transfer_out` in `from` and a `transfer_in` in
+   * `to`, both with movement id and record `id`. Both are checked before
+   * either is written; calling again after a crash between the two writes
+   * completes it (both are idempotent). Returns [outcome out, outcome in].
+   */
+  function transferStock(fromHandle, toHandle, input) {
+    const { id, product, quantity, author } = input ?? {}
+    const atMs = checkAtMs(input?.atMs)
+    checkId(product, "product")
+    if (!Number.isSafeInteger(quantity) || quantity <= 0)
+      refuse("NonPositiveQuantity", `quantity ${quantity} of ${product} is not positive`)
+    if (typeof author !== "string" || author.length === 0) refuse("Malformed", `author ${JSON.stringify(author)} is not a name`)
+    const movement = (kind, delta) => ({ id, kind, product, delta, record: id, author, at_ms: atMs })
+    const out = movement("transfer_out", -quantity)
+    const into = movement("transfer_in", quantity)
+    // Check both before writing either.
+    const from = fromHandle.doc()
+    expectKind(from, "stock")
+    checkMovement(container(from, "levels"), out)
+    container(from, "movements")
+    const to = toHandle.doc()
+    expectKind(to, "stock")
+    stockLevel(to, product)
+    checkMovement(container(to, "levels"), into)
+    container(to, "movements")
+    const [outOutcome] = moveStock(fromHandle, [out])
+    const [inOutcome] = moveStock(toHandle, [into])
+    return [outOutcome, inOutcome]
+  }
   return {
     plain,
     docMeta,
@@ -597,5 +904,13 @@ export function bindVentas(Automerge) {
     applySaleToStock,
     stockLevel,
     readLedger,
+    saleStatuses,
+    writeRecord,
+    voidSale,
+    recordPayment,
+    recordReturn,
+    returnMovements,
+    applyReturnToStock,
+    transferStock,
   }
 }

@@ -1,10 +1,12 @@
 //! The business schema across languages: documents created by the Rust
 //! domain layer (`ventas::domain`), synced through our server, written and
 //! read by a real `@automerge/automerge-repo` 2.5.6 client through
-//! `clients/js/ventas.mjs` (scripts `tests/js/domain-sale.mjs` and
-//! `tests/js/domain-read.mjs`). A sale written in JS must validate in Rust
-//! with no violations and the same Automerge types Rust writes; a sale
-//! written in Rust must read in JS as plain strings and integer numbers.
+//! `clients/js/ventas.mjs` (scripts `tests/js/domain-sale.mjs`,
+//! `tests/js/domain-correct.mjs` and `tests/js/domain-read.mjs`). A sale or
+//! correction (void, payment, return, stock transfer) written in JS must
+//! validate in Rust with no violations and the same Automerge types Rust
+//! writes; one written in Rust must read in JS as plain strings and integer
+//! numbers, with the sale statuses Rust derives.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -354,4 +356,317 @@ async fn the_js_client_numbers_and_refuses_sales_like_the_rust_domain() {
     let report = node("domain-selftest.mjs", &[]).await;
     assert_eq!(report["failed"], 0, "{report}");
     assert_eq!(report["passed"], 8, "{report}");
+}
+
+/// A stock document for another location (the warehouse), created by the
+/// office like the van's, for transfers.
+fn warehouse_stock(office: &Office) -> DocHandle {
+    let period = Period::of_ms(sale_time_ms());
+    let products = [id(ProductId::new, "soap"), id(ProductId::new, "brush")];
+    create_in(
+        &office.client,
+        create_stock_doc(
+            &id(TenantId::new, "acme"),
+            &id(LocationId::new, "main"),
+            period,
+            &products,
+        )
+        .expect("stock doc"),
+    )
+}
+
+#[tokio::test]
+async fn corrections_recorded_in_js_validate_in_rust_with_rust_types() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("dir");
+    let office = Office::set_up(&url, dir.path(), "tab-js", "JS1").await;
+    let warehouse = warehouse_stock(&office);
+    within("warehouse synced", warehouse.synced())
+        .await
+        .expect("synced");
+    let at_ms = sale_time_ms();
+
+    let js = node(
+        "domain-correct.mjs",
+        &[
+            &url,
+            &office.catalog.url(),
+            &office.device.url(),
+            &office.ledger.url(),
+            &office.stock.url(),
+            &warehouse.url(),
+            &at_ms.to_string(),
+        ],
+    )
+    .await;
+    assert_eq!(
+        js["refusals"],
+        json!({"overpayment": "Overpayment", "payVoided": "SaleVoided", "voidTwice": "SaleVoided",
+               "returnTooMany": "ReturnExceedsSold", "unknownSale": "SaleNotFound",
+               "transferZero": "NonPositiveQuantity"}),
+        "{js}"
+    );
+    assert_eq!(js["transferOutcomes"], json!(["applied", "applied"]));
+    assert_eq!(js["returnOutcomes"], json!(["applied"]));
+    wait_for_heads(&office.device, &js["heads"]["device"]).await;
+    wait_for_heads(&office.ledger, &js["heads"]["ledger"]).await;
+    wait_for_heads(&office.stock, &js["heads"]["van"]).await;
+    wait_for_heads(&warehouse, &js["heads"]["warehouse"]).await;
+
+    let catalog = office.catalog_view();
+    let (view, writers, types) = office
+        .ledger
+        .read(|doc| {
+            let types = json!({
+                "void": automerge_types(doc, &child(doc, &["voids", "tab-js:0000000005"])),
+                "payment": automerge_types(doc, &child(doc, &["payments", "tab-js:0000000002"])),
+                "return": automerge_types(doc, &child(doc, &["returns", "tab-js:0000000003"])),
+            });
+            (
+                read_ledger(doc, Some(&catalog)),
+                check_record_writers(doc),
+                types,
+            )
+        })
+        .expect("read");
+    assert!(view.violations.is_empty(), "{:?}", view.violations);
+    assert!(writers.is_empty(), "{writers:?}");
+    let record = |value: &str| RecordId::parse(value).expect("record id");
+    let sale_a = record("tab-js:0000000001");
+    let sale_b = record("tab-js:0000000004");
+    assert_eq!(
+        view.payments.get(&record("tab-js:0000000002")),
+        Some(&Payment {
+            id: record("tab-js:0000000002"),
+            sale: sale_a.clone(),
+            amount_cents: 1_000,
+            currency: Currency::new("EUR").expect("currency"),
+            method: "cash".into(),
+            at_ms: at_ms + 1,
+        })
+    );
+    assert_eq!(
+        view.returns.get(&record("tab-js:0000000003")),
+        Some(&SaleReturn {
+            id: record("tab-js:0000000003"),
+            sale: sale_a.clone(),
+            receipt: "JS1-3".into(),
+            location: id(LocationId::new, "van-ana"),
+            at_ms: at_ms + 2,
+            lines: vec![ReturnLine {
+                product: id(ProductId::new, "soap"),
+                quantity: 1,
+                refund_cents: 250,
+            }],
+            refund_cents: 250,
+        })
+    );
+    assert_eq!(
+        view.voids.get(&record("tab-js:0000000005")),
+        Some(&Void {
+            id: record("tab-js:0000000005"),
+            sale: sale_b.clone(),
+            reason: "wrong customer".into(),
+            at_ms: at_ms + 4,
+        })
+    );
+    // Exactly the types Rust's `void_sale`, `record_payment` and
+    // `record_return` write.
+    assert_eq!(
+        types,
+        json!({
+            "void": {"device": "str", "seq": "int", "sale": "str", "reason": "str", "at_ms": "int"},
+            "payment": {"device": "str", "seq": "int", "sale": "str", "amount_cents": "int",
+                        "currency": "str", "method": "str", "at_ms": "int"},
+            "return": {"device": "str", "seq": "int", "sale": "str", "receipt": "str",
+                       "location": "str", "at_ms": "int",
+                       "lines": [{"product": "str", "quantity": "int", "refund_cents": "int"}],
+                       "refund_cents": "int"},
+        })
+    );
+    // Rust derives the same statuses JS reported.
+    let statuses = sale_statuses(&view);
+    for (sale, state) in [(&sale_a, SaleState::Open), (&sale_b, SaleState::Voided)] {
+        let status = statuses.get(sale).expect("status");
+        let reported = &js["statuses"][sale.to_string()];
+        assert_eq!(status.state, state);
+        assert_eq!(reported["state"], format!("{state:?}").to_lowercase());
+        assert_eq!(reported["due_cents"], status.due_cents, "{reported}");
+        assert_eq!(reported["paid_cents"], status.paid_cents, "{reported}");
+        assert_eq!(
+            reported["refunded_cents"], status.refunded_cents,
+            "{reported}"
+        );
+    }
+    assert_eq!(statuses[&sale_a].due_cents, 750 + 2_398 - 250);
+
+    for (handle, expected) in [
+        (
+            &office.stock,
+            BTreeMap::from([("soap", 4 - 3 + 1), ("brush", 5 - 2 - 1)]),
+        ),
+        (&warehouse, BTreeMap::from([("soap", 10 - 4), ("brush", 0)])),
+    ] {
+        let stock = handle.read(read_stock).expect("read");
+        assert!(stock.violations.is_empty(), "{:?}", stock.violations);
+        let levels: BTreeMap<&str, i64> =
+            stock.levels.iter().map(|(p, l)| (p.as_str(), *l)).collect();
+        assert_eq!(levels, expected);
+        let transfer = stock
+            .movements
+            .get("transfer-1")
+            .expect("transfer movement");
+        assert_eq!(transfer.record, "transfer-1");
+        assert_eq!(transfer.author, "tab-js");
+    }
+    let van = office.stock.read(read_stock).expect("read");
+    assert_eq!(van.movements["transfer-1"].kind, MovementKind::TransferIn);
+    assert_eq!(
+        van.movements["tab-js:0000000003/0"].kind,
+        MovementKind::Return
+    );
+    assert_eq!(van.movements["tab-js:0000000003/0"].delta, 1);
+    assert_eq!(js["levels"]["van"], json!({"soap": 2, "brush": 2}));
+    assert_eq!(js["levels"]["warehouse"], json!({"soap": 6, "brush": 0}));
+
+    office.close().await;
+    server.running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn corrections_recorded_in_rust_read_in_js_as_strings_and_integers() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("dir");
+    let office = Office::set_up(&url, dir.path(), "tab-7", "K7Q").await;
+    let warehouse = warehouse_stock(&office);
+    let at_ms = sale_time_ms();
+    let soap = id(ProductId::new, "soap");
+    let brush = id(ProductId::new, "brush");
+    let load = |product: &ProductId, delta| Movement {
+        id: format!("load/delivery-1/{product}"),
+        kind: MovementKind::Load,
+        product: product.clone(),
+        delta,
+        record: "delivery-1".into(),
+        author: "office".into(),
+        at_ms,
+    };
+    for handle in [&office.stock, &warehouse] {
+        handle
+            .change(|doc| move_stock(doc, &[load(&soap, 10), load(&brush, 5)]))
+            .expect("change applies")
+            .expect("loaded");
+    }
+    let paid = office.sell(at_ms, &[("soap", 3), ("brush", 1)]);
+    let voided = office.sell(at_ms, &[("brush", 1)]);
+    let payment = change_both(&office.device, &office.ledger, |device, ledger| {
+        record_payment(device, ledger, &paid.id, 500, "card", at_ms + 1).expect("payment")
+    });
+    let sale_return = change_both(&office.device, &office.ledger, |device, ledger| {
+        let lines = [SaleLineInput {
+            product: soap.clone(),
+            quantity: 2,
+        }];
+        let van = id(LocationId::new, "van-ana");
+        record_return(device, ledger, &paid.id, &lines, &van, at_ms + 2).expect("return")
+    });
+    office
+        .stock
+        .change(|doc| apply_return_to_stock(doc, &sale_return))
+        .expect("change applies")
+        .expect("returned");
+    let void = change_both(&office.device, &office.ledger, |device, ledger| {
+        void_sale(device, ledger, &voided.id, "duplicate", at_ms + 3).expect("void")
+    });
+    change_both(&warehouse, &office.stock, |from, to| {
+        transfer_stock(from, to, "transfer-9", &soap, 4, "office", at_ms + 4).expect("transfer")
+    });
+    office.synced().await;
+    within("warehouse synced", warehouse.synced())
+        .await
+        .expect("synced");
+
+    let js = node(
+        "domain-read.mjs",
+        &[
+            &url,
+            &office.ledger.url(),
+            &office.stock.url(),
+            "--sales=2",
+            "--records=5",
+        ],
+    )
+    .await;
+    let ledger = &js["ledger"];
+    assert_eq!(ledger["problems"], json!([]), "{js}");
+    assert_eq!(
+        ledger["payments"],
+        json!({payment.id.to_string(): {
+            "device": "tab-7", "seq": 3, "sale": paid.id.to_string(), "amount_cents": 500,
+            "currency": "EUR", "method": "card", "at_ms": at_ms + 1,
+        }})
+    );
+    assert_eq!(
+        ledger["returns"],
+        json!({sale_return.id.to_string(): {
+            "device": "tab-7", "seq": 4, "sale": paid.id.to_string(), "receipt": "K7Q-4",
+            "location": "van-ana", "at_ms": at_ms + 2,
+            "lines": [{"product": "soap", "quantity": 2, "refund_cents": 500}],
+            "refund_cents": 500,
+        }})
+    );
+    assert_eq!(
+        ledger["voids"],
+        json!({void.id.to_string(): {
+            "device": "tab-7", "seq": 5, "sale": voided.id.to_string(), "reason": "duplicate",
+            "at_ms": at_ms + 3,
+        }})
+    );
+    // JS derives the statuses Rust derives.
+    let view = office
+        .ledger
+        .read(|doc| read_ledger(doc, None))
+        .expect("read");
+    for (sale, status) in sale_statuses(&view) {
+        let reported = &js["statuses"][sale.to_string()];
+        assert_eq!(
+            reported,
+            &json!({
+                "sale": sale.to_string(),
+                "state": format!("{:?}", status.state).to_lowercase(),
+                "total_cents": status.total_cents,
+                "refunded_cents": status.refunded_cents,
+                "due_cents": status.due_cents,
+                "paid_cents": status.paid_cents,
+                "voids": status.voids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "payments": status.payments.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })
+        );
+    }
+    assert_eq!(js["statuses"][voided.id.to_string()]["state"], "voided");
+    assert_eq!(
+        js["statuses"][paid.id.to_string()]["due_cents"],
+        1_949 - 500
+    );
+
+    let stock = &js["stock"];
+    assert_eq!(
+        stock["movements"]["transfer-9"],
+        json!({"kind": "transfer_in", "product": "soap", "delta": 4, "record": "transfer-9",
+               "author": "office", "at_ms": at_ms + 4})
+    );
+    assert_eq!(
+        stock["movements"][format!("{}/0", sale_return.id)],
+        json!({"kind": "return", "product": "soap", "delta": 2, "record": sale_return.id.to_string(),
+               "author": "tab-7", "at_ms": at_ms + 2})
+    );
+    assert_eq!(
+        stock["levels"],
+        json!({"soap": 10 - 3 + 2 + 4, "brush": 5 - 1 - 1})
+    );
+
+    office.close().await;
+    server.running.shutdown().await.expect("shutdown");
 }

@@ -1,10 +1,12 @@
 #!/usr/bin/env node
-// domain-read.mjs SERVER_URL LEDGER_URL [STOCK_URL] [--sales=N] [--timeout-ms=N]
+// domain-read.mjs SERVER_URL LEDGER_URL [STOCK_URL] [--sales=N] [--records=N] [--timeout-ms=N]
 //
 // Reads a ledger (and optionally a stock document) written by anyone, as a
 // JS device sees it through clients/js/ventas.mjs. Waits until the ledger
-// holds at least N sales (default 1). Prints ONE line:
+// holds at least N sales (default 1) and N records in all (sales, voids,
+// payments and returns; default 0). Prints ONE line:
 //   {"ledger":{"meta":{...},"sales":{id:{...}},"voids":{},...,"problems":[]},
+//    "statuses":{id:{state,total_cents,refunded_cents,due_cents,paid_cents,voids,payments}},
 //    "types":{id:{field:"ImmutableString"|"int"|"number"|"Counter"|...}},
 //    "stock":{"levels":{product:n},"movements":{id:{...}}},"heads":[hex],"elapsedMs":N}
 // `types` says what each raw field of every sale is in JS (lines: per line),
@@ -34,10 +36,13 @@ function jsType(value) {
 
 try {
   let wantSales = 1
+  let wantRecords = 0
   const positional = []
   for (const a of args) {
-    const m = /^--sales=(\d+)$/.exec(a)
-    if (m) wantSales = Number(m[1])
+    const sales = /^--sales=(\d+)$/.exec(a)
+    const records = /^--records=(\d+)$/.exec(a)
+    if (sales) wantSales = Number(sales[1])
+    else if (records) wantRecords = Number(records[1])
     else positional.push(a)
   }
   const [serverUrl, ledgerUrl, stockUrl] = positional
@@ -52,7 +57,10 @@ try {
   stage = "finding the ledger"
   const ledgerHandle = await repo.find(ledgerUrl)
   stage = `waiting for ${wantSales} sale(s) in the ledger`
-  await waitForHandle(ledgerHandle, h => Object.keys(h.doc().sales ?? {}).length >= wantSales)
+  const count = (doc, names) => names.reduce((n, name) => n + Object.keys(doc[name] ?? {}).length, 0)
+  await waitForHandle(ledgerHandle, h =>
+    count(h.doc(), ["sales"]) >= wantSales &&
+    count(h.doc(), ["sales", "voids", "payments", "returns"]) >= wantRecords)
   const doc = ledgerHandle.doc()
   const ledger = ventas.readLedger(doc)
   const types = Object.fromEntries(Object.keys(doc.sales).map(id => [id, jsType(doc.sales[id])]))
@@ -72,7 +80,7 @@ try {
       movements: ventas.plain(stockDoc.movements),
     }
   }
-  await finish({ ledger, types, stock, heads: hexHeads(ledgerHandle), elapsedMs: elapsedMs() })
+  await finish({ ledger, statuses: ventas.saleStatuses(doc), types, stock, heads: hexHeads(ledgerHandle), elapsedMs: elapsedMs() })
 } catch (e) {
   await fail(e)
 }
