@@ -212,7 +212,19 @@ impl ServerProcess {
     /// environment (see [`serve_command`]).
     #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
     pub async fn spawn_isolated(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = serve_command(data_dir, 0, args);
+        Self::spawn_isolated_on(data_dir, 0, args, env).await
+    }
+
+    /// [`ServerProcess::spawn_isolated`] on `port` (0 for any; a restart
+    /// passes the port the first run got, so devices find it again).
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    pub async fn spawn_isolated_on(
+        data_dir: &Path,
+        port: u16,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut command = serve_command(data_dir, port, args);
         command.envs(env.iter().copied());
         Self::started(command).await
     }
