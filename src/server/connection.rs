@@ -36,7 +36,7 @@ use tokio::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite;
 use tracing::{debug, info, warn};
 use ventas_sync_protocol::hub::ConnId;
-use ventas_sync_protocol::wire::{self, Message};
+use ventas_sync_protocol::wire::{self, DecodeError, Message};
 
 use super::auth::{Authenticator, Identity, CREDENTIAL_RECHECK_INTERVAL_MS};
 use super::hub_task::{HubInput, Outbound};
@@ -235,9 +235,9 @@ impl Connection {
                     match frame {
                         Some(Ok(WsMessage::Binary(bytes))) => {
                             session.bytes_in += bytes.len() as u64;
-                            if bytes.len() > self.config.message_bytes_max {
-                                break Ending::too_big(bytes.len(), self.config.message_bytes_max);
-                            }
+                            // The decoder is the one place that checks the
+                            // limit (before any parsing): a second check here
+                            // would hide a decoder that stopped checking.
                             let input = match wire::decode(&bytes, self.config.message_bytes_max) {
                                 Ok(message) => {
                                     if let Message::Join { sender_id, .. } = &message {
@@ -261,6 +261,9 @@ impl Connection {
                                         joined = true;
                                     }
                                     HubInput::Message { conn: self.conn, message }
+                                }
+                                Err(DecodeError::TooLarge { len, max }) => {
+                                    break Ending::too_big(len, max);
                                 }
                                 Err(e) => {
                                     debug!(conn = self.conn, "undecodable frame: {e}");

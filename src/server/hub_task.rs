@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 use ventas_storage::DocStore;
 use ventas_sync_protocol::doc_sync::ChangeLimits;
@@ -196,6 +196,9 @@ struct ConnHandle {
 }
 
 /// Spawns the hub task and its flusher thread; returns the inbox.
+/// `review_passes` counts the ticks that found every change reviewed.
+// Each argument is a separate piece of the server the task owns or reports to.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     hub_config: HubConfig,
     fairness: Fairness,
@@ -204,6 +207,7 @@ pub fn spawn(
     inbox_messages_max: usize,
     tick_interval_ms: u64,
     skip_flush: bool,
+    review_passes: watch::Sender<u64>,
 ) -> (mpsc::Sender<HubInput>, tokio::task::JoinHandle<()>) {
     let (inbox_tx, inbox_rx) = mpsc::channel(inbox_messages_max);
     let (flush_request_tx, flush_request_rx) = std::sync::mpsc::channel::<u64>();
@@ -229,6 +233,7 @@ pub fn spawn(
         conns: HashMap::new(),
         flush_requests: flush_request_tx,
         review: Review::default(),
+        review_passes,
         loading: HashMap::new(),
         loads_waiting: HashMap::new(),
         load_turns: std::collections::VecDeque::new(),
@@ -303,6 +308,9 @@ struct HubTask {
     records: SharedRecords,
     /// Marks each persisted document for the export to PostgreSQL.
     export_marks: Arc<ExportMarks>,
+    /// Counts the ticks that found every changed document reviewed (see
+    /// [`Review::is_settled`]): a test waits on it instead of sleeping.
+    review_passes: watch::Sender<u64>,
 }
 
 impl HubTask {
@@ -335,6 +343,9 @@ impl HubTask {
                 },
                 _ = tick.tick() => {
                     self.review_due();
+                    if self.review.is_settled() {
+                        self.review_passes.send_modify(|passes| *passes += 1);
+                    }
                     let effects = self.hub.tick(now_ms());
                     self.execute(effects);
                 }

@@ -120,6 +120,7 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     keeper_passes: watch::Receiver<u64>,
+    review_passes: watch::Receiver<u64>,
     join: tokio::task::JoinHandle<Result<(), ServerError>>,
     /// The store, without keeping it open: shutdown waits for it to go.
     store: std::sync::Weak<dyn DocStore>,
@@ -131,6 +132,13 @@ impl RunningServer {
     /// [`periods::spawn`]).
     pub fn keeper_passes(&self) -> watch::Receiver<u64> {
         self.keeper_passes.clone()
+    }
+
+    /// Ticks of the stock reviewer that found every changed document
+    /// reviewed, nothing waiting and nothing out for review (see
+    /// [`review::Review::is_settled`]): "the reviews are done" as an event.
+    pub fn review_passes(&self) -> watch::Receiver<u64> {
+        self.review_passes.clone()
     }
 
     /// Graceful shutdown: stop accepting, close peers, flush storage. Returns
@@ -222,19 +230,24 @@ pub async fn start_on(
         let _ = wait.wait_for(|stop| *stop).await;
     };
     let (keeper_passes_tx, keeper_passes) = watch::channel(0);
+    let (review_passes_tx, review_passes) = watch::channel(0);
     let join = tokio::spawn(serve_with_tls(
         config,
         listener,
         tls,
         store,
         Arc::new(credentials),
-        keeper_passes_tx,
+        Passes {
+            keeper: keeper_passes_tx,
+            review: review_passes_tx,
+        },
         signal,
     ));
     Ok(RunningServer {
         addr,
         shutdown: shutdown_tx,
         keeper_passes,
+        review_passes,
         join,
         store: store_weak,
         data_dir,
@@ -253,14 +266,16 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     config.validate()?;
     let tls = load_tls(&config)?;
-    let (keeper_passes, _) = watch::channel(0);
     serve_with_tls(
         config,
         listener,
         tls,
         store,
         authenticator,
-        keeper_passes,
+        Passes {
+            keeper: watch::channel(0).0,
+            review: watch::channel(0).0,
+        },
         signal,
     )
     .await
@@ -274,13 +289,21 @@ fn load_tls(config: &ServerConfig) -> Result<Option<Arc<rustls::ServerConfig>>, 
     }
 }
 
+/// Where the server's background passes count themselves, for tests to
+/// wait on (see [`RunningServer::keeper_passes`] and
+/// [`RunningServer::review_passes`]).
+struct Passes {
+    keeper: watch::Sender<u64>,
+    review: watch::Sender<u64>,
+}
+
 async fn serve_with_tls(
     config: ServerConfig,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     store: Arc<dyn DocStore>,
     authenticator: Arc<dyn Authenticator>,
-    keeper_passes: watch::Sender<u64>,
+    passes: Passes,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     config.validate()?;
@@ -325,6 +348,7 @@ async fn serve_with_tls(
         config.hub_inbox_messages_max,
         config.tick_interval_ms,
         config.unsafe_skip_flush,
+        passes.review,
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let exporter_join = config.postgres_url.clone().map(|url| {
@@ -356,7 +380,7 @@ async fn serve_with_tls(
                 .min(config.docs_per_peer_max.saturating_sub(1).max(1)),
             now_ms: Arc::new(move || crate::now_ms().saturating_add_signed(clock_offset_ms)),
         },
-        keeper_passes,
+        passes.keeper,
         shutdown_rx.clone(),
     );
     let connections = Arc::new(Semaphore::new(config.connections_max));

@@ -142,6 +142,12 @@ pub struct Review {
 }
 
 impl Review {
+    /// Every changed document has been reviewed: none waits, none is out
+    /// for review.
+    pub fn is_settled(&self) -> bool {
+        self.waiting.is_empty() && self.in_flight.is_empty()
+    }
+
     /// The document gained changes.
     pub fn touched(&mut self, document_id: DocumentId) {
         self.waiting.insert(document_id, ());

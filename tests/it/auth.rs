@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{header, HeaderValue};
@@ -19,8 +19,14 @@ use crate::harness::{
     TestServer,
 };
 
-/// How long a revoked or expired credential's connection may stay open.
-const CLOSE_AFTER_REVOKE_MS_MAX: u64 = 2_000;
+/// How long a test waits for a revoked or expired credential's connection
+/// to close. The product promise is an event, not a duration: revoking
+/// re-checks every open connection at once (a change counter every
+/// connection watches, no polling), and expiry fires each connection's
+/// own timer at `expires_at_ms` (never before: checked below). Milliseconds
+/// are expected; a loaded machine must not fail the test, and a server
+/// that never closes still does.
+const CLOSE_AFTER_REVOKE_MS_MAX: u64 = crate::harness::WAIT_MS_MAX;
 
 /// Issues `acme`/`ana` credentials into the data directory of a server yet
 /// to start. Each entry is (device, role, expires_at_ms).
@@ -239,7 +245,6 @@ async fn revoking_a_token_closes_its_open_connection_at_once_and_spares_others()
         .await;
     let id = tokens[0].split('_').nth(1).expect("id");
     let office = format!("Bearer {}", tokens[2]);
-    let started = Instant::now();
     let (status, body) = http_request(
         server.addr(),
         "POST",
@@ -251,20 +256,28 @@ async fn revoking_a_token_closes_its_open_connection_at_once_and_spares_others()
     assert_eq!(status, 200, "{body}");
     let error = closed_with_error(&mut doomed, CLOSE_AFTER_REVOKE_MS_MAX).await;
     assert!(error.contains("revoked"), "{error}");
-    assert!(started.elapsed() < Duration::from_millis(CLOSE_AFTER_REVOKE_MS_MAX));
     still_served(&mut spared, &server_id).await;
     assert_eq!(refused_status(bearer(&server.url(), &tokens[0])).await, 401);
 }
 
 #[tokio::test]
 async fn an_open_connection_closes_when_its_token_expires() {
-    // Long enough to start a server and join on a loaded machine first.
+    // Starting a server and joining takes milliseconds: 4 s is over 10x
+    // that, so the join is never refused as already expired. What the test
+    // checks does not depend on timing: the close says "expired", and it
+    // never comes before the expiry (a credential works until then).
     const LIFETIME_MS: u64 = 4_000;
     let expires_at_ms = ventas::now_ms() + LIFETIME_MS;
     let (server, tokens) = server_with(&[("tab-1", Role::Seller, Some(expires_at_ms))]).await;
     let mut peer = joined_with(bearer(&server.url(), &tokens[0]), "tab-1").await;
     let error = closed_with_error(&mut peer, LIFETIME_MS + CLOSE_AFTER_REVOKE_MS_MAX).await;
+    let closed_at_ms = ventas::now_ms();
     assert!(error.contains("expired"), "{error}");
+    assert!(
+        closed_at_ms >= expires_at_ms,
+        "closed {} ms before the expiry",
+        expires_at_ms - closed_at_ms
+    );
 }
 
 #[tokio::test]
@@ -382,10 +395,18 @@ async fn a_refused_device_recovers_at_once_when_given_a_new_token() {
     config.token = Some("ventas_wrong".to_string());
     // Far longer than the test may wait: only set_token can wake it.
     config.auth_refused_retry_ms = 10 * crate::harness::WAIT_MS_MAX;
+    // Through a forwarder that counts ended connections: the test sets the
+    // new token only once the server has refused the old one (an event),
+    // so the sync after it can only come from set_token waking the device.
+    let forwarder = EndCountingForwarder::start(server.addr()).await;
+    config.server_url = format!("ws://{}", forwarder.addr);
     let client = Client::open(config).expect("device opens");
     let handle = client.create().expect("create");
     put(&handle, "sale", "1");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ended = forwarder.ended.clone();
+    within("the refused upgrade to end", ended.wait_for(|n| *n >= 1))
+        .await
+        .expect("forwarder alive");
     assert!(!client.is_online(), "a refused device is offline");
     client.set_token(Some(tokens[0].clone()));
     within("synced after the new token", handle.synced())
@@ -567,8 +588,17 @@ async fn a_refused_device_backs_off_instead_of_hammering() {
     config.reconnect_max_ms = 10;
     config.auth_refused_retry_ms = 10 * crate::harness::WAIT_MS_MAX;
     let client = Client::open(config).expect("device opens");
+    within("the first attempt", async {
+        while attempts.load(std::sync::atomic::Ordering::SeqCst) < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // Not an ordering but a rate: for 500 ms (50x the network-error backoff
+    // of 5-10 ms) after the first attempt, no second one. A wrong backoff
+    // makes dozens in that time; a slow machine makes fewer, never more,
+    // so this cannot fail by bad luck.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    // A network-error backoff of 5-10 ms would have made dozens of attempts.
     assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 1);
     client.set_token(Some("ventas_rotated".to_string()));
     within("a retry with the new token", async {
@@ -579,4 +609,33 @@ async fn a_refused_device_backs_off_instead_of_hammering() {
     .await;
     client.close().await.expect("close");
     refuser.abort();
+}
+
+/// A TCP forwarder to a server that counts the connections that ended.
+struct EndCountingForwarder {
+    addr: std::net::SocketAddr,
+    ended: tokio::sync::watch::Receiver<u64>,
+}
+
+impl EndCountingForwarder {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (count, ended) = tokio::sync::watch::channel(0u64);
+        let count = Arc::new(count);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let count = Arc::clone(&count);
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                    count.send_modify(|n| *n += 1);
+                });
+            }
+        });
+        Self { addr, ended }
+    }
 }

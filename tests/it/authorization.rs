@@ -27,9 +27,21 @@ use ventas_sync_protocol::wire::Message;
 
 use crate::harness::{http_request, issue_credentials, within, RawPeer, TestServer};
 
-/// How long a raw device waits for more messages before it takes the
-/// conversation as finished.
-const QUIET_MS: u64 = 300;
+/// How long a raw device waits, at most, for the server to answer what it
+/// sent in a conversation (an answer is expected within milliseconds; a
+/// loaded machine must never cut a conversation short).
+const CONVERSATION_MS_MAX: u64 = crate::harness::WAIT_MS_MAX;
+
+/// What a raw device still waits for about one document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Awaiting {
+    /// It requested the document: a sync message or doc-unavailable.
+    Answer,
+    /// It sent changes: the server's acknowledgement (sent only once they
+    /// are durable, so it can come after a barrier), an error or
+    /// doc-unavailable.
+    Acknowledgement,
+}
 
 /// (tenant, seller, device, role) of every credential the tests use.
 const PEOPLE: &[(&str, &str, &str, Role)] = &[
@@ -166,6 +178,8 @@ pub(crate) struct RawDevice {
     pub(crate) peer: RawPeer,
     pub(crate) server: PeerId,
     pub(crate) docs: HashMap<DocumentId, (Automerge, State)>,
+    /// Documents the current conversation waits on an answer about.
+    awaiting: HashMap<DocumentId, Awaiting>,
 }
 
 impl RawDevice {
@@ -183,6 +197,7 @@ impl RawDevice {
             peer,
             server,
             docs: HashMap::new(),
+            awaiting: HashMap::new(),
         }
     }
 
@@ -208,6 +223,7 @@ impl RawDevice {
                 data,
             })
             .await;
+        self.awaiting.insert(document_id, Awaiting::Answer);
         let heard = self.converse().await;
         let unavailable = heard.iter().any(
             |m| matches!(m, Message::DocUnavailable { document_id: id, .. } if *id == document_id),
@@ -234,6 +250,9 @@ impl RawDevice {
     /// heard until the conversation is over.
     pub(crate) async fn push(&mut self, document_id: DocumentId) -> Vec<Message> {
         self.send_sync(document_id).await;
+        if self.docs.contains_key(&document_id) && !self.acknowledged(document_id) {
+            self.awaiting.insert(document_id, Awaiting::Acknowledgement);
+        }
         self.converse().await
     }
 
@@ -273,6 +292,18 @@ impl RawDevice {
         doc.get_heads().iter().all(|head| theirs.contains(head))
     }
 
+    /// Whether the server announced heads our copy does not have.
+    fn lacks_theirs(&self, document_id: DocumentId) -> bool {
+        let Some((doc, state)) = self.docs.get(&document_id) else {
+            return false;
+        };
+        state
+            .their_heads
+            .iter()
+            .flatten()
+            .any(|head| doc.get_change_by_hash(head).is_none())
+    }
+
     /// Writes from now on as `actor` (a forger's move).
     fn write_as(&mut self, document_id: DocumentId, actor: automerge::ActorId) {
         if let Some((doc, _)) = self.docs.get_mut(&document_id) {
@@ -291,12 +322,14 @@ impl RawDevice {
             .is_some()
     }
 
-    async fn send_sync(&mut self, document_id: DocumentId) {
+    /// Sends what the server lacks of a document, if anything; whether it
+    /// sent.
+    async fn send_sync(&mut self, document_id: DocumentId) -> bool {
         let Some((doc, state)) = self.docs.get_mut(&document_id) else {
-            return;
+            return false;
         };
         let Some(message) = doc.generate_sync_message(state) else {
-            return;
+            return false;
         };
         self.peer
             .send(&Message::Sync {
@@ -306,31 +339,91 @@ impl RawDevice {
                 data: message.encode(),
             })
             .await;
+        true
     }
 
-    /// Answers sync messages as a device does, until the server falls
-    /// silent for [`QUIET_MS`]; returns everything heard. Panics if the
-    /// server closes the connection.
-    async fn converse(&mut self) -> Vec<Message> {
+    /// Answers sync messages as a device does until the conversation is
+    /// over; returns everything heard. Over means: a barrier
+    /// ([`RawPeer::barrier`]) came back with nothing left to answer, and
+    /// every request and every push of this conversation got its answer
+    /// (see [`Awaiting`]). So a slow server never cuts a conversation
+    /// short, and "heard nothing" means the server sent nothing before the
+    /// barrier, not that it was quiet for a while. Panics if the server
+    /// closes the connection or leaves something unanswered for
+    /// [`CONVERSATION_MS_MAX`].
+    pub(crate) async fn converse(&mut self) -> Vec<Message> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(CONVERSATION_MS_MAX);
         let mut heard = Vec::new();
         loop {
-            let next = tokio::time::timeout(Duration::from_millis(QUIET_MS), self.peer.recv());
-            let message = match next.await {
-                Err(_) => return heard,
+            let barrier = tokio::time::timeout_at(deadline, self.peer.barrier(&self.server))
+                .await
+                .unwrap_or_else(|_| panic!("no barrier answer; heard {heard:?}"));
+            assert!(
+                !barrier.closed,
+                "the server closed the connection; heard {heard:?} then {:?}",
+                barrier.before
+            );
+            let mut replied = false;
+            for message in barrier.before {
+                replied |= self.answer(&message).await;
+                heard.push(message);
+            }
+            if replied {
+                continue;
+            }
+            if self.awaiting.is_empty() {
+                return heard;
+            }
+            // An acknowledgement waits for the flush: the next message.
+            let next = tokio::time::timeout_at(deadline, self.peer.recv()).await;
+            let message = match next {
+                Err(_) => panic!(
+                    "still waiting on {:?} after {CONVERSATION_MS_MAX} ms; heard {heard:?}",
+                    self.awaiting
+                ),
                 Ok(None) => panic!("the server closed the connection; heard {heard:?}"),
                 Ok(Some(message)) => message,
             };
-            if let Message::Sync {
+            self.answer(&message).await;
+            heard.push(message);
+        }
+    }
+
+    /// Takes one message of the server into account: applies a sync
+    /// message and answers it; whether it sent an answer.
+    async fn answer(&mut self, message: &Message) -> bool {
+        match message {
+            Message::Sync {
                 document_id, data, ..
-            } = &message
-            {
-                if let Some((doc, state)) = self.docs.get_mut(document_id) {
+            } => {
+                let document_id = *document_id;
+                if let Some((doc, state)) = self.docs.get_mut(&document_id) {
                     let reply = automerge::sync::Message::decode(data).expect("decodes");
                     doc.receive_sync_message(state, reply).expect("applies");
                 }
-                self.send_sync(*document_id).await;
+                if self.awaiting.get(&document_id) == Some(&Awaiting::Answer)
+                    || (self.docs.contains_key(&document_id) && self.acknowledged(document_id))
+                {
+                    self.awaiting.remove(&document_id);
+                }
+                // The server has changes we lack: their answer to our
+                // request for them may wait behind a flush.
+                if self.lacks_theirs(document_id) {
+                    self.awaiting.insert(document_id, Awaiting::Answer);
+                }
+                self.send_sync(document_id).await
             }
-            heard.push(message);
+            Message::DocUnavailable { document_id, .. } => {
+                self.awaiting.remove(document_id);
+                false
+            }
+            // The server refused (errors name no document): nothing it
+            // refused will be acknowledged.
+            Message::Error { .. } => {
+                self.awaiting.clear();
+                false
+            }
+            _ => false,
         }
     }
 }
@@ -409,6 +502,8 @@ pub(crate) async fn ended_session(server: SocketAddr, office_token: &str, subjec
         if let Some(session) = found {
             return session;
         }
+        // A poll, not an ordering: the session ends within milliseconds of
+        // the close; 200 polls 50 ms apart give it 10 s.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("no ended session of {subject} in the sync log");

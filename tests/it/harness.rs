@@ -212,7 +212,19 @@ impl ServerProcess {
     /// environment (see [`serve_command`]).
     #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
     pub async fn spawn_isolated(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = serve_command(data_dir, 0, args);
+        Self::spawn_isolated_on(data_dir, 0, args, env).await
+    }
+
+    /// [`ServerProcess::spawn_isolated`] on `port` (0 for any; a restart
+    /// passes the port the first run got, so devices find it again).
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    pub async fn spawn_isolated_on(
+        data_dir: &Path,
+        port: u16,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut command = serve_command(data_dir, port, args);
         command.envs(env.iter().copied());
         Self::started(command).await
     }
@@ -626,8 +638,13 @@ pub fn bearer(
 }
 
 /// The sync-log entry of the session that joined as `peer`, once closed.
+/// Polled with a deadline of [`WAIT_MS_MAX`]: a session ends within
+/// milliseconds of its close, or after the server's close handshake wait
+/// (5 s) when the peer never answers the close; a fixed count of polls
+/// (5 s in all, as before) raced that wait.
 pub async fn ended_session(server: &TestServer, peer: &str) -> serde_json::Value {
-    for _ in 0..200 {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(WAIT_MS_MAX);
+    while tokio::time::Instant::now() < deadline {
         let (_, body) = http_get(server.addr(), "/v1/sync-sessions?limit=500").await;
         let page: serde_json::Value = serde_json::from_str(&body).expect("json");
         let found = page["sessions"]

@@ -154,7 +154,10 @@ async fn connections_past_the_per_tenant_limit_get_http_429_and_other_tenants_ar
 
 #[tokio::test]
 async fn a_peer_that_answers_no_pings_is_closed_after_the_idle_timeout_and_a_live_one_stays() {
-    let idle_timeout_ms = 400;
+    // Pings every 100 ms; a reading peer answers within milliseconds, so an
+    // idle timeout of 1 s is over 10x what the live peer needs even on a
+    // loaded machine.
+    let idle_timeout_ms = 1_000;
     let server = TestServer::start_with(|c| {
         c.keepalive_interval_ms = 100;
         c.idle_timeout_ms = idle_timeout_ms;
@@ -164,15 +167,7 @@ async fn a_peer_that_answers_no_pings_is_closed_after_the_idle_timeout_and_a_liv
     let (mut frozen, _) = RawPeer::joined(&server.url(), "frozen").await;
     let started = std::time::Instant::now();
 
-    // The live peer reads, so its WebSocket answers every ping with a
-    // pong, and sends no protocol message for three idle timeouts.
-    let quiet = tokio::time::timeout(Duration::from_millis(3 * idle_timeout_ms), live.recv()).await;
-    assert!(
-        quiet.is_err(),
-        "a peer answering pings must stay open, got {quiet:?}"
-    );
-
-    // The frozen peer read nothing meanwhile, so it sent no pongs: the
+    // The frozen peer reads nothing, so it sends no pongs: the
     // server has closed it. (Its `error` message went out before the close
     // frame, but the pongs a reading client then owes the closed socket
     // make the kernel reset it and drop what was unread, so the sync log
@@ -184,7 +179,7 @@ async fn a_peer_that_answers_no_pings_is_closed_after_the_idle_timeout_and_a_liv
         message = live.recv() => panic!("the live peer must stay open, got {message:?}"),
     };
     let error = session["error"].as_str().unwrap_or_default();
-    assert!(error.contains("idle for 400 ms"), "{session}");
+    assert!(error.contains("idle for 1000 ms"), "{session}");
     let lasted_ms = session["disconnected_at_ms"].as_u64().unwrap_or(0)
         - session["connected_at_ms"].as_u64().unwrap_or(u64::MAX);
     assert!(lasted_ms >= idle_timeout_ms, "closed too early: {session}");
@@ -414,7 +409,9 @@ async fn a_frozen_peer_is_closed_after_the_idle_timeout_with_1008_and_a_reason()
     let (mut frozen, _) = RawPeer::joined(&server.url(), "frozen").await;
     // Reading answers pings, so the peer must not read to be idle: it
     // stops for ten idle timeouts, well inside the server's close handshake
-    // wait (5 s), then reads what the server sent.
+    // wait (5 s), then reads what the server sent. This sleep orders no
+    // events: not reading for a while is the behaviour under test, and the
+    // close it then finds is an event (a close frame with its reason).
     tokio::time::sleep(Duration::from_millis(10 * idle_timeout_ms)).await;
     assert_closed_with(&mut frozen, 1008, "idle for 200 ms").await;
     server.running.shutdown().await.expect("shutdown");

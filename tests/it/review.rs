@@ -156,12 +156,20 @@ async fn concurrent_offline_sales_that_oversell_are_reported_once_to_every_devic
     assert_eq!(open[0].alert.records, vec!["tablet:1".to_string()]);
     assert_eq!(open[0].alert.authors, vec!["tablet".to_string()]);
 
-    // Reviewing again (more ticks, a restart) records nothing new.
+    // Reviewing again records nothing new. The alert's own change is
+    // reviewed once more (after REVIEW_INTERVAL_MS): wait for a reviewer
+    // pass that found every change reviewed, counted after the alert
+    // reached the phone, so it comes after that second review (and after
+    // any alert it would have written had become durable and been sent).
     let heads = on_phone.read(|d| d.get_heads()).expect("read");
-    tokio::time::sleep(std::time::Duration::from_millis(
-        ventas::server::review::REVIEW_INTERVAL_MS + 500,
-    ))
-    .await;
+    let mut passes = server.review_passes();
+    let seen = *passes.borrow_and_update();
+    within(
+        "a reviewer pass after the alert",
+        passes.wait_for(|passes| *passes > seen),
+    )
+    .await
+    .expect("the server is running");
     within("synced", on_phone.synced()).await.expect("synced");
     assert_eq!(
         on_phone.read(|d| d.get_heads()).expect("read"),
@@ -202,6 +210,9 @@ async fn a_ledger_record_that_breaks_a_rule_is_reported_and_kept() {
                 break;
             }
         }
+        // A poll, not an ordering: the first review of a changed document
+        // runs on the next tick (milliseconds); 200 polls 50 ms apart give
+        // it 10 s.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(report["kind"], "ledger", "{report}");
@@ -274,6 +285,9 @@ async fn a_violation_report_is_shown_only_to_its_own_tenant() {
         if own.0 == 200 {
             break;
         }
+        // A poll, not an ordering: the first review of a changed document
+        // runs on the next tick (milliseconds); 200 polls 50 ms apart give
+        // it 10 s.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(own.0, 200, "{}", own.1);

@@ -16,7 +16,8 @@ use ventas::domain::{
     SellerId, TenantId,
 };
 use ventas::server::auth::Role;
-use ventas_sync_protocol::ids::DocumentId;
+use ventas_sync_protocol::ids::{DocumentId, PeerId};
+use ventas_sync_protocol::wire::Message;
 
 use crate::authorization::{client, created, errors, server_copy, RawDevice};
 use crate::harness::{issue_credentials, within, TestServer};
@@ -445,4 +446,144 @@ async fn only_globex_office_creates_globex_catalog_and_the_keeper_uses_the_real_
     assert!(refused.contains("another device"), "{refused}");
     drop(handle);
     office.close().await.expect("close");
+}
+
+/// An ephemeral message (presence, cursors) from `from` about
+/// `document_id`, claiming to be from `sender`, in session `session`.
+fn ephemeral(
+    from: &RawDevice,
+    sender: &PeerId,
+    document_id: DocumentId,
+    session: &str,
+    count: u64,
+) -> Message {
+    Message::Ephemeral {
+        sender_id: sender.clone(),
+        target_id: from.server.clone(),
+        count,
+        session_id: session.to_string(),
+        document_id,
+        // An empty CBOR map: the server forwards the bytes untouched.
+        data: vec![0xa0],
+    }
+}
+
+/// Reads `device`'s messages until the ephemeral message of `session`
+/// arrives (it must, within [`crate::harness::WAIT_MS_MAX`]); returns the
+/// ephemeral messages heard before it, and it.
+async fn ephemerals_until(device: &mut RawDevice, session: &str) -> (Vec<Message>, Message) {
+    let mut before = Vec::new();
+    loop {
+        let message = within("an ephemeral message", device.peer.recv())
+            .await
+            .expect("the server closed the connection");
+        match &message {
+            Message::Ephemeral { session_id, .. } if session_id == session => {
+                return (before, message)
+            }
+            Message::Ephemeral { .. } => before.push(message),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemeral_messages_about_a_document_reach_only_its_readers() {
+    let setup = Setup::start(|_| {}).await;
+    let ledger = setup
+        .create(
+            "office-1",
+            create_ledger_doc(&acme(), &seller("ana"), period()).expect("doc"),
+        )
+        .await;
+    let mut tablet = setup.device("tab-ana").await;
+    let mut phone = setup.device("phone-ana").await;
+    let mut globex = setup.device("office-globex").await;
+    tablet.fetch(ledger).await.expect("her ledger");
+    phone.fetch(ledger).await.expect("her ledger");
+    globex.fetch(ledger).await.expect_err("hidden from globex");
+
+    // Globex's office cannot hear acme's: the tablet's message reaches the
+    // phone (so the server has handled it), and globex's barrier after that
+    // shows nothing reached globex before it.
+    let tablet_id = tablet.peer.peer_id.clone();
+    let message = ephemeral(&tablet, &tablet_id, ledger, "tablet", 1);
+    tablet.peer.send(&message).await;
+    let (before, heard) = ephemerals_until(&mut phone, "tablet").await;
+    assert!(before.is_empty(), "{before:?}");
+    assert!(
+        matches!(&heard, Message::Ephemeral { sender_id, document_id, .. }
+            if *sender_id == tablet_id && *document_id == ledger),
+        "{heard:?}"
+    );
+    let barrier = globex.peer.barrier(&globex.server).await;
+    assert!(!barrier.closed);
+    assert!(barrier.before.is_empty(), "{:?}", barrier.before);
+
+    // Nor can it speak about acme's document: its message is not forwarded.
+    // Barrier: after globex's own barrier (the server has handled its
+    // message), the phone speaks, and the tablet hears the phone first.
+    let globex_id = globex.peer.peer_id.clone();
+    let forged = ephemeral(&globex, &globex_id, ledger, "globex", 1);
+    globex.peer.send(&forged).await;
+    let barrier = globex.peer.barrier(&globex.server).await;
+    assert!(!barrier.closed, "{:?}", barrier.before);
+    assert!(
+        barrier
+            .before
+            .iter()
+            .all(|m| !matches!(m, Message::Ephemeral { .. } | Message::Sync { .. })),
+        "{:?}",
+        barrier.before
+    );
+    let phone_id = phone.peer.peer_id.clone();
+    let message = ephemeral(&phone, &phone_id, ledger, "phone", 1);
+    phone.peer.send(&message).await;
+    let (before, _) = ephemerals_until(&mut tablet, "phone").await;
+    assert!(
+        before.is_empty(),
+        "globex reached acme's readers: {before:?}"
+    );
+
+    tablet.close().await;
+    phone.close().await;
+    globex.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ephemeral_message_under_another_peers_id_is_not_forwarded_as_theirs() {
+    let setup = Setup::start(|_| {}).await;
+    let ledger = setup
+        .create(
+            "office-1",
+            create_ledger_doc(&acme(), &seller("ana"), period()).expect("doc"),
+        )
+        .await;
+    let mut tablet = setup.device("tab-ana").await;
+    let mut phone = setup.device("phone-ana").await;
+    let mut office = setup.device("office-1").await;
+    tablet.fetch(ledger).await.expect("her ledger");
+    phone.fetch(ledger).await.expect("her ledger");
+    office.fetch(ledger).await.expect("acme's");
+
+    // The tablet speaks as the office, then as itself: the phone hears the
+    // second, and nothing before it under the office's name (or any other).
+    let office_id = office.peer.peer_id.clone();
+    let tablet_id = tablet.peer.peer_id.clone();
+    let forged = ephemeral(&tablet, &office_id, ledger, "forged", 1);
+    tablet.peer.send(&forged).await;
+    let genuine = ephemeral(&tablet, &tablet_id, ledger, "genuine", 1);
+    tablet.peer.send(&genuine).await;
+    for device in [&mut phone, &mut office] {
+        let (before, heard) = ephemerals_until(device, "genuine").await;
+        assert!(before.is_empty(), "forwarded as another peer: {before:?}");
+        assert!(
+            matches!(&heard, Message::Ephemeral { sender_id, .. } if *sender_id == tablet_id),
+            "{heard:?}"
+        );
+    }
+
+    tablet.close().await;
+    phone.close().await;
+    office.close().await;
 }
