@@ -269,6 +269,38 @@ mod tests {
         assert_eq!(DeviceId::new(""), Err(IdError::Empty));
     }
 
+    /// Days of each month, counted the naive way, against which the
+    /// calendar arithmetic is checked day by day.
+    fn days_in_month(year: i32, month: u8) -> u8 {
+        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        match month {
+            2 if leap => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        }
+    }
+
+    #[test]
+    fn every_day_from_1970_to_2500_converts_to_its_date_and_back() {
+        // Walks the calendar one day at a time from day 0 (1970-01-01),
+        // across the 2000 (leap) and 2100, 2200, 2300 (not leap) century
+        // rules and back to 2400 (leap).
+        let mut days = 0_i64;
+        for year in 1970..2500 {
+            for month in 1..=12 {
+                for day in 1..=days_in_month(year, month) {
+                    assert_eq!(civil_from_days(days), (year, month, day), "day {days}");
+                    assert_eq!(days_from_civil(year, month, day), days);
+                    days += 1;
+                }
+            }
+        }
+        // Before the epoch too (an instant a clock set wrong may report).
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(days_from_civil(1969, 12, 31), -1);
+    }
+
     #[test]
     fn periods_follow_the_utc_calendar() {
         // 2026-11-28T06:32:12Z
