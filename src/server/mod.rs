@@ -360,8 +360,7 @@ async fn serve_with_tls(
         shutdown_rx.clone(),
     );
     let connections = Arc::new(Semaphore::new(config.connections_max));
-    let sessions =
-        SessionLog::new(Arc::clone(&store)).with_export_marks(Arc::clone(&export_marks));
+    let sessions = SessionLog::new(Arc::clone(&store)).with_export_marks(Arc::clone(&export_marks));
     // Index keys a crash left without their record (see `sessions`), gone
     // before anyone can page through them.
     let stale_index = {

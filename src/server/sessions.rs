@@ -408,7 +408,10 @@ fn index_entry(index_key: &[u8]) -> Option<(&str, u64)> {
     let split = rest.len().checked_sub(9)?;
     let (tenant, slash_and_id) = rest.split_at(split);
     let id_bytes: [u8; 8] = slash_and_id.strip_prefix(b"/")?.try_into().ok()?;
-    Some((std::str::from_utf8(tenant).ok()?, u64::from_be_bytes(id_bytes)))
+    Some((
+        std::str::from_utf8(tenant).ok()?,
+        u64::from_be_bytes(id_bytes),
+    ))
 }
 
 fn id_of(key: &[u8]) -> Option<u64> {
