@@ -72,9 +72,10 @@ impl Device {
         let mut config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
         config.max_message_size = Some(256 << 20);
         config.max_frame_size = Some(256 << 20);
-        let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), false)
-            .await
-            .expect("upgrade");
+        let (socket, _) =
+            tokio_tungstenite::connect_async_with_config(request, Some(config), false)
+                .await
+                .expect("upgrade");
         let mut device = Self {
             socket,
             peer_id: PeerId::new(device),
@@ -202,7 +203,12 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(IDLE_MS_DEFAULT);
     let dir = tempfile::tempdir().expect("dir");
-    println!("server log: {}", std::env::temp_dir().join("ventas-big-change-server.log").display());
+    println!(
+        "server log: {}",
+        std::env::temp_dir()
+            .join("ventas-big-change-server.log")
+            .display()
+    );
     let data_dir = dir.path().join("server");
     let mut people = vec![
         ("acme", "boss", "acme-office".to_string(), Role::Office),
@@ -253,9 +259,17 @@ async fn main() {
     )
     .expect("ledger");
     let mut ana_doc = ana_base.fork();
-    add_sales(&mut ana_doc, "big", SELLER_CHANGE_OPS_MAX * 95 / 100 / OPS_PER_SALE);
+    add_sales(
+        &mut ana_doc,
+        "big",
+        SELLER_CHANGE_OPS_MAX * 95 / 100 / OPS_PER_SALE,
+    );
     let mut office_doc = Automerge::new();
-    add_sales(&mut office_doc, "import", OFFICE_CHANGE_OPS_MAX * 47 / 100 / OPS_PER_SALE);
+    add_sales(
+        &mut office_doc,
+        "import",
+        OFFICE_CHANGE_OPS_MAX * 47 / 100 / OPS_PER_SALE,
+    );
     let ops = |doc: &Automerge| -> usize { doc.get_changes(&[]).iter().map(|c| c.len()).sum() };
     let (seller_ops, office_ops) = (ops(&ana_doc) - ops(&ana_base), ops(&office_doc));
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ventas"))
@@ -268,7 +282,10 @@ async fn main() {
         // rate limit is not what this measures.
         .args(["--peer-messages-per-second-max", "1000000"])
         .args(["--peer-messages-burst-max", "1000000"])
-        .stderr(std::fs::File::create(std::env::temp_dir().join("ventas-big-change-server.log")).expect("log file"))
+        .stderr(
+            std::fs::File::create(std::env::temp_dir().join("ventas-big-change-server.log"))
+                .expect("log file"),
+        )
         .args(["--doc-idle-evict-after-ms", &EVICT_AFTER_MS.to_string()])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -282,7 +299,10 @@ async fn main() {
         .await
         .expect("read")
         .expect("a line");
-    let addr = line.strip_prefix("listening on ").expect("address").to_string();
+    let addr = line
+        .strip_prefix("listening on ")
+        .expect("address")
+        .to_string();
     let url = format!("ws://{addr}");
     let token = |device: &str| {
         let index = people.iter().position(|p| p.2 == device).expect("known");
@@ -404,8 +424,12 @@ async fn main() {
     }
     println!("VmRSS MiB after {idle_ms} ms idle: {}", last / 1024);
     child.kill().await.expect("kill");
-    let log = std::fs::read_to_string(std::env::temp_dir().join("ventas-big-change-server.log")).unwrap_or_default();
-    for line in log.lines().filter(|line| line.contains("WARN") || line.contains("ERROR")) {
+    let log = std::fs::read_to_string(std::env::temp_dir().join("ventas-big-change-server.log"))
+        .unwrap_or_default();
+    for line in log
+        .lines()
+        .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+    {
         println!("server: {line}");
     }
 }
