@@ -23,7 +23,9 @@
 //! **Errors.** Every error answer, ours and axum's (bad JSON, bad query,
 //! body too large, unknown route, wrong method, a refused upgrade), is
 //! `{"error": {"code": "...", "message": "..."}}` with a stable snake_case
-//! code ([`ApiError`]); internals go to the log, never to the caller.
+//! code ([`ApiError`]); internals go to the log, never to the caller. A
+//! handler that panics answers 500 `internal` and the server goes on
+//! ([`answer_panics`]).
 
 use std::sync::Arc;
 
@@ -35,6 +37,7 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter};
 use axum::{Json, Router};
+use futures_util::FutureExt as _;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error};
@@ -146,8 +149,37 @@ pub(super) fn router(state: AppState) -> Router {
                 "this route does not take that method",
             )
         })
+        .layer(axum::middleware::from_fn(answer_panics))
         .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// A handler that panics (a bug of ours) answers 500 `internal` like any
+/// failure of ours, the panic is logged, and the connection and the server
+/// go on; without this the panic would end hyper's connection task and the
+/// caller would see the connection drop with no answer.
+async fn answer_panics(request: Request<Body>, next: axum::middleware::Next) -> Response {
+    let path = request.uri().path().to_string();
+    match std::panic::AssertUnwindSafe(next.run(request))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            error!(path, "HTTP handler panicked: {message}");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error while handling the request",
+            )
+            .into_response()
+        }
+    }
 }
 
 /// An HTTP error answer: a status, a stable snake_case code, and a message
@@ -493,6 +525,11 @@ async fn export_status(
     reader: Reader,
     State(state): State<AppState>,
 ) -> Result<Response, ApiError> {
+    // A bug in a handler, on demand: `tests/it/http_hygiene.rs` checks
+    // that a panic is answered with JSON and the server goes on serving.
+    fail::fail_point!("export-status-handler", |_| {
+        panic!("export status handler failed on purpose")
+    });
     let marks = Arc::clone(&state.export_marks);
     let export_state = Arc::clone(&state.export_state);
     let status = blocking_read("export status", move || {

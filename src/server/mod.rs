@@ -384,10 +384,23 @@ async fn serve_with_tls(
         shutdown_rx.clone(),
     );
     let connections = Arc::new(Semaphore::new(config.connections_max));
+    let sessions = SessionLog::new(Arc::clone(&store)).with_export_marks(Arc::clone(&export_marks));
+    // Index keys a crash left without their record (see `sessions`), gone
+    // before anyone can page through them.
+    let stale_index = {
+        let sessions = sessions.clone();
+        tokio::task::spawn_blocking(move || sessions.prune_stale_index()).await
+    };
+    match stale_index {
+        Ok(Ok(0)) => {}
+        Ok(Ok(removed)) => info!(removed, "sync log: removed index keys left by a crash"),
+        Ok(Err(error)) => warn!("sync log: cannot prune stale index keys: {error}"),
+        Err(error) => warn!("sync log: stale index pruning failed: {error}"),
+    }
     let state = AppState {
         config: config.clone(),
         hub: hub.clone(),
-        sessions: SessionLog::new(Arc::clone(&store)).with_export_marks(Arc::clone(&export_marks)),
+        sessions,
         connections: Arc::clone(&connections),
         connection_counts: ConnectionCounts::new(
             config.connections_per_address_max,

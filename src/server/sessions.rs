@@ -14,6 +14,12 @@
 //! reads), never of the whole log. Tenant names cannot hold `/`, so one
 //! tenant's index prefix never covers another's. Records written before
 //! the index existed (no tenant) are seen by the operator only.
+//!
+//! A crash between the index key and its record's first write leaves an
+//! index key that points at nothing. Pages skip such keys (the record is
+//! the authority), and [`SessionLog::prune_stale_index`], run once at
+//! startup before the server accepts, removes them so they do not pile up
+//! over many crashes.
 
 use std::sync::Arc;
 
@@ -219,6 +225,47 @@ impl SessionLog {
         }
     }
 
+    /// Removes every index key whose record is missing or names another
+    /// tenant (left by a crash between the two writes of [`SessionLog::put`]).
+    /// Walks the whole index a page at a time: one record read per key,
+    /// about a second for [`SYNC_SESSIONS_KEPT_MAX_DEFAULT`] keys. Returns
+    /// how many keys were removed.
+    pub fn prune_stale_index(&self) -> Result<usize, SessionLogError> {
+        let mut removed = 0;
+        let mut before: Option<Vec<u8>> = None;
+        loop {
+            let page = self.store.meta_scan_prefix_rev(
+                TENANT_INDEX_PREFIX,
+                before.as_deref(),
+                PRUNE_PAGE_ROWS,
+            )?;
+            let Some((last_key, _)) = page.last() else {
+                return Ok(removed);
+            };
+            before = Some(last_key.clone());
+            for (index_key, _) in page {
+                let stale = match index_entry(&index_key) {
+                    // A record names its tenant; a key under another
+                    // tenant's prefix, or one without a record, is stale.
+                    Some((tenant, id)) => match self.store.meta_get(&key(id))? {
+                        Some(value) => serde_json::from_slice::<SyncSession>(&value)
+                            .map(|session| session.tenant.as_deref() != Some(tenant))
+                            // An unreadable record is reported where it is
+                            // read; its index key stays.
+                            .unwrap_or(false),
+                        None => true,
+                    },
+                    // Not a key this module writes: not ours to judge.
+                    None => false,
+                };
+                if stale {
+                    self.store.meta_remove(&index_key)?;
+                    removed += 1;
+                }
+            }
+        }
+    }
+
     /// A fresh session id.
     pub fn next_id(&self) -> Result<u64, SessionLogError> {
         Ok(self.store.next_id()?)
@@ -355,6 +402,18 @@ fn tenant_key(tenant: &str, id: u64) -> Vec<u8> {
     key
 }
 
+/// The tenant and session id of an index key `session-tenant/<tenant>/<id>`.
+fn index_entry(index_key: &[u8]) -> Option<(&str, u64)> {
+    let rest = index_key.strip_prefix(TENANT_INDEX_PREFIX)?;
+    let split = rest.len().checked_sub(9)?;
+    let (tenant, slash_and_id) = rest.split_at(split);
+    let id_bytes: [u8; 8] = slash_and_id.strip_prefix(b"/")?.try_into().ok()?;
+    Some((
+        std::str::from_utf8(tenant).ok()?,
+        u64::from_be_bytes(id_bytes),
+    ))
+}
+
 fn id_of(key: &[u8]) -> Option<u64> {
     let bytes: [u8; 8] = key.get(SESSION_PREFIX.len()..)?.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
@@ -486,6 +545,59 @@ mod tests {
             .meta_scan_prefix_rev(TENANT_INDEX_PREFIX, None, 100)
             .expect("scan");
         assert_eq!(index.len(), 10, "no index key outlives its record");
+    }
+
+    #[test]
+    fn index_keys_left_by_a_crash_are_skipped_on_read_and_pruned_at_startup() {
+        let log = log(1_000);
+        for id in 1..=6 {
+            log.put(&session_of(id, "acme")).expect("put");
+        }
+        // A crash after the index key, before the record: ids 3 and 7 are
+        // index keys only; 5's key sits under globex but its record is acme's.
+        log.store.meta_remove(&key(3)).expect("remove");
+        log.store
+            .meta_put(&tenant_key("acme", 7), &[])
+            .expect("stale key");
+        log.store
+            .meta_put(&tenant_key("globex", 5), &[])
+            .expect("stale key");
+        let acme = Scope::Tenant("acme".to_string());
+        assert_eq!(all_ids(&log, &acme, 2), vec![6, 5, 4, 2, 1]);
+        assert!(all_ids(&log, &Scope::Tenant("globex".to_string()), 2).is_empty());
+
+        assert_eq!(log.prune_stale_index().expect("prune"), 3);
+        let index: Vec<Vec<u8>> = log
+            .store
+            .meta_scan_prefix_rev(TENANT_INDEX_PREFIX, None, 100)
+            .expect("scan")
+            .into_iter()
+            .map(|(index_key, _)| index_key)
+            .collect();
+        let expected: Vec<Vec<u8>> = [6, 5, 4, 2, 1]
+            .into_iter()
+            .map(|id| tenant_key("acme", id))
+            .collect();
+        assert_eq!(index, expected, "exactly the stale keys are gone");
+        assert_eq!(all_ids(&log, &acme, 2), vec![6, 5, 4, 2, 1]);
+        assert_eq!(log.prune_stale_index().expect("prune again"), 0);
+    }
+
+    #[test]
+    fn pruning_stale_index_keys_walks_past_one_page() {
+        let log = log(10_000);
+        for id in 1..=(PRUNE_PAGE_ROWS as u64 * 2 + 7) {
+            log.store
+                .meta_put(&tenant_key("acme", id), &[])
+                .expect("stale key");
+        }
+        log.put(&session_of(1, "acme")).expect("put");
+        assert_eq!(
+            log.prune_stale_index().expect("prune"),
+            PRUNE_PAGE_ROWS * 2 + 6
+        );
+        let acme = Scope::Tenant("acme".to_string());
+        assert_eq!(all_ids(&log, &acme, 3), vec![1]);
     }
 
     #[test]

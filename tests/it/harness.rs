@@ -229,6 +229,23 @@ impl ServerProcess {
         Self::started(command).await
     }
 
+    /// As [`ServerProcess::spawn_with`] on port 0, with the server's log
+    /// (stderr, `RUST_LOG=warn`) piped to the caller line by line: a test
+    /// can wait on a logged event instead of guessing when it happened.
+    pub async fn spawn_logged(
+        data_dir: &Path,
+        args: &[&str],
+    ) -> (
+        Self,
+        tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+    ) {
+        let mut command = serve_command(data_dir, 0, args);
+        command.stderr(Stdio::piped());
+        let mut server = Self::started(command).await;
+        let stderr = server.child.stderr.take().expect("stderr piped");
+        (server, BufReader::new(stderr).lines())
+    }
+
     async fn started(mut command: tokio::process::Command) -> Self {
         let mut child = command.spawn().expect("ventas binary runs");
         let stdout = child.stdout.take().expect("stdout piped");
