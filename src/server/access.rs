@@ -91,7 +91,7 @@
 //! assert_eq!(decide(&office, &theirs, None), Access::Hidden);
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -167,11 +167,19 @@ struct TenantCatalog {
     heads: Vec<ChangeHash>,
     /// Location id -> the seller it belongs to.
     location_sellers: HashMap<String, String>,
+    /// Every seller the catalog lists, to tell when one is added.
+    sellers: BTreeSet<String>,
 }
 
 impl TenantCatalog {
     fn read(document_id: DocumentId, doc: &Automerge) -> Self {
-        let location_sellers = read_catalog(doc)
+        let view = read_catalog(doc);
+        let sellers = view
+            .sellers
+            .keys()
+            .map(|seller| seller.as_str().to_string())
+            .collect();
+        let location_sellers = view
             .locations
             .into_values()
             .filter_map(|location| {
@@ -186,6 +194,7 @@ impl TenantCatalog {
             document_id,
             heads: doc.get_heads(),
             location_sellers,
+            sellers,
         }
     }
 }
@@ -225,26 +234,33 @@ impl CatalogIndex {
     /// catalog document recorded for a tenant is the tenant's catalog;
     /// another one is ignored (logged). Only the record counts: a document
     /// whose `meta` claims to be some tenant's catalog is no catalog.
-    pub fn observe(&mut self, document_id: DocumentId, doc: &Automerge, owner: &DocOwner) {
+    ///
+    /// Returns whether the tenant's catalog now lists a seller it did not
+    /// list before (every seller, the first time a catalog is seen since
+    /// the server started): the period keeper then creates the seller's
+    /// ledgers at once.
+    pub fn observe(&mut self, document_id: DocumentId, doc: &Automerge, owner: &DocOwner) -> bool {
         if owner.doc_kind() != Some(DocKind::Catalog) || doc.get_heads().is_empty() {
-            return;
+            return false;
         }
         let tenant = owner.tenant.as_str();
+        let mut sellers_before = BTreeSet::new();
         if let Some(known) = self.tenants.get(tenant) {
             if known.document_id != document_id {
                 warn!(%document_id, tenant, catalog = %known.document_id,
                     "a second catalog document for the tenant is ignored for authorization");
-                return;
+                return false;
             }
             if known.heads == doc.get_heads() {
-                return;
+                return false;
             }
+            sellers_before.clone_from(&known.sellers);
         } else {
             match self.recorded_catalog(tenant) {
                 Some(recorded) if recorded != document_id => {
                     warn!(%document_id, tenant, catalog = %recorded,
                         "a second catalog document for the tenant is ignored for authorization");
-                    return;
+                    return false;
                 }
                 Some(_) => {}
                 None => {
@@ -255,8 +271,10 @@ impl CatalogIndex {
                 }
             }
         }
-        self.tenants
-            .insert(tenant.to_string(), TenantCatalog::read(document_id, doc));
+        let catalog = TenantCatalog::read(document_id, doc);
+        let seller_added = !catalog.sellers.is_subset(&sellers_before);
+        self.tenants.insert(tenant.to_string(), catalog);
+        seller_added
     }
 
     /// The seller the tenant's catalog assigns `location` to, if the
@@ -312,6 +330,23 @@ impl CatalogIndex {
             }
         }
     }
+}
+
+/// The catalog recorded for `tenant`, if any (a corrupt record counts as
+/// none, logged).
+pub fn recorded_catalog_of(
+    store: &dyn DocStore,
+    tenant: &str,
+) -> Result<Option<DocumentId>, StoreError> {
+    Ok(store.meta_get(&catalog_key(tenant))?.and_then(|bytes| {
+        match <[u8; 16]>::try_from(bytes.as_slice()) {
+            Ok(bytes) => Some(DocumentId::from_bytes(bytes)),
+            Err(_) => {
+                warn!(tenant, "the recorded catalog id is corrupt");
+                None
+            }
+        }
+    }))
 }
 
 /// Tenants' catalogs as recorded under `catalog-of/<tenant>`: `(metadata

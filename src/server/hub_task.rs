@@ -40,6 +40,7 @@ use super::access::{ActorBindings, CatalogIndex, ConnectionAccess, KeeperAccess,
 use super::auth::{Identity, Role};
 use super::exporter::ExportMarks;
 use super::owners::{OwnerRecords, Ownership};
+use super::periods::KeeperRequest;
 use super::review::{self, Review};
 use crate::now_ms;
 
@@ -204,6 +205,7 @@ pub fn spawn(
     inbox_messages_max: usize,
     tick_interval_ms: u64,
     skip_flush: bool,
+    keeper: Option<mpsc::Sender<KeeperRequest>>,
 ) -> (mpsc::Sender<HubInput>, tokio::task::JoinHandle<()>) {
     let (inbox_tx, inbox_rx) = mpsc::channel(inbox_messages_max);
     let (flush_request_tx, flush_request_rx) = std::sync::mpsc::channel::<u64>();
@@ -240,6 +242,7 @@ pub fn spawn(
         records,
         store,
         export_marks,
+        keeper,
     };
     let join = tokio::spawn(task.run(
         inbox_rx,
@@ -303,6 +306,9 @@ struct HubTask {
     records: SharedRecords,
     /// Marks each persisted document for the export to PostgreSQL.
     export_marks: Arc<ExportMarks>,
+    /// Where a catalog that gained a seller is reported (the period
+    /// keeper; `None` in tests of the hub task alone).
+    keeper: Option<mpsc::Sender<KeeperRequest>>,
 }
 
 impl HubTask {
@@ -543,12 +549,26 @@ impl HubTask {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .owner_of(&document_id, doc);
         match owner {
-            Ok(Ownership::Owned(owner)) => self
-                .records
-                .catalogs
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .observe(document_id, doc, &owner),
+            Ok(Ownership::Owned(owner)) => {
+                let seller_added = self
+                    .records
+                    .catalogs
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .observe(document_id, doc, &owner);
+                // A new seller's ledgers are the keeper's to create, now
+                // rather than at its next pass; never wait for it here.
+                if seller_added {
+                    if let Some(keeper) = &self.keeper {
+                        if keeper
+                            .try_send(KeeperRequest::CatalogChanged(document_id))
+                            .is_err()
+                        {
+                            debug!(%document_id, "the keeper's queue is full; its next pass adds the ledgers");
+                        }
+                    }
+                }
+            }
             Ok(Ownership::New | Ownership::Unowned) => {}
             Err(error) => warn!(%document_id, "cannot read the ownership record: {error}"),
         }

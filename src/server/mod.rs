@@ -40,6 +40,7 @@ pub mod owners;
 pub mod periods;
 pub mod review;
 pub mod sessions;
+pub mod tenants;
 pub mod tls;
 
 use std::future::Future;
@@ -113,6 +114,7 @@ struct AppState {
     store: Arc<dyn DocStore>,
     export_marks: Arc<ExportMarks>,
     export_state: Arc<ExportState>,
+    keeper: mpsc::Sender<periods::KeeperRequest>,
 }
 
 /// A server running in this process.
@@ -120,6 +122,8 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     keeper_passes: watch::Receiver<u64>,
+    keeper: mpsc::Sender<periods::KeeperRequest>,
+    authenticator: Arc<dyn Authenticator>,
     join: tokio::task::JoinHandle<Result<(), ServerError>>,
     /// The store, without keeping it open: shutdown waits for it to go.
     store: std::sync::Weak<dyn DocStore>,
@@ -133,11 +137,30 @@ impl RunningServer {
         self.keeper_passes.clone()
     }
 
+    /// Provisions a tenant on this server (what `POST /v1/tenants` does,
+    /// without a caller to check): see [`tenants`].
+    pub async fn provision(
+        &self,
+        spec: crate::provision::TenantSpec,
+    ) -> Result<tenants::Provisioned, tenants::ProvisionError> {
+        tenants::provision(
+            &self.keeper,
+            Arc::clone(&self.authenticator),
+            spec,
+            crate::now_ms(),
+        )
+        .await
+    }
+
     /// Graceful shutdown: stop accepting, close peers, flush storage. Returns
     /// only once every clone of the store is dropped and the data
     /// directory's lock is released, so a restart on the same directory
     /// right after it never races.
     pub async fn shutdown(self) -> Result<(), ServerError> {
+        // The registry holds the store: let go of it before waiting for
+        // the store to be released.
+        drop(self.authenticator);
+        drop(self.keeper);
         let _ = self.shutdown.send(true);
         let served = match self.join.await {
             Ok(result) => result,
@@ -222,19 +245,27 @@ pub async fn start_on(
         let _ = wait.wait_for(|stop| *stop).await;
     };
     let (keeper_passes_tx, keeper_passes) = watch::channel(0);
+    let (keeper, keeper_requests) = mpsc::channel(periods::KEEPER_REQUESTS_QUEUED_MAX);
+    let authenticator: Arc<dyn Authenticator> = Arc::new(credentials);
     let join = tokio::spawn(serve_with_tls(
         config,
         listener,
         tls,
         store,
-        Arc::new(credentials),
-        keeper_passes_tx,
+        Arc::clone(&authenticator),
+        Keeper {
+            passes: keeper_passes_tx,
+            requests: keeper_requests,
+            sender: keeper.clone(),
+        },
         signal,
     ));
     Ok(RunningServer {
         addr,
         shutdown: shutdown_tx,
         keeper_passes,
+        keeper,
+        authenticator,
         join,
         store: store_weak,
         data_dir,
@@ -253,17 +284,29 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     config.validate()?;
     let tls = load_tls(&config)?;
-    let (keeper_passes, _) = watch::channel(0);
+    let (passes, _) = watch::channel(0);
+    let (sender, requests) = mpsc::channel(periods::KEEPER_REQUESTS_QUEUED_MAX);
     serve_with_tls(
         config,
         listener,
         tls,
         store,
         authenticator,
-        keeper_passes,
+        Keeper {
+            passes,
+            requests,
+            sender,
+        },
         signal,
     )
     .await
+}
+
+/// The period keeper's channels: passes it reports, requests it answers.
+struct Keeper {
+    passes: watch::Sender<u64>,
+    requests: mpsc::Receiver<periods::KeeperRequest>,
+    sender: mpsc::Sender<periods::KeeperRequest>,
 }
 
 /// The rustls configuration `config` asks for, if any.
@@ -280,7 +323,7 @@ async fn serve_with_tls(
     tls: Option<Arc<rustls::ServerConfig>>,
     store: Arc<dyn DocStore>,
     authenticator: Arc<dyn Authenticator>,
-    keeper_passes: watch::Sender<u64>,
+    keeper: Keeper,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     config.validate()?;
@@ -325,6 +368,7 @@ async fn serve_with_tls(
         config.hub_inbox_messages_max,
         config.tick_interval_ms,
         config.unsafe_skip_flush,
+        Some(keeper.sender.clone()),
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let exporter_join = config.postgres_url.clone().map(|url| {
@@ -356,7 +400,8 @@ async fn serve_with_tls(
                 .min(config.docs_per_peer_max.saturating_sub(1).max(1)),
             now_ms: Arc::new(move || crate::now_ms().saturating_add_signed(clock_offset_ms)),
         },
-        keeper_passes,
+        keeper.passes,
+        keeper.requests,
         shutdown_rx.clone(),
     );
     let connections = Arc::new(Semaphore::new(config.connections_max));
@@ -375,6 +420,7 @@ async fn serve_with_tls(
         store: Arc::clone(&store),
         export_marks,
         export_state,
+        keeper: keeper.sender,
     };
     let app = api::router(state);
     info!(
