@@ -194,7 +194,7 @@ impl TenantSpec {
             let currency = match item.optional_str("currency")? {
                 Some(code) => Currency::new(code)
                     .map_err(|error| SpecError::new(item.at("currency"), error.to_string()))?,
-                None => currency.clone().ok_or_else(|| {
+                None => currency.ok_or_else(|| {
                     SpecError::new(
                         item.at("currency"),
                         "no currency here and no top-level `currency`",

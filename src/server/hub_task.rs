@@ -196,17 +196,33 @@ struct ConnHandle {
     loads: usize,
 }
 
+/// How the hub task runs, beside the hub's own configuration.
+pub struct HubTaskSettings {
+    /// Inputs queued for the hub task at most.
+    pub inbox_messages_max: usize,
+    /// Time between two ticks of the hub, in ms.
+    pub tick_interval_ms: u64,
+    /// Never fsync (benchmarks only).
+    pub skip_flush: bool,
+    /// Where a catalog that gained a seller is reported (the period
+    /// keeper); `None`: nowhere.
+    pub keeper: Option<mpsc::Sender<KeeperRequest>>,
+}
+
 /// Spawns the hub task and its flusher thread; returns the inbox.
 pub fn spawn(
     hub_config: HubConfig,
     fairness: Fairness,
     store: Arc<dyn DocStore>,
     export_marks: Arc<ExportMarks>,
-    inbox_messages_max: usize,
-    tick_interval_ms: u64,
-    skip_flush: bool,
-    keeper: Option<mpsc::Sender<KeeperRequest>>,
+    settings: HubTaskSettings,
 ) -> (mpsc::Sender<HubInput>, tokio::task::JoinHandle<()>) {
+    let HubTaskSettings {
+        inbox_messages_max,
+        tick_interval_ms,
+        skip_flush,
+        keeper,
+    } = settings;
     let (inbox_tx, inbox_rx) = mpsc::channel(inbox_messages_max);
     let (flush_request_tx, flush_request_rx) = std::sync::mpsc::channel::<u64>();
     let (flush_report_tx, flush_report_rx) = mpsc::unbounded_channel();

@@ -365,10 +365,12 @@ async fn serve_with_tls(
         fairness,
         Arc::clone(&store),
         Arc::clone(&export_marks),
-        config.hub_inbox_messages_max,
-        config.tick_interval_ms,
-        config.unsafe_skip_flush,
-        Some(keeper.sender.clone()),
+        hub_task::HubTaskSettings {
+            inbox_messages_max: config.hub_inbox_messages_max,
+            tick_interval_ms: config.tick_interval_ms,
+            skip_flush: config.unsafe_skip_flush,
+            keeper: Some(keeper.sender.clone()),
+        },
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let exporter_join = config.postgres_url.clone().map(|url| {
@@ -400,8 +402,10 @@ async fn serve_with_tls(
                 .min(config.docs_per_peer_max.saturating_sub(1).max(1)),
             now_ms: Arc::new(move || crate::now_ms().saturating_add_signed(clock_offset_ms)),
         },
-        keeper.passes,
-        keeper.requests,
+        periods::KeeperChannels {
+            passes: keeper.passes,
+            requests: keeper.requests,
+        },
         shutdown_rx.clone(),
     );
     let connections = Arc::new(Semaphore::new(config.connections_max));

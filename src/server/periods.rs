@@ -172,6 +172,14 @@ impl PassReport {
     }
 }
 
+/// What the keeper reports and what it answers.
+pub struct KeeperChannels {
+    /// Passes that ended (see [`spawn`]).
+    pub passes: watch::Sender<u64>,
+    /// Work asked between passes ([`KeeperRequest`]).
+    pub requests: mpsc::Receiver<KeeperRequest>,
+}
+
 /// Spawns the keeper; it runs a pass at once and then every
 /// `check_interval_ms` until `shutdown` turns true. `passes` counts the
 /// passes that ended (done or failed): a test waits for the next one
@@ -182,10 +190,13 @@ pub fn spawn(
     peer_id: PeerId,
     store: Arc<dyn DocStore>,
     settings: KeeperSettings,
-    passes: watch::Sender<u64>,
-    mut requests: mpsc::Receiver<KeeperRequest>,
+    channels: KeeperChannels,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    let KeeperChannels {
+        passes,
+        mut requests,
+    } = channels;
     let mut keeper = Keeper {
         hub,
         next_conn,
