@@ -236,15 +236,20 @@ impl CatalogIndex {
     /// whose `meta` claims to be some tenant's catalog is no catalog.
     ///
     /// Returns whether the tenant's catalog now lists a seller it did not
-    /// list before (every seller, the first time a catalog is seen since
-    /// the server started): the period keeper then creates the seller's
-    /// ledgers at once.
+    /// list before (every seller of a new catalog): the period keeper then
+    /// creates the seller's ledgers at once. A catalog recorded before the
+    /// server started counts nothing as added the first time it is seen
+    /// (the keeper's pass at start covered it; a seller it gained while the
+    /// server was down gets her ledger at the next pass).
     pub fn observe(&mut self, document_id: DocumentId, doc: &Automerge, owner: &DocOwner) -> bool {
         if owner.doc_kind() != Some(DocKind::Catalog) || doc.get_heads().is_empty() {
             return false;
         }
         let tenant = owner.tenant.as_str();
-        let mut sellers_before = BTreeSet::new();
+        // `None`: the catalog was recorded before this server started and
+        // is seen for the first time since; the keeper's pass at start
+        // looked at it, so nothing counts as added.
+        let mut sellers_before = Some(BTreeSet::new());
         if let Some(known) = self.tenants.get(tenant) {
             if known.document_id != document_id {
                 warn!(%document_id, tenant, catalog = %known.document_id,
@@ -254,7 +259,7 @@ impl CatalogIndex {
             if known.heads == doc.get_heads() {
                 return false;
             }
-            sellers_before.clone_from(&known.sellers);
+            sellers_before = Some(known.sellers.clone());
         } else {
             match self.recorded_catalog(tenant) {
                 Some(recorded) if recorded != document_id => {
@@ -262,7 +267,7 @@ impl CatalogIndex {
                         "a second catalog document for the tenant is ignored for authorization");
                     return false;
                 }
-                Some(_) => {}
+                Some(_) => sellers_before = None,
                 None => {
                     let key = catalog_key(tenant);
                     if let Err(error) = self.store.meta_put(&key, document_id.as_bytes()) {
@@ -272,7 +277,7 @@ impl CatalogIndex {
             }
         }
         let catalog = TenantCatalog::read(document_id, doc);
-        let seller_added = !catalog.sellers.is_subset(&sellers_before);
+        let seller_added = sellers_before.is_some_and(|before| !catalog.sellers.is_subset(&before));
         self.tenants.insert(tenant.to_string(), catalog);
         seller_added
     }
@@ -744,7 +749,8 @@ mod tests {
     use super::*;
     use crate::domain::{
         create_catalog_doc, create_device_doc, create_ledger_doc, create_stock_doc, put_location,
-        DeviceId, Location, LocationId, LocationKind, Period, SellerId, TenantId,
+        put_seller, DeviceId, Location, LocationId, LocationKind, Period, Seller, SellerId,
+        TenantId,
     };
     use ventas_storage::SledStore;
 
@@ -981,6 +987,43 @@ mod tests {
             ),
         );
         assert_eq!(fresh.access(&stock_id, &stock), ReadWrite);
+    }
+
+    #[test]
+    fn the_catalog_index_reports_a_seller_added_but_not_a_catalog_known_before_a_restart() {
+        let (tenant, _, _) = ids();
+        let store: Arc<dyn DocStore> = Arc::new(SledStore::temporary().expect("store"));
+        let catalog_id = DocumentId::from_bytes([7; 16]);
+        let mut catalog = catalog_with_van(&tenant, "ana");
+        let owner = DocOwner::of_meta(&doc_meta(&catalog).expect("meta"));
+        let add = |catalog: &mut Automerge, seller: &str| {
+            put_seller(
+                catalog,
+                &Seller {
+                    id: SellerId::new(seller).expect("id"),
+                    name: seller.into(),
+                },
+            )
+            .expect("seller")
+        };
+        let mut index = CatalogIndex::new(Arc::clone(&store));
+        // A new catalog without sellers, then with one, then a product.
+        assert!(!index.observe(catalog_id, &catalog, &owner));
+        add(&mut catalog, "ana");
+        assert!(index.observe(catalog_id, &catalog, &owner));
+        assert!(!index.observe(catalog_id, &catalog, &owner), "same heads");
+        add(&mut catalog, "ana");
+        assert!(
+            !index.observe(catalog_id, &catalog, &owner),
+            "a rename adds no one"
+        );
+        // After a restart the recorded catalog is no news; a seller added
+        // afterwards is.
+        let mut restarted = CatalogIndex::new(Arc::clone(&store));
+        add(&mut catalog, "bea");
+        assert!(!restarted.observe(catalog_id, &catalog, &owner));
+        add(&mut catalog, "cruz");
+        assert!(restarted.observe(catalog_id, &catalog, &owner));
     }
 
     fn server_actor() -> ActorId {

@@ -30,7 +30,8 @@
 //!
 //! - `CatalogChanged`: the hub task saw a catalog gain a seller; the keeper
 //!   keeps that catalog at once (creates and lists the seller's ledgers),
-//!   so a new seller can sell within a second, not at the next pass.
+//!   so a new seller can sell within a second, not at the next pass
+//!   (within the pass budget, `documents_created_per_pass_max`).
 //! - `Provision`: a new tenant ([`crate::provision`]): unless the tenant
 //!   already has a catalog (then `TenantExists`), it creates every device,
 //!   stock and ledger document, then the catalog listing them, each
