@@ -21,7 +21,7 @@
 //! last, so a tenant either has a catalog listing everything or no catalog.
 //!
 //! ```
-//! use ventas::provision::TenantSpec;
+//! use ventas::provision::{SpecFileError, TenantSpec};
 //! let spec = TenantSpec::from_toml(r#"
 //!     tenant = "acme"
 //!     currency = "EUR"
@@ -31,8 +31,11 @@
 //!     unit_price_cents = 250
 //! "#).expect("valid");
 //! assert_eq!(spec.products[0].unit_price_cents, 250);
-//! let bad = TenantSpec::from_toml("tenant = \"acme\"\n[[products]]\nid = \"soap\"\nname = \"Soap\"\nunit_price_cents = -1\n");
-//! assert_eq!(bad.unwrap_err().field, "products[0].unit_price_cents");
+//! let bad = TenantSpec::from_toml("tenant = \"acme\"\ncurrency = \"EUR\"\n[[products]]\nid = \"soap\"\nname = \"Soap\"\nunit_price_cents = -1\n");
+//! match bad {
+//!     Err(SpecFileError::Spec(error)) => assert_eq!(error.field, "products[0].unit_price_cents"),
+//!     other => panic!("{other:?}"),
+//! }
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
