@@ -1029,6 +1029,8 @@ export function bindVentas(Automerge) {
     if (typeof receiptPrefix !== "string" || !/^[A-Za-z0-9]{1,16}$/.test(receiptPrefix))
       refuse("Malformed", `receipt_prefix ${JSON.stringify(receiptPrefix)} is not 1 to 16 letters or digits`)
     const devices = container(catalogHandle.doc(), "devices")
+    if (container(catalogHandle.doc(), "directory")[`device/${id}`] !== undefined)
+      refuse("RecordExists", `device ${id} already has a document`)
     for (const [other, record] of Object.entries(devices))
       if (other !== id && readString(record?.receipt_prefix) === receiptPrefix)
         refuse("RecordExists", `receipt prefix ${receiptPrefix} is device ${other}'s`)

@@ -91,6 +91,7 @@ test("every refusal carries the domain's code and writes nothing", () => {
     ["UnknownSeller", () => addDevice(repo, catalog, { id: "tab-2", seller: "bob", receiptPrefix: "T2" })],
     ["RecordExists", () => addDevice(repo, catalog, { id: "tab-2", seller: "ana", receiptPrefix: "T1" })],
     ["Malformed", () => addDevice(repo, catalog, { id: "tab-2", seller: "ana", receiptPrefix: "T-2" })],
+    ["RecordExists", () => addDevice(repo, catalog, { id: "tab-1", seller: "ana", receiptPrefix: "T9" })],
     ["UnknownLocation", () => openStock(repo, catalog, { location: "nowhere", atMs: AT_MS })],
     ["UnknownProduct", () => openStock(repo, catalog, { location: "main", levels: { gold: 1 }, atMs: AT_MS })],
     ["NonPositiveQuantity", () => openStock(repo, catalog, { location: "main", levels: { soap: -1 }, atMs: AT_MS })],
