@@ -14,7 +14,10 @@
 //!
 //! Beside the hub runs the period keeper ([`periods`]), a server-internal
 //! peer on the hub's inbox (no socket) that creates each month's ledgers
-//! and stock documents and lists them in the tenants' catalogs.
+//! and stock documents and lists them in the tenants' catalogs, opens a
+//! new seller's ledgers as soon as the hub task sees the catalog gain her,
+//! and writes a new tenant's documents for [`tenants`] (`POST /v1/tenants`,
+//! `ventas tenant init`).
 //!
 //! Connections are accepted by our own loop ([`accept`]): a header read
 //! timeout, a keep-alive idle timeout, a cap on connections still in the
