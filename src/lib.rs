@@ -14,6 +14,7 @@
 //!   store, reconnect with backoff).
 //! - [`config`]: server settings with units and defaults.
 //! - [`domain`]: sales, stock and catalog as pure functions over Automerge documents.
+//! - [`provision`]: a tenant's first documents from a TOML or JSON description.
 //! - [`loadgen`]: simulated devices and raw floors for the benchmarks (`ventas-loadgen`).
 //!
 //! ```no_run
@@ -37,6 +38,7 @@ pub mod config;
 pub mod domain;
 pub mod export;
 pub mod loadgen;
+pub mod provision;
 pub mod server;
 
 pub use ventas_storage as storage;

@@ -2,6 +2,8 @@
 //! issue|list|revoke` manage device credentials in the server's data
 //! directory while the server is stopped (sled lets one process hold a
 //! directory; a running server offers the same through `/v1/tokens`);
+//! `ventas tenant init` provisions a tenant from a file on a stopped data
+//! directory (a running server offers `POST /v1/tenants`);
 //! `ventas export` copies a stopped server's documents into PostgreSQL
 //! (`--verify` reconciles them).
 
@@ -13,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use std::sync::Arc;
 
 use ventas::config::{self, ServerConfig};
+use ventas::provision::TenantSpec;
 use ventas::server;
 use ventas::server::auth::{self, AuthMode, Credentials, IssueRequest, Role};
 use ventas::storage::{DocStore, SledStore};
@@ -36,6 +39,10 @@ enum Command {
     /// server offers the same at /v1/tokens).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Provision tenants (the server must be stopped; a running server
+    /// offers the same at POST /v1/tenants).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
     /// Export every document and the sync log of a data directory into
     /// PostgreSQL (the server must be stopped), or `--verify` that the
     /// database matches the documents. Safe to interrupt and rerun.
@@ -59,6 +66,31 @@ struct ExportArgs {
     /// Documents per transaction (1 to 64).
     #[arg(long, default_value_t = ventas::export::backfill::BACKFILL_BATCH_DOCS_MAX)]
     batch_docs: usize,
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Create a tenant's catalog, device, stock and ledger documents and
+    /// its credentials from a TOML (or JSON) file; prints the document URLs
+    /// and the tokens (shown only once). Refused if the tenant already has
+    /// a catalog.
+    Init(TenantInitArgs),
+}
+
+#[derive(Debug, Args)]
+struct TenantInitArgs {
+    #[command(flatten)]
+    data: DataDirArgs,
+    /// The tenant; the file's `tenant`, if it has one, must be the same.
+    #[arg(long)]
+    tenant: String,
+    /// The tenant's description (`docs/tenant.example.toml`); JSON if it
+    /// ends in `.json`, else TOML.
+    #[arg(long)]
+    file: PathBuf,
+    /// Print the result as JSON (as `POST /v1/tenants` answers).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -435,6 +467,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args.into_config())),
         Command::Token(command) => token(command),
+        Command::Tenant(TenantCommand::Init(args)) => runtime.block_on(tenant_init(args)),
         Command::Export(args) => {
             let differences = runtime.block_on(export(args))?;
             if differences > 0 {
@@ -592,6 +625,77 @@ fn token(command: TokenCommand) -> anyhow::Result<()> {
             println!("revoked {}", revoked.id);
         }
     }
+    Ok(())
+}
+
+/// Reads a tenant spec file; `--tenant` fills in or must match its tenant.
+fn read_spec(args: &TenantInitArgs) -> anyhow::Result<TenantSpec> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let is_json = args.file.extension().is_some_and(|ext| ext == "json");
+    let mut value: serde_json::Value = if is_json {
+        serde_json::from_str(&text).context("the file is not valid JSON")?
+    } else {
+        let table: toml::Table = toml::from_str(&text).context("the file is not valid TOML")?;
+        serde_json::to_value(table).context("the file is not valid TOML")?
+    };
+    let Some(object) = value.as_object_mut() else {
+        anyhow::bail!("{}: expected a table of fields", args.file.display());
+    };
+    match object.get("tenant").and_then(|tenant| tenant.as_str()) {
+        Some(tenant) if tenant != args.tenant => anyhow::bail!(
+            "--tenant {} but the file describes tenant {tenant}",
+            args.tenant
+        ),
+        _ => {
+            object.insert("tenant".into(), args.tenant.clone().into());
+        }
+    }
+    TenantSpec::parse(&value).with_context(|| format!("{}", args.file.display()))
+}
+
+/// `ventas tenant init`: serves the stopped data directory in-process on
+/// an ephemeral loopback port nobody is told about, provisions through it
+/// exactly as `POST /v1/tenants` does, and stops it.
+async fn tenant_init(args: TenantInitArgs) -> anyhow::Result<()> {
+    let spec = read_spec(&args)?;
+    std::fs::create_dir_all(&args.data.data_dir)
+        .with_context(|| format!("creating data directory {}", args.data.data_dir.display()))?;
+    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let config = ServerConfig::new(listen, args.data.data_dir.clone());
+    let running = server::start(config).await.with_context(|| {
+        format!(
+            "opening {} (if `ventas serve` is running on it, use its POST /v1/tenants instead)",
+            args.data.data_dir.display()
+        )
+    })?;
+    let provisioned = running.provision(spec).await;
+    running.shutdown().await.context("stopping")?;
+    let provisioned = provisioned.context("provisioning the tenant")?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&provisioned).context("printing")?
+        );
+        return Ok(());
+    }
+    println!("tenant\t{}", provisioned.tenant);
+    println!("catalog\t{}", provisioned.catalog_url);
+    for document in &provisioned.documents {
+        println!("{}\t{}", document.key, document.url);
+    }
+    for credential in &provisioned.credentials {
+        println!(
+            "token\t{}\t{}\t{}\t{}",
+            credential.role, credential.seller, credential.device, credential.token
+        );
+    }
+    eprintln!(
+        "provisioned {} with {} documents and {} credentials; the tokens are shown only once",
+        provisioned.tenant,
+        provisioned.documents.len() + 1,
+        provisioned.credentials.len()
+    );
     Ok(())
 }
 

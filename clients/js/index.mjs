@@ -8,7 +8,7 @@ import { bindVentas } from "./ventas.mjs"
 
 export * from "./ventas.mjs"
 export const {
-  plain, docMeta, readCatalog, readDevice, highestSeqInLedger, planSale, writeLastSeq,
+  createCatalog, addProduct, addCustomer, addSeller, addLocation, addDevice, openStock, plain, docMeta, readCatalog, readDevice, highestSeqInLedger, planSale, writeLastSeq,
   writeSale, recordSale, writeMovements, moveStock, saleMovements, applySaleToStock,
   stockLevel, readLedger, saleStatuses, writeRecord, voidSale, recordPayment, recordReturn,
   returnMovements, applyReturnToStock, transferStock,

@@ -18,6 +18,8 @@ export type VentasErrorCode =
   | "CurrencyMismatch" | "RecordExists" | "SequenceExhausted" | "BadMovementId" | "WrongSign"
   | "NoCounter" | "NonPositiveAmount" | "SaleNotFound" | "SaleVoided" | "Overpayment"
   | "ReturnExceedsSold" | "NoteTooLong"
+  /** JS only (office helpers): a device or vehicle names a seller the catalog lacks. */
+  | "UnknownSeller"
 
 export class VentasError extends Error {
   code: VentasErrorCode
@@ -221,7 +223,61 @@ export interface LedgerView {
   problems: Problem[]
 }
 
+/** Anything with `create()`: an automerge-repo 2.x Repo. */
+export interface RepoLike<H extends HandleLike & { url: string } = HandleLike & { url: string }> {
+  create(): H
+}
+
+export interface ProductInput {
+  id: string
+  name: string
+  /** Integer cents, >= 0. */
+  unitPriceCents: number
+  /** ISO 4217, e.g. "EUR". */
+  currency: string
+  /** Default true. */
+  active?: boolean
+}
+
+export interface LocationInput {
+  id: string
+  name: string
+  kind: "warehouse" | "vehicle"
+  /** A vehicle's seller (required for a vehicle, absent for a warehouse). */
+  seller?: string
+}
+
+export interface DeviceInput {
+  id: string
+  seller: string
+  /** 1 to 16 letters or digits, unique in the tenant. */
+  receiptPrefix: string
+}
+
+export interface OpenStockInput {
+  location: string
+  /** Opening units per product (integers >= 0). */
+  levels?: Record<string, number>
+  /** When the stock opens, ms since the Unix epoch. */
+  atMs: number
+  /** `YYYY-MM`; default the month of `atMs`. */
+  period?: string
+  /** Who the opening movements name; default "office". */
+  author?: string
+}
+
 export interface Ventas {
+  /** Creates a tenant's catalog document (office). */
+  createCatalog<H extends HandleLike & { url: string }>(repo: RepoLike<H>, input: { tenant: string }): H
+  addProduct(catalog: HandleLike, input: ProductInput): void
+  addCustomer(catalog: HandleLike, input: { id: string; name: string }): void
+  /** The server then creates the seller's ledger for this month at once. */
+  addSeller(catalog: HandleLike, input: { id: string; name: string }): void
+  addLocation(catalog: HandleLike, input: LocationInput): void
+  /** Creates the device document and lists it in the catalog; returns its handle. */
+  addDevice<H extends HandleLike & { url: string }>(repo: RepoLike<H>, catalog: HandleLike, input: DeviceInput): H
+  /** Creates a location's stock document for a month and lists it; returns its handle. */
+  openStock<H extends HandleLike & { url: string }>(repo: RepoLike<H>, catalog: HandleLike, input: OpenStockInput): H
   /** A document value as plain JSON (ImmutableString -> string, Counter -> number). */
   plain(value: unknown): unknown
   docMeta(doc: any): DocMeta | null
@@ -257,6 +313,13 @@ export interface Ventas {
 export function bindVentas(automerge: typeof import("@automerge/automerge")): Ventas
 
 // index.mjs: the same, bound to the @automerge/automerge it resolves.
+export const createCatalog: Ventas["createCatalog"]
+export const addProduct: Ventas["addProduct"]
+export const addCustomer: Ventas["addCustomer"]
+export const addSeller: Ventas["addSeller"]
+export const addLocation: Ventas["addLocation"]
+export const addDevice: Ventas["addDevice"]
+export const openStock: Ventas["openStock"]
 export const plain: Ventas["plain"]
 export const docMeta: Ventas["docMeta"]
 export const readCatalog: Ventas["readCatalog"]

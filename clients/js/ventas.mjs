@@ -888,7 +888,214 @@ export function bindVentas(Automerge) {
     const [inOutcome] = moveStock(toHandle, [into])
     return [outOutcome, inOutcome]
   }
+
+  // ---- Office: creating a tenant's documents (mirrors the Rust
+  // `create_*_doc` and `put_*` functions; the server creates each seller's
+  // ledgers itself as soon as the seller is in the catalog).
+
+  /** The top-level maps of each document kind (Rust `DocKind::containers`). */
+  const CONTAINERS = {
+    catalog: ["products", "customers", "sellers", "devices", "locations", "directory"],
+    device: ["state"],
+    ledger: ["sales", "voids", "payments", "returns", "writers"],
+    stock: ["levels", "movements", "alerts"],
+  }
+
+  /** Inside a change of an empty document: `meta` and every container, as `create_doc`. */
+  function writeNewDoc(d, kind, tenant, owner, period) {
+    d.meta = {}
+    d.meta.kind = str(kind)
+    d.meta.tenant = str(tenant)
+    d.meta.owner = str(owner)
+    if (period) d.meta.period = str(period)
+    d.meta.schema_version = SCHEMA_VERSION
+    for (const name of CONTAINERS[kind]) d[name] = {}
+  }
+
+  /**
+   * A new document from `repo.create()`, written in the same tick (so its
+   * first sync carries `meta`: the server records a document's owner from
+   * the change that creates it and freezes `meta` afterwards).
+   */
+  function createDoc(repo, kind, tenant, owner, period, fill = () => {}) {
+    if (typeof repo?.create !== "function") throw new TypeError("expected an automerge-repo Repo")
+    const handle = repo.create()
+    handle.change(d => {
+      writeNewDoc(d, kind, tenant, owner, period)
+      fill(d)
+    })
+    return handle
+  }
+
+  function checkName(value, what) {
+    if (typeof value !== "string" || value.trim().length === 0)
+      refuse("Malformed", `${what} ${JSON.stringify(value)} is not a name`)
+    return value
+  }
+
+  function checkCurrency(value) {
+    if (typeof value !== "string" || !/^[A-Z]{3}$/.test(value))
+      refuse("Id", `currency ${JSON.stringify(value)} is not three upper-case letters`)
+    return value
+  }
+
+  function checkPeriod(value) {
+    if (typeof value !== "string" || !/^\d{4}-(0[1-9]|1[0-2])$/.test(value))
+      refuse("Id", `period ${JSON.stringify(value)} is not \`YYYY-MM\``)
+    return value
+  }
+
+  /** One record map of the catalog, created or updated field by field (`record_map`). */
+  function putRecord(catalogHandle, collection, id, fields) {
+    expectKind(catalogHandle.doc(), "catalog")
+    container(catalogHandle.doc(), collection)
+    catalogHandle.change(d => {
+      if (!isMap(d[collection][id])) d[collection][id] = {}
+      const record = d[collection][id]
+      for (const [name, value] of fields) record[name] = typeof value === "string" ? str(value) : value
+    })
+  }
+
+  /** Creates a tenant's catalog (`create_catalog_doc`): `createCatalog(repo, {tenant})`. */
+  function createCatalog(repo, input) {
+    const tenant = checkId(input?.tenant, "tenant")
+    return createDoc(repo, "catalog", tenant, tenant, null)
+  }
+
+  /** Adds or updates a product (`put_product`); the price applies to sales recorded after. */
+  function addProduct(catalogHandle, input) {
+    const { id, name, unitPriceCents, currency, active = true } = input ?? {}
+    checkId(id, "product")
+    checkName(name, "name")
+    if (!Number.isSafeInteger(unitPriceCents) || unitPriceCents < 0)
+      refuse("Malformed", `unit_price_cents ${JSON.stringify(unitPriceCents)} is not an integer >= 0`)
+    checkCurrency(currency)
+    if (typeof active !== "boolean") refuse("Malformed", `active ${JSON.stringify(active)} is not a boolean`)
+    putRecord(catalogHandle, "products", id, [
+      ["name", name], ["unit_price_cents", unitPriceCents], ["currency", currency], ["active", active],
+    ])
+  }
+
+  /** Adds or renames a customer (`put_customer`). */
+  function addCustomer(catalogHandle, input) {
+    checkId(input?.id, "customer")
+    putRecord(catalogHandle, "customers", input.id, [["name", checkName(input.name, "name")]])
+  }
+
+  /**
+   * Adds or renames a seller (`put_seller`). The server creates the
+   * seller's ledger for this month as soon as it has the change, and lists
+   * it in the catalog's `directory` as `ledger/{seller}/{YYYY-MM}`.
+   */
+  function addSeller(catalogHandle, input) {
+    checkId(input?.id, "seller")
+    putRecord(catalogHandle, "sellers", input.id, [["name", checkName(input.name, "name")]])
+  }
+
+  /** The catalog's sellers, or a refusal naming an unknown one. */
+  function checkSeller(catalogHandle, seller) {
+    checkId(seller, "seller")
+    const sellers = container(catalogHandle.doc(), "sellers")
+    if (!isMap(sellers[seller])) refuse("UnknownSeller", `seller ${seller} is not in the catalog`)
+  }
+
+  /** Adds a stock location (`put_location`): a `warehouse`, or a `vehicle` of a seller. */
+  function addLocation(catalogHandle, input) {
+    const { id, name, kind, seller } = input ?? {}
+    checkId(id, "location")
+    checkName(name, "name")
+    if (kind !== "warehouse" && kind !== "vehicle")
+      refuse("Malformed", `location kind ${JSON.stringify(kind)} is not warehouse or vehicle`)
+    if (kind === "vehicle") checkSeller(catalogHandle, seller)
+    else if (seller !== undefined) refuse("Malformed", "only a vehicle belongs to a seller")
+    const fields = [["name", name], ["kind", kind]]
+    if (kind === "vehicle") fields.push(["seller", seller])
+    putRecord(catalogHandle, "locations", id, fields)
+  }
+
+  /**
+   * Registers a device to a seller: creates its device document
+   * (`create_device_doc`, `last_seq` 0), puts it in the catalog's `devices`
+   * (`put_device`) and lists it in the `directory` as `device/{id}`.
+   * Returns the device document's handle. The receipt prefix must be
+   * unique in the tenant. The device's credential comes from the server
+   * (`POST /v1/tokens`).
+   */
+  function addDevice(repo, catalogHandle, input) {
+    const { id, seller, receiptPrefix } = input ?? {}
+    checkId(id, "device")
+    const meta = expectKind(catalogHandle.doc(), "catalog")
+    checkSeller(catalogHandle, seller)
+    if (typeof receiptPrefix !== "string" || !/^[A-Za-z0-9]{1,16}$/.test(receiptPrefix))
+      refuse("Malformed", `receipt_prefix ${JSON.stringify(receiptPrefix)} is not 1 to 16 letters or digits`)
+    const devices = container(catalogHandle.doc(), "devices")
+    if (container(catalogHandle.doc(), "directory")[`device/${id}`] !== undefined)
+      refuse("RecordExists", `device ${id} already has a document`)
+    for (const [other, record] of Object.entries(devices))
+      if (other !== id && readString(record?.receipt_prefix) === receiptPrefix)
+        refuse("RecordExists", `receipt prefix ${receiptPrefix} is device ${other}'s`)
+    const handle = createDoc(repo, "device", meta.tenant, id, null, d => {
+      d.state.seller = str(seller)
+      d.state.receipt_prefix = str(receiptPrefix)
+      d.state.last_seq = 0
+    })
+    putRecord(catalogHandle, "devices", id, [["seller", seller], ["receipt_prefix", receiptPrefix]])
+    catalogHandle.change(d => {
+      d.directory[`device/${id}`] = str(handle.url)
+    })
+    return handle
+  }
+
+  /**
+   * Opens a location's stock document for a month (`create_stock_doc` and
+   * `move_stock`): a zero counter for every product of the catalog, then
+   * an `opening/{product}` movement (kind `opening`, record
+   * `opening/{period}`) for each opening quantity of `levels`, all in the
+   * creating change; lists it as `stock/{location}/{period}`. Returns the
+   * stock document's handle. `period` defaults to the month of `atMs`.
+   */
+  function openStock(repo, catalogHandle, input) {
+    const { location, levels = {}, author = "office" } = input ?? {}
+    const atMs = checkAtMs(input?.atMs)
+    const period = checkPeriod(input?.period ?? periodOfMs(atMs))
+    checkId(location, "location")
+    const catalogDoc = catalogHandle.doc()
+    const meta = expectKind(catalogDoc, "catalog")
+    if (!isMap(container(catalogDoc, "locations")[location]))
+      refuse("UnknownLocation", `location ${location} is not in the catalog`)
+    if (typeof author !== "string" || author.length === 0) refuse("Malformed", `author ${JSON.stringify(author)} is not a name`)
+    const key = `stock/${location}/${period}`
+    if (container(catalogDoc, "directory")[key] !== undefined)
+      refuse("RecordExists", `${key} is already listed`)
+    const products = Object.keys(container(catalogDoc, "products")).sort()
+    const opening = []
+    for (const [product, units] of Object.entries(levels ?? {})) {
+      if (!products.includes(product)) refuse("UnknownProduct", `product ${product} is not in the catalog`)
+      if (!Number.isSafeInteger(units) || units < 0)
+        refuse("NonPositiveQuantity", `quantity ${units} of ${product} is not a whole number >= 0`)
+      if (units > 0) opening.push({
+        id: `opening/${product}`, kind: "opening", product, delta: units, record: `opening/${period}`,
+        author, at_ms: atMs,
+      })
+    }
+    const handle = createDoc(repo, "stock", meta.tenant, location, period, d => {
+      for (const product of products) d.levels[product] = new Automerge.Counter(0)
+    })
+    if (opening.length > 0) moveStock(handle, opening)
+    catalogHandle.change(d => {
+      d.directory[key] = str(handle.url)
+    })
+    return handle
+  }
+
   return {
+    createCatalog,
+    addProduct,
+    addCustomer,
+    addSeller,
+    addLocation,
+    addDevice,
+    openStock,
     plain,
     docMeta,
     readCatalog,

@@ -91,7 +91,7 @@
 //! assert_eq!(decide(&office, &theirs, None), Access::Hidden);
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -167,11 +167,19 @@ struct TenantCatalog {
     heads: Vec<ChangeHash>,
     /// Location id -> the seller it belongs to.
     location_sellers: HashMap<String, String>,
+    /// Every seller the catalog lists, to tell when one is added.
+    sellers: BTreeSet<String>,
 }
 
 impl TenantCatalog {
     fn read(document_id: DocumentId, doc: &Automerge) -> Self {
-        let location_sellers = read_catalog(doc)
+        let view = read_catalog(doc);
+        let sellers = view
+            .sellers
+            .keys()
+            .map(|seller| seller.as_str().to_string())
+            .collect();
+        let location_sellers = view
             .locations
             .into_values()
             .filter_map(|location| {
@@ -186,6 +194,7 @@ impl TenantCatalog {
             document_id,
             heads: doc.get_heads(),
             location_sellers,
+            sellers,
         }
     }
 }
@@ -225,28 +234,40 @@ impl CatalogIndex {
     /// catalog document recorded for a tenant is the tenant's catalog;
     /// another one is ignored (logged). Only the record counts: a document
     /// whose `meta` claims to be some tenant's catalog is no catalog.
-    pub fn observe(&mut self, document_id: DocumentId, doc: &Automerge, owner: &DocOwner) {
+    ///
+    /// Returns whether the tenant's catalog now lists a seller it did not
+    /// list before (every seller of a new catalog): the period keeper then
+    /// creates the seller's ledgers at once. A catalog recorded before the
+    /// server started counts nothing as added the first time it is seen
+    /// (the keeper's pass at start covered it; a seller it gained while the
+    /// server was down gets her ledger at the next pass).
+    pub fn observe(&mut self, document_id: DocumentId, doc: &Automerge, owner: &DocOwner) -> bool {
         if owner.doc_kind() != Some(DocKind::Catalog) || doc.get_heads().is_empty() {
-            return;
+            return false;
         }
         let tenant = owner.tenant.as_str();
+        // `None`: the catalog was recorded before this server started and
+        // is seen for the first time since; the keeper's pass at start
+        // looked at it, so nothing counts as added.
+        let mut sellers_before = Some(BTreeSet::new());
         if let Some(known) = self.tenants.get(tenant) {
             if known.document_id != document_id {
                 warn!(%document_id, tenant, catalog = %known.document_id,
                     "a second catalog document for the tenant is ignored for authorization");
-                return;
+                return false;
             }
             if known.heads == doc.get_heads() {
-                return;
+                return false;
             }
+            sellers_before = Some(known.sellers.clone());
         } else {
             match self.recorded_catalog(tenant) {
                 Some(recorded) if recorded != document_id => {
                     warn!(%document_id, tenant, catalog = %recorded,
                         "a second catalog document for the tenant is ignored for authorization");
-                    return;
+                    return false;
                 }
-                Some(_) => {}
+                Some(_) => sellers_before = None,
                 None => {
                     let key = catalog_key(tenant);
                     if let Err(error) = self.store.meta_put(&key, document_id.as_bytes()) {
@@ -255,8 +276,10 @@ impl CatalogIndex {
                 }
             }
         }
-        self.tenants
-            .insert(tenant.to_string(), TenantCatalog::read(document_id, doc));
+        let catalog = TenantCatalog::read(document_id, doc);
+        let seller_added = sellers_before.is_some_and(|before| !catalog.sellers.is_subset(&before));
+        self.tenants.insert(tenant.to_string(), catalog);
+        seller_added
     }
 
     /// The seller the tenant's catalog assigns `location` to, if the
@@ -312,6 +335,23 @@ impl CatalogIndex {
             }
         }
     }
+}
+
+/// The catalog recorded for `tenant`, if any (a corrupt record counts as
+/// none, logged).
+pub fn recorded_catalog_of(
+    store: &dyn DocStore,
+    tenant: &str,
+) -> Result<Option<DocumentId>, StoreError> {
+    Ok(store.meta_get(&catalog_key(tenant))?.and_then(|bytes| {
+        match <[u8; 16]>::try_from(bytes.as_slice()) {
+            Ok(bytes) => Some(DocumentId::from_bytes(bytes)),
+            Err(_) => {
+                warn!(tenant, "the recorded catalog id is corrupt");
+                None
+            }
+        }
+    }))
 }
 
 /// Tenants' catalogs as recorded under `catalog-of/<tenant>`: `(metadata
@@ -709,7 +749,8 @@ mod tests {
     use super::*;
     use crate::domain::{
         create_catalog_doc, create_device_doc, create_ledger_doc, create_stock_doc, put_location,
-        DeviceId, Location, LocationId, LocationKind, Period, SellerId, TenantId,
+        put_seller, DeviceId, Location, LocationId, LocationKind, Period, Seller, SellerId,
+        TenantId,
     };
     use ventas_storage::SledStore;
 
@@ -946,6 +987,43 @@ mod tests {
             ),
         );
         assert_eq!(fresh.access(&stock_id, &stock), ReadWrite);
+    }
+
+    #[test]
+    fn the_catalog_index_reports_a_seller_added_but_not_a_catalog_known_before_a_restart() {
+        let (tenant, _, _) = ids();
+        let store: Arc<dyn DocStore> = Arc::new(SledStore::temporary().expect("store"));
+        let catalog_id = DocumentId::from_bytes([7; 16]);
+        let mut catalog = catalog_with_van(&tenant, "ana");
+        let owner = DocOwner::of_meta(&doc_meta(&catalog).expect("meta"));
+        let add = |catalog: &mut Automerge, seller: &str| {
+            put_seller(
+                catalog,
+                &Seller {
+                    id: SellerId::new(seller).expect("id"),
+                    name: seller.into(),
+                },
+            )
+            .expect("seller")
+        };
+        let mut index = CatalogIndex::new(Arc::clone(&store));
+        // A new catalog without sellers, then with one, then a product.
+        assert!(!index.observe(catalog_id, &catalog, &owner));
+        add(&mut catalog, "ana");
+        assert!(index.observe(catalog_id, &catalog, &owner));
+        assert!(!index.observe(catalog_id, &catalog, &owner), "same heads");
+        add(&mut catalog, "ana");
+        assert!(
+            !index.observe(catalog_id, &catalog, &owner),
+            "a rename adds no one"
+        );
+        // After a restart the recorded catalog is no news; a seller added
+        // afterwards is.
+        let mut restarted = CatalogIndex::new(Arc::clone(&store));
+        add(&mut catalog, "bea");
+        assert!(!restarted.observe(catalog_id, &catalog, &owner));
+        add(&mut catalog, "cruz");
+        assert!(restarted.observe(catalog_id, &catalog, &owner));
     }
 
     fn server_actor() -> ActorId {

@@ -20,6 +20,9 @@
 //! reports: 403); no credential issues an operator over HTTP (only
 //! `ventas token issue` on the data directory does).
 //!
+//! `POST /v1/tenants` ([`Route::ProvisionTenant`]) is an [`Admin`] route
+//! too: an office provisions its own tenant, the operator any.
+//!
 //! **Errors.** Every error answer, ours and axum's (bad JSON, bad query,
 //! body too large, unknown route, wrong method, a refused upgrade), is
 //! `{"error": {"code": "...", "message": "..."}}` with a stable snake_case
@@ -43,8 +46,11 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, error};
 
 use super::auth::{self, Authenticator, CredentialError, Identity, IssueRequest, Role, Scope};
+use super::periods::KeeperError;
+use super::tenants::{self, ProvisionError};
 use super::{exporter, review, AppState};
 use crate::config::SYNC_SESSIONS_PAGE_MAX;
+use crate::provision::TenantSpec;
 
 /// Sessions per page of `GET /v1/sync-sessions` when `limit` is not given.
 pub const SYNC_SESSIONS_PAGE_DEFAULT: usize = 50;
@@ -70,6 +76,9 @@ pub enum Route {
     IssueToken,
     /// `POST /v1/tokens/{id}/revoke`: revoke a credential.
     RevokeToken,
+    /// `POST /v1/tenants`: provision a tenant (catalog, devices, stock,
+    /// ledgers, credentials) from a JSON spec.
+    ProvisionTenant,
 }
 
 /// The route table: the router is built from it alone.
@@ -82,12 +91,13 @@ pub const ROUTES: &[Route] = &[
     Route::ListTokens,
     Route::IssueToken,
     Route::RevokeToken,
+    Route::ProvisionTenant,
 ];
 
 impl Route {
     pub fn method(self) -> Method {
         match self {
-            Self::IssueToken | Self::RevokeToken => Method::POST,
+            Self::IssueToken | Self::RevokeToken | Self::ProvisionTenant => Method::POST,
             Self::Upgrade
             | Self::Health
             | Self::SyncSessions
@@ -107,6 +117,7 @@ impl Route {
             Self::ExportStatus => "/v1/export/status",
             Self::ListTokens | Self::IssueToken => "/v1/tokens",
             Self::RevokeToken => "/v1/tokens/{id}/revoke",
+            Self::ProvisionTenant => "/v1/tenants",
         }
     }
 
@@ -129,6 +140,7 @@ impl Route {
             Self::ListTokens => on(filter, list_tokens),
             Self::IssueToken => on(filter, issue_token),
             Self::RevokeToken => on(filter, revoke_token),
+            Self::ProvisionTenant => on(filter, provision_tenant),
         }
     }
 }
@@ -283,6 +295,7 @@ fn code_of_status(status: StatusCode) -> &'static str {
         StatusCode::UNAUTHORIZED => "unauthorized",
         StatusCode::FORBIDDEN => "forbidden",
         StatusCode::NOT_FOUND => "not_found",
+        StatusCode::CONFLICT => "conflict",
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
@@ -668,6 +681,68 @@ async fn revoke_token(admin: Admin, ApiPath(id): ApiPath<String>) -> Result<Resp
         })
         .await?;
     Ok(Json(info).into_response())
+}
+
+/// Provisions a tenant (`crate::provision` for the body, [`tenants`] for
+/// what is made): an office for its own tenant, the operator for any. A
+/// refused spec answers 422 `invalid_spec` naming the field, before
+/// anything is written; a tenant with a catalog already, 409
+/// `tenant_exists`.
+async fn provision_tenant(
+    admin: Admin,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let spec = TenantSpec::parse(&body).map_err(|error| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_spec",
+            error.to_string(),
+        )
+    })?;
+    if !admin.scope.admits(Some(spec.tenant.as_str())) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "other_tenant",
+            format!(
+                "an office credential provisions its own tenant only ({})",
+                admin.identity.tenant
+            ),
+        ));
+    }
+    let provisioned = tenants::provision(
+        &state.keeper,
+        Arc::clone(&admin.authenticator),
+        spec,
+        crate::now_ms(),
+    )
+    .await
+    .map_err(provision_error)?;
+    Ok((StatusCode::CREATED, Json(provisioned)).into_response())
+}
+
+fn provision_error(error: ProvisionError) -> ApiError {
+    match error {
+        ProvisionError::InvalidLifetime(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_spec",
+            error.to_string(),
+        ),
+        ProvisionError::Keeper(KeeperError::TenantExists { .. }) => {
+            ApiError::new(StatusCode::CONFLICT, "tenant_exists", error.to_string())
+        }
+        ProvisionError::Timeout => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the server is busy; try again",
+        ),
+        ProvisionError::NoRegistry => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_registry",
+            "this server keeps no credential registry",
+        ),
+        other => ApiError::internal("provisioning", other),
+    }
 }
 
 fn credential_error(what: &'static str, error: CredentialError) -> ApiError {

@@ -40,6 +40,7 @@ use super::access::{ActorBindings, CatalogIndex, ConnectionAccess, KeeperAccess,
 use super::auth::{Identity, Role};
 use super::exporter::ExportMarks;
 use super::owners::{OwnerRecords, Ownership};
+use super::periods::KeeperRequest;
 use super::review::{self, Review};
 use crate::now_ms;
 
@@ -195,20 +196,36 @@ struct ConnHandle {
     loads: usize,
 }
 
+/// How the hub task runs, beside the hub's own configuration.
+pub struct HubTaskSettings {
+    /// Inputs queued for the hub task at most.
+    pub inbox_messages_max: usize,
+    /// Time between two ticks of the hub, in ms.
+    pub tick_interval_ms: u64,
+    /// Never fsync (benchmarks only).
+    pub skip_flush: bool,
+    /// Where a catalog that gained a seller is reported (the period
+    /// keeper); `None`: nowhere.
+    pub keeper: Option<mpsc::Sender<KeeperRequest>>,
+    /// Counts the ticks that found every changed document reviewed.
+    pub review_passes: watch::Sender<u64>,
+}
+
 /// Spawns the hub task and its flusher thread; returns the inbox.
-/// `review_passes` counts the ticks that found every change reviewed.
-// Each argument is a separate piece of the server the task owns or reports to.
-#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     hub_config: HubConfig,
     fairness: Fairness,
     store: Arc<dyn DocStore>,
     export_marks: Arc<ExportMarks>,
-    inbox_messages_max: usize,
-    tick_interval_ms: u64,
-    skip_flush: bool,
-    review_passes: watch::Sender<u64>,
+    settings: HubTaskSettings,
 ) -> (mpsc::Sender<HubInput>, tokio::task::JoinHandle<()>) {
+    let HubTaskSettings {
+        inbox_messages_max,
+        tick_interval_ms,
+        skip_flush,
+        keeper,
+        review_passes,
+    } = settings;
     let (inbox_tx, inbox_rx) = mpsc::channel(inbox_messages_max);
     let (flush_request_tx, flush_request_rx) = std::sync::mpsc::channel::<u64>();
     let (flush_report_tx, flush_report_rx) = mpsc::unbounded_channel();
@@ -245,6 +262,7 @@ pub fn spawn(
         records,
         store,
         export_marks,
+        keeper,
     };
     let join = tokio::spawn(task.run(
         inbox_rx,
@@ -311,6 +329,9 @@ struct HubTask {
     /// Counts the ticks that found every changed document reviewed (see
     /// [`Review::is_settled`]): a test waits on it instead of sleeping.
     review_passes: watch::Sender<u64>,
+    /// Where a catalog that gained a seller is reported (the period
+    /// keeper; `None` in tests of the hub task alone).
+    keeper: Option<mpsc::Sender<KeeperRequest>>,
 }
 
 impl HubTask {
@@ -554,12 +575,26 @@ impl HubTask {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .owner_of(&document_id, doc);
         match owner {
-            Ok(Ownership::Owned(owner)) => self
-                .records
-                .catalogs
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .observe(document_id, doc, &owner),
+            Ok(Ownership::Owned(owner)) => {
+                let seller_added = self
+                    .records
+                    .catalogs
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .observe(document_id, doc, &owner);
+                // A new seller's ledgers are the keeper's to create, now
+                // rather than at its next pass; never wait for it here.
+                if seller_added {
+                    if let Some(keeper) = &self.keeper {
+                        if keeper
+                            .try_send(KeeperRequest::CatalogChanged(document_id))
+                            .is_err()
+                        {
+                            debug!(%document_id, "the keeper's queue is full; its next pass adds the ledgers");
+                        }
+                    }
+                }
+            }
             Ok(Ownership::New | Ownership::Unowned) => {}
             Err(error) => warn!(%document_id, "cannot read the ownership record: {error}"),
         }

@@ -14,7 +14,10 @@
 //!
 //! Beside the hub runs the period keeper ([`periods`]), a server-internal
 //! peer on the hub's inbox (no socket) that creates each month's ledgers
-//! and stock documents and lists them in the tenants' catalogs.
+//! and stock documents and lists them in the tenants' catalogs, opens a
+//! new seller's ledgers as soon as the hub task sees the catalog gain her,
+//! and writes a new tenant's documents for [`tenants`] (`POST /v1/tenants`,
+//! `ventas tenant init`).
 //!
 //! Connections are accepted by our own loop ([`accept`]): a header read
 //! timeout, a keep-alive idle timeout, a cap on connections still in the
@@ -40,6 +43,7 @@ pub mod owners;
 pub mod periods;
 pub mod review;
 pub mod sessions;
+pub mod tenants;
 pub mod tls;
 
 use std::future::Future;
@@ -113,6 +117,7 @@ struct AppState {
     store: Arc<dyn DocStore>,
     export_marks: Arc<ExportMarks>,
     export_state: Arc<ExportState>,
+    keeper: mpsc::Sender<periods::KeeperRequest>,
 }
 
 /// A server running in this process.
@@ -121,6 +126,8 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     keeper_passes: watch::Receiver<u64>,
     review_passes: watch::Receiver<u64>,
+    keeper: mpsc::Sender<periods::KeeperRequest>,
+    authenticator: Arc<dyn Authenticator>,
     join: tokio::task::JoinHandle<Result<(), ServerError>>,
     /// The store, without keeping it open: shutdown waits for it to go.
     store: std::sync::Weak<dyn DocStore>,
@@ -141,11 +148,30 @@ impl RunningServer {
         self.review_passes.clone()
     }
 
+    /// Provisions a tenant on this server (what `POST /v1/tenants` does,
+    /// without a caller to check): see [`tenants`].
+    pub async fn provision(
+        &self,
+        spec: crate::provision::TenantSpec,
+    ) -> Result<tenants::Provisioned, tenants::ProvisionError> {
+        tenants::provision(
+            &self.keeper,
+            Arc::clone(&self.authenticator),
+            spec,
+            crate::now_ms(),
+        )
+        .await
+    }
+
     /// Graceful shutdown: stop accepting, close peers, flush storage. Returns
     /// only once every clone of the store is dropped and the data
     /// directory's lock is released, so a restart on the same directory
     /// right after it never races.
     pub async fn shutdown(self) -> Result<(), ServerError> {
+        // The registry holds the store: let go of it before waiting for
+        // the store to be released.
+        drop(self.authenticator);
+        drop(self.keeper);
         let _ = self.shutdown.send(true);
         let served = match self.join.await {
             Ok(result) => result,
@@ -231,15 +257,19 @@ pub async fn start_on(
     };
     let (keeper_passes_tx, keeper_passes) = watch::channel(0);
     let (review_passes_tx, review_passes) = watch::channel(0);
+    let (keeper, keeper_requests) = mpsc::channel(periods::KEEPER_REQUESTS_QUEUED_MAX);
+    let authenticator: Arc<dyn Authenticator> = Arc::new(credentials);
     let join = tokio::spawn(serve_with_tls(
         config,
         listener,
         tls,
         store,
-        Arc::new(credentials),
-        Passes {
-            keeper: keeper_passes_tx,
-            review: review_passes_tx,
+        Arc::clone(&authenticator),
+        Keeper {
+            passes: keeper_passes_tx,
+            requests: keeper_requests,
+            sender: keeper.clone(),
+            review_passes: review_passes_tx,
         },
         signal,
     ));
@@ -248,6 +278,8 @@ pub async fn start_on(
         shutdown: shutdown_tx,
         keeper_passes,
         review_passes,
+        keeper,
+        authenticator,
         join,
         store: store_weak,
         data_dir,
@@ -266,19 +298,33 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     config.validate()?;
     let tls = load_tls(&config)?;
+    let (passes, _) = watch::channel(0);
+    let (sender, requests) = mpsc::channel(periods::KEEPER_REQUESTS_QUEUED_MAX);
     serve_with_tls(
         config,
         listener,
         tls,
         store,
         authenticator,
-        Passes {
-            keeper: watch::channel(0).0,
-            review: watch::channel(0).0,
+        Keeper {
+            passes,
+            requests,
+            sender,
+            review_passes: watch::channel(0).0,
         },
         signal,
     )
     .await
+}
+
+/// The period keeper's channels (passes it reports, requests it answers)
+/// and where the stock reviewer counts its settled ticks (see
+/// [`RunningServer::review_passes`]).
+struct Keeper {
+    passes: watch::Sender<u64>,
+    requests: mpsc::Receiver<periods::KeeperRequest>,
+    sender: mpsc::Sender<periods::KeeperRequest>,
+    review_passes: watch::Sender<u64>,
 }
 
 /// The rustls configuration `config` asks for, if any.
@@ -289,21 +335,13 @@ fn load_tls(config: &ServerConfig) -> Result<Option<Arc<rustls::ServerConfig>>, 
     }
 }
 
-/// Where the server's background passes count themselves, for tests to
-/// wait on (see [`RunningServer::keeper_passes`] and
-/// [`RunningServer::review_passes`]).
-struct Passes {
-    keeper: watch::Sender<u64>,
-    review: watch::Sender<u64>,
-}
-
 async fn serve_with_tls(
     config: ServerConfig,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     store: Arc<dyn DocStore>,
     authenticator: Arc<dyn Authenticator>,
-    passes: Passes,
+    keeper: Keeper,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     config.validate()?;
@@ -345,10 +383,13 @@ async fn serve_with_tls(
         fairness,
         Arc::clone(&store),
         Arc::clone(&export_marks),
-        config.hub_inbox_messages_max,
-        config.tick_interval_ms,
-        config.unsafe_skip_flush,
-        passes.review,
+        hub_task::HubTaskSettings {
+            inbox_messages_max: config.hub_inbox_messages_max,
+            tick_interval_ms: config.tick_interval_ms,
+            skip_flush: config.unsafe_skip_flush,
+            keeper: Some(keeper.sender.clone()),
+            review_passes: keeper.review_passes,
+        },
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let exporter_join = config.postgres_url.clone().map(|url| {
@@ -380,7 +421,10 @@ async fn serve_with_tls(
                 .min(config.docs_per_peer_max.saturating_sub(1).max(1)),
             now_ms: Arc::new(move || crate::now_ms().saturating_add_signed(clock_offset_ms)),
         },
-        passes.keeper,
+        periods::KeeperChannels {
+            passes: keeper.passes,
+            requests: keeper.requests,
+        },
         shutdown_rx.clone(),
     );
     let connections = Arc::new(Semaphore::new(config.connections_max));
@@ -412,6 +456,7 @@ async fn serve_with_tls(
         store: Arc::clone(&store),
         export_marks,
         export_state,
+        keeper: keeper.sender,
     };
     let app = api::router(state);
     info!(

@@ -26,6 +26,20 @@
 //!               last month's changed -> carry_late_movements, ack
 //! ```
 //!
+//! Between passes it answers [`KeeperRequest`]s, one at a time:
+//!
+//! - `CatalogChanged`: the hub task saw a catalog gain a seller; the keeper
+//!   keeps that catalog at once (creates and lists the seller's ledgers),
+//!   so a new seller can sell within a second, not at the next pass
+//!   (within the pass budget, `documents_created_per_pass_max`).
+//! - `Provision`: a new tenant ([`crate::provision`]): unless the tenant
+//!   already has a catalog (then `TenantExists`), it creates every device,
+//!   stock and ledger document, then the catalog listing them, each
+//!   acknowledged by the hub before the next; a crash in between leaves at
+//!   worst unlisted documents and no catalog, so provisioning again works.
+//!   Being the one task that makes documents for the server, it never races
+//!   a pass into a second ledger for the same seller.
+//!
 //! Work is bounded per pass ([`CATALOGS_PER_PASS_MAX`],
 //! [`DOCUMENTS_CREATED_PER_PASS_MAX`]) and so is what it holds: one session
 //! per catalog (the catalog and the ledgers it created this pass) and one
@@ -51,6 +65,7 @@ use crate::domain::{
     carry_late_movements, create_ledger_doc, open_next_stock_period, put_directory_entry,
     read_catalog, DocKey, DomainError, Period, TenantId,
 };
+use crate::provision::{self, TenantSpec};
 
 /// Days before a month starts from which its ledgers are created.
 pub const PERIOD_OPEN_AHEAD_DAYS_DEFAULT: u64 = 7;
@@ -69,6 +84,30 @@ pub const KEEPER_STEP_TIMEOUT_MS: u64 = 10_000;
 pub const CARRY_MARKS_MAX: usize = 10_000;
 
 const MS_PER_DAY: u64 = 86_400_000;
+
+/// Requests queued for the keeper at most; the hub drops a
+/// `CatalogChanged` past it (the next pass does that work).
+pub const KEEPER_REQUESTS_QUEUED_MAX: usize = 64;
+
+/// Work asked of the keeper between its passes (see the module
+/// documentation).
+#[derive(Debug)]
+pub enum KeeperRequest {
+    /// A catalog gained a seller: create the seller's ledgers now.
+    CatalogChanged(DocumentId),
+    /// Create a new tenant's documents.
+    Provision {
+        spec: Box<TenantSpec>,
+        reply: oneshot::Sender<Result<ProvisionedDocuments, KeeperError>>,
+    },
+}
+
+/// The documents a provisioning created, by their directory key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionedDocuments {
+    pub catalog: DocumentId,
+    pub documents: Vec<(DocKey, DocumentId)>,
+}
 
 /// Why a pass (or one catalog of it) stopped.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +133,10 @@ pub enum KeeperError {
     BadDirectoryEntry { key: String, url: String },
     #[error("the store: {0}")]
     Store(#[from] ventas_storage::StoreError),
+    #[error("tenant {tenant} already has a catalog ({catalog})")]
+    TenantExists { tenant: String, catalog: DocumentId },
+    #[error("building the tenant's documents: {0}")]
+    Build(Box<DomainError>),
 }
 
 /// How the keeper runs; see the module documentation.
@@ -130,6 +173,14 @@ impl PassReport {
     }
 }
 
+/// What the keeper reports and what it answers.
+pub struct KeeperChannels {
+    /// Passes that ended (see [`spawn`]).
+    pub passes: watch::Sender<u64>,
+    /// Work asked between passes ([`KeeperRequest`]).
+    pub requests: mpsc::Receiver<KeeperRequest>,
+}
+
 /// Spawns the keeper; it runs a pass at once and then every
 /// `check_interval_ms` until `shutdown` turns true. `passes` counts the
 /// passes that ended (done or failed): a test waits for the next one
@@ -140,9 +191,13 @@ pub fn spawn(
     peer_id: PeerId,
     store: Arc<dyn DocStore>,
     settings: KeeperSettings,
-    passes: watch::Sender<u64>,
+    channels: KeeperChannels,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    let KeeperChannels {
+        passes,
+        mut requests,
+    } = channels;
     let mut keeper = Keeper {
         hub,
         next_conn,
@@ -168,10 +223,25 @@ pub fn spawn(
                 Some(Err(error)) => warn!("period keeper pass stopped: {error}"),
             }
             passes.send_modify(|ended| *ended = ended.saturating_add(1));
-            let wait = Duration::from_millis(keeper.settings.check_interval_ms);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.wait_for(|stop| *stop) => return,
+            let next_pass = tokio::time::Instant::now()
+                + Duration::from_millis(keeper.settings.check_interval_ms);
+            loop {
+                let request = tokio::select! {
+                    _ = tokio::time::sleep_until(next_pass) => break,
+                    request = requests.recv() => request,
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                };
+                let Some(request) = request else {
+                    // Nobody can ask any more; passes go on.
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(next_pass) => break,
+                        _ = shutdown.wait_for(|stop| *stop) => return,
+                    }
+                };
+                tokio::select! {
+                    _ = keeper.answer(request) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
             }
         }
     })
@@ -189,8 +259,16 @@ struct Keeper {
     carried: HashMap<DocumentId, Vec<ChangeHash>>,
 }
 
+/// The keeper's view of the calendar at one moment.
+struct Today {
+    now: i64,
+    current: Period,
+    /// This month, and next month from `open_ahead_days` before it.
+    ledger_periods: Vec<Period>,
+}
+
 impl Keeper {
-    async fn pass(&mut self) -> Result<PassReport, KeeperError> {
+    fn today(&self) -> Today {
         let now_ms = (self.settings.now_ms)();
         let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
         let current = Period::of_ms(now);
@@ -201,6 +279,96 @@ impl Keeper {
         if now_ms.saturating_add(ahead_ms) >= next_start {
             ledger_periods.push(next);
         }
+        Today {
+            now,
+            current,
+            ledger_periods,
+        }
+    }
+
+    async fn answer(&mut self, request: KeeperRequest) {
+        match request {
+            KeeperRequest::CatalogChanged(catalog_id) => {
+                let Today {
+                    now,
+                    current,
+                    ledger_periods,
+                } = self.today();
+                let mut report = PassReport::default();
+                let kept = self
+                    .keep_catalog(catalog_id, &ledger_periods, current, now, &mut report)
+                    .await;
+                match kept {
+                    Ok(()) if report.changed_anything() => {
+                        info!(%catalog_id, ?report, "period keeper kept a changed catalog")
+                    }
+                    Ok(()) => debug!(%catalog_id, "period keeper: nothing to do for the catalog"),
+                    Err(error) => warn!(%catalog_id, "period keeper skips the catalog: {error}"),
+                }
+            }
+            KeeperRequest::Provision { spec, reply } => {
+                let tenant = spec.tenant.to_string();
+                let outcome = self.provision(&spec).await;
+                match &outcome {
+                    Ok(done) => info!(tenant, catalog = %done.catalog,
+                        documents = done.documents.len(), "provisioned a tenant"),
+                    Err(error) => warn!(tenant, "provisioning failed: {error}"),
+                }
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+
+    /// See the module documentation (`Provision`).
+    async fn provision(&mut self, spec: &TenantSpec) -> Result<ProvisionedDocuments, KeeperError> {
+        let store = Arc::clone(&self.store);
+        let tenant = spec.tenant.to_string();
+        let existing = tokio::task::spawn_blocking(move || {
+            access::recorded_catalog_of(store.as_ref(), &tenant)
+        })
+        .await
+        .map_err(|_| KeeperError::HubGone)??;
+        if let Some(catalog) = existing {
+            return Err(KeeperError::TenantExists {
+                tenant: spec.tenant.to_string(),
+                catalog,
+            });
+        }
+        let today = self.today();
+        let built =
+            provision::build_documents(spec, &today.ledger_periods, today.current, today.now)
+                .map_err(|error| KeeperError::Build(Box::new(error)))?;
+        let mut catalog = built.catalog;
+        let mut documents = Vec::with_capacity(built.documents.len());
+        // One session per document: a session holds what it created, and
+        // a connection may hold `docs_per_peer_max` documents.
+        for (key, doc) in built.documents {
+            let mut session = self.session().await?;
+            let created = session.create(doc).await;
+            session.close().await;
+            documents.push((key, created?));
+        }
+        let entries: Vec<(DocKey, String)> = documents
+            .iter()
+            .map(|(key, document_id)| (key.clone(), document_id.to_url()))
+            .collect();
+        provision::list_in_catalog(&mut catalog, &entries)
+            .map_err(|error| KeeperError::Build(Box::new(error)))?;
+        let mut session = self.session().await?;
+        let created = session.create(catalog).await;
+        session.close().await;
+        Ok(ProvisionedDocuments {
+            catalog: created?,
+            documents,
+        })
+    }
+
+    async fn pass(&mut self) -> Result<PassReport, KeeperError> {
+        let Today {
+            now,
+            current,
+            ledger_periods,
+        } = self.today();
         let catalogs = access::recorded_catalogs(
             self.store.as_ref(),
             self.cursor.as_deref(),

@@ -6,7 +6,9 @@
 //! correction (void, payment, return, stock transfer) written in JS must
 //! validate in Rust with no violations and the same Automerge types Rust
 //! writes; one written in Rust must read in JS as plain strings and integer
-//! numbers, with the sale statuses Rust derives.
+//! numbers, with the sale statuses Rust derives. A tenant set up with the
+//! JS office helpers (`tests/js/domain-provision.mjs`) reads in Rust with no
+//! violation.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -668,5 +670,80 @@ async fn corrections_recorded_in_rust_read_in_js_as_strings_and_integers() {
     );
 
     office.close().await;
+    server.running.shutdown().await.expect("shutdown");
+}
+
+/// Issue 13: an office sets up a whole tenant from JS (`tests/js/
+/// domain-provision.mjs`: the `clients/js` office helpers), the server
+/// opens the new seller's ledger on its own (its keeper passes only every
+/// hour here), and a JS device sells into it. Rust reads every document
+/// with no violation and the values the JS side wrote.
+#[tokio::test]
+async fn a_tenant_provisioned_in_js_reads_in_rust_with_no_violations() {
+    let server = TestServer::start_with(|config| {
+        config.period_check_interval_ms = 3_600_000;
+    })
+    .await;
+    let url = server.url();
+    let js = node("domain-provision.mjs", &[&url]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let reader = device(&url, dir.path(), "rust-reader");
+    let mut handles = BTreeMap::new();
+    for name in ["catalog", "device", "ledger", "stock"] {
+        let doc_url = js["urls"][name].as_str().expect("url");
+        let handle = reader.open_url(doc_url).expect("open");
+        wait_for_heads(&handle, &js["heads"][name]).await;
+        handles.insert(name, handle);
+    }
+    let catalog = handles["catalog"].read(read_catalog).expect("read");
+    assert!(catalog.violations.is_empty(), "{:?}", catalog.violations);
+    assert_eq!(
+        catalog.meta.as_ref().map(|m| m.tenant.as_str()),
+        Some("acme")
+    );
+    let soap = id(ProductId::new, "soap");
+    let product = &catalog.products[&soap];
+    assert_eq!(product.unit_price_cents, 250);
+    assert_eq!(product.currency.as_str(), "EUR");
+    assert!(product.active);
+    assert!(catalog.sellers.contains_key(&id(SellerId::new, "ana")));
+    let tablet = &catalog.devices[&id(DeviceId::new, "tab-js")];
+    assert_eq!(tablet.seller.as_str(), "ana");
+    assert_eq!(tablet.receipt_prefix, "JS1");
+    let van = &catalog.locations[&id(LocationId::new, "van-ana")];
+    assert_eq!(van.kind, LocationKind::Vehicle);
+    assert_eq!(van.seller.as_ref().map(SellerId::as_str), Some("ana"));
+    let ledger_key = js["ledgerKey"].as_str().expect("key");
+    assert_eq!(
+        catalog.directory.get(ledger_key).map(String::as_str),
+        js["urls"]["ledger"].as_str()
+    );
+    assert_eq!(
+        catalog.directory.get("device/tab-js").map(String::as_str),
+        js["urls"]["device"].as_str()
+    );
+
+    let device_info = handles["device"]
+        .read(read_device)
+        .expect("read")
+        .expect("device");
+    assert_eq!(device_info.seller.as_str(), "ana");
+    assert_eq!(device_info.last_seq, 1);
+
+    let stock = handles["stock"].read(read_stock).expect("read");
+    assert!(stock.violations.is_empty(), "{:?}", stock.violations);
+    assert_eq!(stock.levels[&soap], 37);
+    assert_eq!(stock.levels[&id(ProductId::new, "brush")], 5);
+    assert_eq!(stock.movements["opening/soap"].kind, MovementKind::Opening);
+
+    let ledger = handles["ledger"]
+        .read(|doc| read_ledger(doc, Some(&catalog)))
+        .expect("read");
+    assert!(ledger.violations.is_empty(), "{:?}", ledger.violations);
+    assert_eq!(ledger.sales.len(), 1);
+    let sale = ledger.sales.values().next().expect("sale");
+    assert_eq!(sale.total_cents, 750);
+    assert_eq!(sale.receipt, "JS1-1");
+    reader.close().await.expect("close");
     server.running.shutdown().await.expect("shutdown");
 }

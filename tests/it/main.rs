@@ -23,6 +23,7 @@ mod nginx;
 mod office;
 mod periods;
 mod power_loss;
+mod provision;
 mod review;
 mod sync;
 mod tenant_documents;

@@ -70,6 +70,8 @@ const EXPECTED: &[(Route, Target, [u16; 5], bool)] = &[
     (Route::IssueToken,         Target::Other, [401,   403,   403,   403,   201], false),
     (Route::RevokeToken,        Target::Own,   [401,   403,   403,   200,   200], false),
     (Route::RevokeToken,        Target::Other, [401,   403,   403,   404,   200], false),
+    (Route::ProvisionTenant,    Target::Own,   [401,   403,   403,   201,   201], false),
+    (Route::ProvisionTenant,    Target::Other, [401,   403,   403,   403,   201], false),
 ];
 
 const TENANTS: [&str; 2] = ["acme", "globex"];
@@ -330,6 +332,13 @@ async fn every_route_answers_every_role_and_tenant_as_the_table_says() {
                 Route::IssueToken => format!(
                     r#"{{"tenant":"{target_tenant}","seller":"new","device":"n-{cell}","role":"seller"}}"#
                 ),
+                // A tenant is provisioned once: the office just made
+                // acme, so the operator's "own" cell provisions a fresh
+                // tenant (the operator has none of its own anyway).
+                Route::ProvisionTenant if caller == Caller::Operator && target == Target::Own => {
+                    r#"{"tenant":"initech"}"#.to_string()
+                }
+                Route::ProvisionTenant => format!(r#"{{"tenant":"{target_tenant}"}}"#),
                 _ => String::new(),
             };
             let (status, text) = match route {
