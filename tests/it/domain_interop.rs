@@ -271,15 +271,7 @@ async fn a_sale_recorded_in_rust_reads_in_js_as_strings_and_integers() {
     let soap = id(ProductId::new, "soap");
     let brush = id(ProductId::new, "brush");
 
-    let load = |product: &ProductId, delta| Movement {
-        id: format!("load/delivery-1/{product}"),
-        kind: MovementKind::Load,
-        product: product.clone(),
-        delta,
-        record: "delivery-1".into(),
-        author: "office".into(),
-        at_ms,
-    };
+    let load = |product: &ProductId, delta| delivery_load(product, delta, at_ms);
     office
         .stock
         .change(|doc| move_stock(doc, &[load(&soap, 10), load(&brush, 5)]))
@@ -362,6 +354,19 @@ async fn the_js_client_numbers_and_refuses_sales_like_the_rust_domain() {
 
 /// A stock document for another location (the warehouse), created by the
 /// office like the van's, for transfers.
+/// The office loading `delta` units of `product` from delivery 1.
+fn delivery_load(product: &ProductId, delta: i64, at_ms: i64) -> Movement {
+    Movement {
+        id: format!("load/delivery-1/{product}"),
+        kind: MovementKind::Load,
+        product: product.clone(),
+        delta,
+        record: "delivery-1".into(),
+        author: "office".into(),
+        at_ms,
+    }
+}
+
 fn warehouse_stock(office: &Office) -> DocHandle {
     let period = Period::of_ms(sale_time_ms());
     let products = [id(ProductId::new, "soap"), id(ProductId::new, "brush")];
@@ -546,15 +551,7 @@ async fn corrections_recorded_in_rust_read_in_js_as_strings_and_integers() {
     let at_ms = sale_time_ms();
     let soap = id(ProductId::new, "soap");
     let brush = id(ProductId::new, "brush");
-    let load = |product: &ProductId, delta| Movement {
-        id: format!("load/delivery-1/{product}"),
-        kind: MovementKind::Load,
-        product: product.clone(),
-        delta,
-        record: "delivery-1".into(),
-        author: "office".into(),
-        at_ms,
-    };
+    let load = |product: &ProductId, delta| delivery_load(product, delta, at_ms);
     for handle in [&office.stock, &warehouse] {
         handle
             .change(|doc| move_stock(doc, &[load(&soap, 10), load(&brush, 5)]))

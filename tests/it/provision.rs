@@ -63,25 +63,30 @@ fn str_of<'a>(value: &'a serde_json::Value, pointer: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{pointer} in {value}"))
 }
 
+/// `wanted` of the entry of `list` in a provisioning's answer whose
+/// `field` is `value`.
+fn listed<'a>(
+    provisioned: &'a serde_json::Value,
+    list: &str,
+    (field, value): (&str, &str),
+    wanted: &str,
+) -> &'a str {
+    provisioned[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {list} in {provisioned}"))
+        .iter()
+        .find(|entry| entry[field] == value)
+        .and_then(|entry| entry[wanted].as_str())
+        .unwrap_or_else(|| panic!("no {wanted} for {field} {value} in {provisioned}"))
+}
+
 /// The URL of the document listed under `key` in a provisioning's answer.
 fn url_of<'a>(provisioned: &'a serde_json::Value, key: &str) -> &'a str {
-    provisioned["documents"]
-        .as_array()
-        .expect("documents")
-        .iter()
-        .find(|document| document["key"] == key)
-        .and_then(|document| document["url"].as_str())
-        .unwrap_or_else(|| panic!("no {key} in {provisioned}"))
+    listed(provisioned, "documents", ("key", key), "url")
 }
 
 fn token_of<'a>(provisioned: &'a serde_json::Value, device: &str) -> &'a str {
-    provisioned["credentials"]
-        .as_array()
-        .expect("credentials")
-        .iter()
-        .find(|credential| credential["device"] == device)
-        .and_then(|credential| credential["token"].as_str())
-        .unwrap_or_else(|| panic!("no token for {device} in {provisioned}"))
+    listed(provisioned, "credentials", ("device", device), "token")
 }
 
 async fn open_when(

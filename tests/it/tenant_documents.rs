@@ -487,9 +487,8 @@ async fn ephemerals_until(device: &mut RawDevice, session: &str) -> (Vec<Message
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ephemeral_messages_about_a_document_reach_only_its_readers() {
-    let setup = Setup::start(|_| {}).await;
+/// Ana's ledger, created by acme's office, open on her tablet and phone.
+async fn ana_ledger_on_tablet_and_phone(setup: &Setup) -> (DocumentId, RawDevice, RawDevice) {
     let ledger = setup
         .create(
             "office-1",
@@ -498,9 +497,16 @@ async fn ephemeral_messages_about_a_document_reach_only_its_readers() {
         .await;
     let mut tablet = setup.device("tab-ana").await;
     let mut phone = setup.device("phone-ana").await;
-    let mut globex = setup.device("office-globex").await;
     tablet.fetch(ledger).await.expect("her ledger");
     phone.fetch(ledger).await.expect("her ledger");
+    (ledger, tablet, phone)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemeral_messages_about_a_document_reach_only_its_readers() {
+    let setup = Setup::start(|_| {}).await;
+    let (ledger, mut tablet, mut phone) = ana_ledger_on_tablet_and_phone(&setup).await;
+    let mut globex = setup.device("office-globex").await;
     globex.fetch(ledger).await.expect_err("hidden from globex");
 
     // Globex's office cannot hear acme's: the tablet's message reaches the
@@ -553,17 +559,8 @@ async fn ephemeral_messages_about_a_document_reach_only_its_readers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ephemeral_message_under_another_peers_id_is_not_forwarded_as_theirs() {
     let setup = Setup::start(|_| {}).await;
-    let ledger = setup
-        .create(
-            "office-1",
-            create_ledger_doc(&acme(), &seller("ana"), period()).expect("doc"),
-        )
-        .await;
-    let mut tablet = setup.device("tab-ana").await;
-    let mut phone = setup.device("phone-ana").await;
+    let (ledger, mut tablet, mut phone) = ana_ledger_on_tablet_and_phone(&setup).await;
     let mut office = setup.device("office-1").await;
-    tablet.fetch(ledger).await.expect("her ledger");
-    phone.fetch(ledger).await.expect("her ledger");
     office.fetch(ledger).await.expect("acme's");
 
     // The tablet speaks as the office, then as itself: the phone hears the
