@@ -254,6 +254,17 @@ mod tests {
         assert!(nine.to_string() < ten.to_string());
         assert!(RecordId::parse("tab-7:12").is_err());
         assert!(RecordId::parse("tab 7:0000000001").is_err());
+        let (low, high) = RecordId::key_range(&id_of("tab-7"));
+        assert_eq!(low, "tab-7:0000000000");
+        assert_eq!(
+            high,
+            RecordId::new(id_of("tab-7"), RECORD_SEQ_MAX).to_string()
+        );
+        assert!(low < nine.to_string() && ten.to_string() < high);
+    }
+
+    fn id_of(device: &str) -> DeviceId {
+        DeviceId::new(device).expect("valid")
     }
 
     #[test]
@@ -315,5 +326,7 @@ mod tests {
             "2024-02"
         );
         assert!(Period::parse("2024-13").is_err());
+        assert!(Period::parse("2024-1").is_err());
+        assert!(Period::parse("24-01").is_err());
     }
 }

@@ -767,3 +767,130 @@ fn measure_a_month_of_sales_in_one_ledger() {
     Automerge::load(&bytes).expect("load");
     println!("load: {:?}", started.elapsed());
 }
+
+#[test]
+fn move_stock_refuses_a_bad_id_or_sign_and_writes_nothing() {
+    let world = World::new();
+    let soap = world.products[0].clone();
+    let mut stock = world.stocks[&id(LocationId::new("van-ana"))].clone();
+    let heads = stock.get_heads();
+    let movement = |id: &str, kind, delta| Movement {
+        kind,
+        delta,
+        ..office_load(id, "delivery-1", &soap, 1, november_ms())
+    };
+    let bad_id = |result| matches!(result, Err(DomainError::BadMovementId(_)));
+    let wrong_sign = |result| matches!(result, Err(DomainError::WrongSign { .. }));
+    let longest = "m".repeat(MOVEMENT_ID_BYTES_MAX);
+    assert!(bad_id(move_stock(
+        &mut stock,
+        &[movement("", MovementKind::Load, 1)]
+    )));
+    let too_long = format!("{longest}m");
+    assert!(bad_id(move_stock(
+        &mut stock,
+        &[movement(&too_long, MovementKind::Load, 1)]
+    )));
+    // No kind moves zero units; loads, returns and transfers in add, sales
+    // and transfers out take away.
+    for kind in [
+        MovementKind::Load,
+        MovementKind::Return,
+        MovementKind::TransferIn,
+        MovementKind::Sale,
+        MovementKind::TransferOut,
+        MovementKind::Adjustment,
+        MovementKind::Opening,
+        MovementKind::CarryOver,
+    ] {
+        assert!(
+            wrong_sign(move_stock(&mut stock, &[movement("m-0", kind, 0)])),
+            "{kind:?}"
+        );
+    }
+    for kind in [
+        MovementKind::Load,
+        MovementKind::Return,
+        MovementKind::TransferIn,
+    ] {
+        assert!(
+            wrong_sign(move_stock(&mut stock, &[movement("m-1", kind, -1)])),
+            "{kind:?}"
+        );
+    }
+    for kind in [MovementKind::Sale, MovementKind::TransferOut] {
+        assert!(
+            wrong_sign(move_stock(&mut stock, &[movement("m-2", kind, 1)])),
+            "{kind:?}"
+        );
+    }
+    assert_eq!(
+        stock.get_heads(),
+        heads,
+        "a refused movement writes nothing"
+    );
+    move_stock(&mut stock, &[movement(&longest, MovementKind::Load, 1)])
+        .expect("an id of exactly the limit");
+    assert_eq!(stock_level(&stock, &soap).expect("level"), 1);
+}
+
+#[test]
+fn move_stock_refuses_a_level_that_is_not_a_counter() {
+    let world = World::new();
+    let soap = world.products[0].clone();
+    let mut stock = world.stocks[&id(LocationId::new("van-ana"))].clone();
+    let (_, levels) = stock
+        .get(ROOT, "levels")
+        .expect("read")
+        .expect("a levels map");
+    let mut tx = stock.transaction();
+    tx.put(&levels, soap.as_str(), 5_i64).expect("put");
+    tx.commit();
+    let load = office_load("load-1", "delivery-1", &soap, 1, november_ms());
+    assert!(matches!(
+        move_stock(&mut stock, &[load]),
+        Err(DomainError::NoCounter(product)) if product == soap
+    ));
+}
+
+#[test]
+fn a_level_two_replicas_created_at_once_is_reported_and_a_selected_read_sees_the_levels() {
+    let world = World::new();
+    let mut stock = world.stocks[&id(LocationId::new("van-ana"))].clone();
+    let fresh = read_stock(&stock);
+    assert!(!fresh.levels.is_empty());
+    assert!(fresh.violations.is_empty(), "{:?}", fresh.violations);
+    let selected = read_stock_selected(&stock, KeySelection::All, KeySelection::All);
+    assert_eq!(selected.levels, fresh.levels);
+
+    let new_product = id(ProductId::new("shampoo"));
+    let mut other = replica(&stock, 9, 0);
+    add_stock_products(&mut stock, &[new_product.clone()]).expect("add");
+    add_stock_products(&mut other, &[new_product]).expect("add");
+    stock.merge(&mut other).expect("merge");
+    let view = read_stock(&stock);
+    assert!(
+        view.violations
+            .iter()
+            .any(|v| v.key == "shampoo"
+                && matches!(v.problem, Problem::KeyWrittenTwice { copies: 2 })),
+        "{:?}",
+        view.violations
+    );
+}
+
+#[test]
+fn a_product_the_next_month_lacks_is_carried_with_its_level() {
+    let mut world = World::new();
+    let van = id(LocationId::new("van-ana"));
+    let soap = world.products[0].clone();
+    let mut november = world.stocks.remove(&van).expect("stock");
+    let load = office_load("load-1", "delivery-1", &soap, 10, november_ms());
+    move_stock(&mut november, &[load]).expect("load");
+    let december_period = Period::parse("2026-12").expect("period");
+    let mut december = create_stock_doc(&world.tenant, &van, december_period, &[]).expect("stock");
+    let carried =
+        carry_late_movements(&november, &mut december, december_period.start_ms()).expect("carry");
+    assert_eq!(carried.len(), 1, "{carried:?}");
+    assert_eq!(stock_level(&december, &soap).expect("level"), 10);
+}
