@@ -865,7 +865,7 @@ fn a_level_two_replicas_created_at_once_is_reported_and_a_selected_read_sees_the
 
     let new_product = id(ProductId::new("shampoo"));
     let mut other = replica(&stock, 9, 0);
-    add_stock_products(&mut stock, &[new_product.clone()]).expect("add");
+    add_stock_products(&mut stock, std::slice::from_ref(&new_product)).expect("add");
     add_stock_products(&mut other, &[new_product]).expect("add");
     stock.merge(&mut other).expect("merge");
     let view = read_stock(&stock);
