@@ -300,20 +300,10 @@ impl CatalogIndex {
     }
 
     fn recorded_catalog(&self, tenant: &str) -> Option<DocumentId> {
-        match self.store.meta_get(&catalog_key(tenant)) {
-            Ok(Some(bytes)) => match <[u8; 16]>::try_from(bytes.as_slice()) {
-                Ok(bytes) => Some(DocumentId::from_bytes(bytes)),
-                Err(_) => {
-                    warn!(tenant, "the recorded catalog id is corrupt");
-                    None
-                }
-            },
-            Ok(None) => None,
-            Err(error) => {
-                warn!(tenant, "cannot read the tenant's catalog id: {error}");
-                None
-            }
-        }
+        recorded_catalog_of(self.store.as_ref(), tenant).unwrap_or_else(|error| {
+            warn!(tenant, "cannot read the tenant's catalog id: {error}");
+            None
+        })
     }
 
     fn load(&self, document_id: DocumentId) -> Option<Automerge> {

@@ -137,6 +137,8 @@ pub enum KeeperError {
     TenantExists { tenant: String, catalog: DocumentId },
     #[error("building the tenant's documents: {0}")]
     Build(Box<DomainError>),
+    #[error("the keeper's worker thread failed: {0}")]
+    Worker(String),
 }
 
 /// How the keeper runs; see the module documentation.
@@ -308,7 +310,7 @@ impl Keeper {
             }
             KeeperRequest::Provision { spec, reply } => {
                 let tenant = spec.tenant.to_string();
-                let outcome = self.provision(&spec).await;
+                let outcome = self.provision(*spec).await;
                 match &outcome {
                     Ok(done) => info!(tenant, catalog = %done.catalog,
                         documents = done.documents.len(), "provisioned a tenant"),
@@ -320,24 +322,21 @@ impl Keeper {
     }
 
     /// See the module documentation (`Provision`).
-    async fn provision(&mut self, spec: &TenantSpec) -> Result<ProvisionedDocuments, KeeperError> {
+    async fn provision(&mut self, spec: TenantSpec) -> Result<ProvisionedDocuments, KeeperError> {
+        // The store read and building up to a few thousand records into
+        // documents run off the runtime.
         let store = Arc::clone(&self.store);
-        let tenant = spec.tenant.to_string();
-        let existing = tokio::task::spawn_blocking(move || {
-            access::recorded_catalog_of(store.as_ref(), &tenant)
+        let today = self.today();
+        let built = tokio::task::spawn_blocking(move || {
+            let tenant = spec.tenant.to_string();
+            if let Some(catalog) = access::recorded_catalog_of(store.as_ref(), &tenant)? {
+                return Err(KeeperError::TenantExists { tenant, catalog });
+            }
+            provision::build_documents(&spec, &today.ledger_periods, today.current, today.now)
+                .map_err(|error| KeeperError::Build(Box::new(error)))
         })
         .await
-        .map_err(|_| KeeperError::HubGone)??;
-        if let Some(catalog) = existing {
-            return Err(KeeperError::TenantExists {
-                tenant: spec.tenant.to_string(),
-                catalog,
-            });
-        }
-        let today = self.today();
-        let built =
-            provision::build_documents(spec, &today.ledger_periods, today.current, today.now)
-                .map_err(|error| KeeperError::Build(Box::new(error)))?;
+        .map_err(|error| KeeperError::Worker(error.to_string()))??;
         let mut catalog = built.catalog;
         let mut documents = Vec::with_capacity(built.documents.len());
         // One session per document: a session holds what it created, and

@@ -227,9 +227,9 @@ impl SessionLog {
 
     /// Removes every index key whose record is missing or names another
     /// tenant (left by a crash between the two writes of [`SessionLog::put`]).
-    /// Walks the whole index a page at a time: one record read per key,
-    /// about a second for [`SYNC_SESSIONS_KEPT_MAX_DEFAULT`] keys. Returns
-    /// how many keys were removed.
+    /// Walks the whole index a page at a time: one record read per key, at
+    /// most [`SYNC_SESSIONS_KEPT_MAX_DEFAULT`] keys by default (its time at
+    /// startup is not measured yet). Returns how many keys were removed.
     pub fn prune_stale_index(&self) -> Result<usize, SessionLogError> {
         let mut removed = 0;
         let mut before: Option<Vec<u8>> = None;

@@ -48,6 +48,8 @@ pub enum ProvisionError {
     Keeper(#[from] KeeperError),
     #[error("the documents were created, but issuing the credentials failed: {0}")]
     Credentials(#[from] CredentialError),
+    #[error("the credential worker thread failed: {0}")]
+    Worker(String),
 }
 
 /// A document created for the tenant.
@@ -187,7 +189,7 @@ pub async fn provision(
             .collect::<Result<Vec<_>, ProvisionError>>()
     })
     .await
-    .map_err(|_| ProvisionError::NoRegistry)??;
+    .map_err(|error| ProvisionError::Worker(error.to_string()))??;
     Ok(Provisioned {
         tenant,
         catalog_url: created.catalog.to_url(),
