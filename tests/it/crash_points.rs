@@ -66,7 +66,7 @@ mod export_windows {
 
     use ventas::domain::read_ledger;
 
-    use crate::harness::{http_get, within, ServerProcess, TestDatabase, WAIT_MS_MAX};
+    use crate::harness::{http_get, interrupt, within, ServerProcess, TestDatabase, WAIT_MS_MAX};
     use crate::office::{sale_time_ms, Office};
 
     /// Sales the office records before the crash.
@@ -80,21 +80,6 @@ mod export_windows {
     ) -> (tokio::process::Child, std::net::SocketAddr) {
         let process = ServerProcess::spawn_isolated(data_dir, args, env).await;
         (process.child, process.addr)
-    }
-
-    /// SIGINT (a clean shutdown), then waits for the exit.
-    async fn interrupt(child: &mut tokio::process::Child) {
-        let pid = child.id().expect("running").to_string();
-        let sent = tokio::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .await
-            .expect("kill runs");
-        assert!(sent.success());
-        let status = within("the server to stop", child.wait())
-            .await
-            .expect("wait");
-        assert!(status.success(), "a clean stop: {status}");
     }
 
     /// (sales, cents) of the office's ledger as the device holds it.

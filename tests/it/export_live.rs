@@ -320,18 +320,7 @@ async fn sell_unexported(data_dir: &std::path::Path, port: u16, office: &Office,
             .await;
     record_sales(office, count);
     office.synced().await;
-    let mut child = server.child;
-    let pid = child.id().expect("running").to_string();
-    let sent = tokio::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .await
-        .expect("kill runs");
-    assert!(sent.success());
-    let stopped = within("the server to stop", child.wait())
-        .await
-        .expect("wait");
-    assert!(stopped.success(), "a clean stop: {stopped}");
+    server.interrupt().await;
 }
 
 /// (sales, cents, duplicated sale keys) in PostgreSQL, over every ledger.

@@ -266,6 +266,13 @@ impl ServerProcess {
         self.child.kill().await.expect("kill");
     }
 
+    /// SIGINT (a clean shutdown), then waits for the exit, which must be a
+    /// success. (Only the failpoint tests stop a child cleanly.)
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    pub async fn interrupt(mut self) {
+        interrupt(&mut self.child).await;
+    }
+
     pub fn url(&self) -> String {
         format!("ws://{}", self.addr)
     }
@@ -914,5 +921,35 @@ impl PhoneAndTablet {
             on_phone,
             on_tablet,
         }
+    }
+}
+
+/// SIGINT to a child server (a clean shutdown), then waits for its exit,
+/// which must be a success. (Only the failpoint tests stop a child cleanly.)
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+pub async fn interrupt(child: &mut tokio::process::Child) {
+    let pid = child.id().expect("running").to_string();
+    let sent = tokio::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(sent.success());
+    let status = within("the server to stop", child.wait())
+        .await
+        .expect("wait");
+    assert!(status.success(), "a clean stop: {status}");
+}
+
+/// The `count`th of a flood of 256 KiB ephemeral messages from peer
+/// `chatty` about `document_id`.
+pub fn flood_message(server_id: &PeerId, document_id: DocumentId, count: u64) -> Message {
+    Message::Ephemeral {
+        sender_id: PeerId::new("chatty"),
+        target_id: server_id.clone(),
+        count,
+        session_id: "flood".to_string(),
+        document_id,
+        data: vec![7u8; 256 * 1024],
     }
 }

@@ -11,11 +11,10 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::MaybeTlsStream;
 use ventas_sync_protocol::ids::{DocumentId, PeerId};
-use ventas_sync_protocol::wire::Message;
 
 use crate::harness::{
-    device, http_get, put, wait_for_keys, within, PhoneAndTablet, RawPeer, ServerProcess,
-    TestServer, WAIT_MS_MAX,
+    device, flood_message, http_get, put, wait_for_keys, within, PhoneAndTablet, RawPeer,
+    ServerProcess, TestServer, WAIT_MS_MAX,
 };
 
 /// Reads until the server closes the connection (a reset counts as
@@ -361,14 +360,7 @@ async fn a_peer_that_stops_reading_is_closed_with_1013_and_a_reason() {
         let mut count = 0u64;
         loop {
             count += 1;
-            let message = Message::Ephemeral {
-                sender_id: PeerId::new("chatty"),
-                target_id: server_id.clone(),
-                count,
-                session_id: "flood".to_string(),
-                document_id,
-                data: vec![7u8; 256 * 1024],
-            };
+            let message = flood_message(&server_id, document_id, count);
             chatty.send(&message).await;
         }
     };

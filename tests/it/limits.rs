@@ -172,14 +172,7 @@ async fn a_peer_that_does_not_read_is_disconnected_when_its_queue_fills() {
     let session = loop {
         for _ in 0..16 {
             count += 1;
-            let message = Message::Ephemeral {
-                sender_id: PeerId::new("chatty"),
-                target_id: server_id.clone(),
-                count,
-                session_id: "flood".to_string(),
-                document_id,
-                data: vec![7u8; 256 * 1024],
-            };
+            let message = flood_message(&server_id, document_id, count);
             chatty.send(&message).await;
         }
         let (_, body) = http_get(server.addr(), "/v1/sync-sessions?limit=500").await;

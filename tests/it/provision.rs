@@ -318,21 +318,25 @@ async fn an_office_provisions_its_own_tenant_over_http_and_no_other() {
     server.running.shutdown().await.expect("shutdown");
 }
 
+/// Every credential the server holds, as the operator lists them.
+async fn token_list(server: &TestServer, operator: &str) -> serde_json::Value {
+    let auth = format!("Bearer {operator}");
+    let (status, list) = http_request(
+        server.addr(),
+        "GET",
+        "/v1/tokens",
+        &[("Authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{list}");
+    serde_json::from_str(&list).expect("json")
+}
+
 #[tokio::test]
 async fn a_refused_spec_names_the_field_and_writes_nothing() {
     let (server, office, operator) = server_with_office().await;
-    let tokens_before = {
-        let auth = format!("Bearer {operator}");
-        let (_, list) = http_request(
-            server.addr(),
-            "GET",
-            "/v1/tokens",
-            &[("Authorization", &auth)],
-            "",
-        )
-        .await;
-        serde_json::from_str::<serde_json::Value>(&list).expect("json")
-    };
+    let tokens_before = token_list(&server, &operator).await;
     let mut bad: serde_json::Value = serde_json::from_str(&example_json("acme")).expect("json");
     bad["devices"][0]["seller"] = "nobody".into();
     let (status, answer) = post_tenant(&server, &office, &bad.to_string()).await;
@@ -355,16 +359,7 @@ async fn a_refused_spec_names_the_field_and_writes_nothing() {
     assert_eq!(answer["error"]["code"], "invalid_json");
 
     // Nothing was written: no credential, and acme has no catalog yet.
-    let auth = format!("Bearer {operator}");
-    let (_, list) = http_request(
-        server.addr(),
-        "GET",
-        "/v1/tokens",
-        &[("Authorization", &auth)],
-        "",
-    )
-    .await;
-    let tokens_after: serde_json::Value = serde_json::from_str(&list).expect("json");
+    let tokens_after = token_list(&server, &operator).await;
     assert_eq!(tokens_before, tokens_after);
     let (status, answer) = post_tenant(&server, &office, &example_json("acme")).await;
     assert_eq!(status, 201, "{answer}");

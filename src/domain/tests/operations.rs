@@ -572,14 +572,21 @@ fn the_catalog_directory_finds_each_document_by_kind_owner_and_period() {
     assert!(view.violations.is_empty(), "{:?}", view.violations);
 }
 
-#[test]
-fn stock_rolls_over_to_a_new_month_and_carries_late_sales_once() {
+/// The test world, with Ana's van's November stock taken out of it after
+/// the office loaded 10 soaps into it.
+fn van_loaded_with_ten_soaps() -> (World, LocationId, ProductId, automerge::Automerge) {
     let mut world = World::new();
     let van = id(LocationId::new("van-ana"));
     let soap = world.products[0].clone();
     let mut november = world.stocks.remove(&van).expect("stock");
     let load = office_load("load-1", "delivery-1", &soap, 10, november_ms());
     move_stock(&mut november, &[load]).expect("load");
+    (world, van, soap, november)
+}
+
+#[test]
+fn stock_rolls_over_to_a_new_month_and_carries_late_sales_once() {
+    let (mut world, _, soap, mut november) = van_loaded_with_ten_soaps();
     let first = world.sell("tab-a1", &[(0, 3)]);
     apply_sale_to_stock(&mut november, &first).expect("apply");
     // A device that will stay offline across the month boundary.
@@ -881,12 +888,7 @@ fn a_level_two_replicas_created_at_once_is_reported_and_a_selected_read_sees_the
 
 #[test]
 fn a_product_the_next_month_lacks_is_carried_with_its_level() {
-    let mut world = World::new();
-    let van = id(LocationId::new("van-ana"));
-    let soap = world.products[0].clone();
-    let mut november = world.stocks.remove(&van).expect("stock");
-    let load = office_load("load-1", "delivery-1", &soap, 10, november_ms());
-    move_stock(&mut november, &[load]).expect("load");
+    let (world, van, soap, november) = van_loaded_with_ten_soaps();
     let december_period = Period::parse("2026-12").expect("period");
     let mut december = create_stock_doc(&world.tenant, &van, december_period, &[]).expect("stock");
     let carried =
