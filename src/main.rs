@@ -432,17 +432,14 @@ const LOG_FILTER_DEFAULT: &str = "warn,ventas=info,ventas_storage=info,ventas_sy
 /// The global allocator, chosen at build time (BENCHMARKS.md, "Memory
 /// after a big change"): glibc's malloc keeps most of what a big change
 /// freed in its per-thread arenas.
-#[cfg(feature = "alloc-mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-#[cfg(all(feature = "alloc-jemalloc", not(feature = "alloc-mimalloc")))]
+#[cfg(feature = "alloc-jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc returns freed pages from background threads (after its decay
 /// time, 10 s), not only when a thread happens to allocate again.
 fn start_allocator_purging() {
-    #[cfg(all(feature = "alloc-jemalloc", not(feature = "alloc-mimalloc")))]
+    #[cfg(feature = "alloc-jemalloc")]
     if let Err(error) = tikv_jemalloc_ctl::background_thread::write(true) {
         eprintln!("jemalloc: cannot start background purging: {error}");
     }
